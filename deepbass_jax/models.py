@@ -1,0 +1,110 @@
+"""The paper's networks as flax modules, used through a pure `apply(params, x, key)`.
+
+Dropout is on exactly when a PRNG key is given: `apply(params, x)` is the deterministic network,
+`apply(params, x, key)` one stochastic MC-dropout pass f^(t) of eq. 7.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+# Keras defaults of the original implementation: glorot-uniform kernels, zero biases.
+_KERNEL_INIT = nn.initializers.glorot_uniform()
+
+ApplyFn = Callable[..., jax.Array]
+
+
+class PaperCNN(nn.Module):
+    """MNIST CNN of section 5: 4 x [conv 3x3 'same', LeakyReLU, dropout], 2x2 max-pool after blocks 2 and 4.
+
+    Input [N, H, W, C] -> logits [N, num_classes]. 14,970 parameters for 28x28x1 input and 10 classes.
+    """
+
+    num_classes: int
+    features: int = 16
+    dropout_rate: float = 0.33
+    negative_slope: float = 0.1  # eq. 13
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+        for block in range(4):
+            x = nn.Conv(self.features, (3, 3), padding="SAME", kernel_init=_KERNEL_INIT)(x)
+            x = nn.leaky_relu(x, self.negative_slope)
+            x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+            if block in (1, 3):
+                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = x.reshape(x.shape[0], -1)
+        return nn.Dense(self.num_classes, kernel_init=_KERNEL_INIT)(x)
+
+
+class ToyMLP(nn.Module):
+    """Toy network of section 4: 2 -> 50 -> 50 -> 50 -> C, LeakyReLU and dropout after each hidden layer.
+
+    Input [N, D] -> logits [N, num_classes].
+    """
+
+    num_classes: int
+    hidden: Sequence[int] = (50, 50, 50)
+    dropout_rate: float = 0.33
+    negative_slope: float = 0.1  # eq. 13
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
+        x = x.reshape(x.shape[0], -1)
+        for width in self.hidden:
+            x = nn.Dense(width, kernel_init=_KERNEL_INIT)(x)
+            x = nn.leaky_relu(x, self.negative_slope)
+            x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
+        return nn.Dense(self.num_classes, kernel_init=_KERNEL_INIT)(x)
+
+
+ARCHITECTURES = {"cnn": PaperCNN, "mlp": ToyMLP}
+
+
+def default_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.architecture = "cnn"  # "cnn" (paper MNIST network) or "mlp" (paper toy network)
+    config.dropout_rate = 0.33  # dropout after every hidden layer; MC dropout uses the same rate
+    config.negative_slope = 0.1  # LeakyReLU slope, eq. 13
+    return config
+
+
+def build(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
+    """Returns the flax module named by `config.architecture` with `num_classes` outputs."""
+    if config.architecture not in ARCHITECTURES:
+        raise ValueError(
+            f"model.architecture={config.architecture!r} is unknown; choose one of {sorted(ARCHITECTURES)}."
+        )
+    if not 0.0 < config.dropout_rate < 1.0:
+        raise ValueError(
+            f"model.dropout_rate={config.dropout_rate} must lie in (0, 1): MC dropout needs stochastic passes."
+        )
+    return ARCHITECTURES[config.architecture](
+        num_classes=num_classes, dropout_rate=config.dropout_rate, negative_slope=config.negative_slope
+    )
+
+
+def init_params(module: nn.Module, key: jax.Array, input_shape: Sequence[int]):
+    """Initial parameters for inputs of shape [N, *input_shape]."""
+    dummy = jnp.zeros((1, *input_shape), jnp.float32)
+    return module.init(key, dummy, deterministic=True)["params"]
+
+
+def make_apply(module: nn.Module) -> ApplyFn:
+    """Pure `apply(params, x, key=None) -> logits [N, C]`; dropout is active exactly when `key` is given."""
+
+    def apply(params, x: jax.Array, key: Optional[jax.Array] = None) -> jax.Array:
+        if key is None:
+            return module.apply({"params": params}, x, deterministic=True)
+        return module.apply({"params": params}, x, deterministic=False, rngs={"dropout": key})
+
+    return apply
+
+
+def count_params(params) -> int:
+    return sum(leaf.size for leaf in jax.tree_util.tree_leaves(params))

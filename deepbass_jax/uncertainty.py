@@ -1,0 +1,101 @@
+"""MC-dropout inference (section 3.2) and the uncertainty scores built on it.
+
+Shapes: `probs` are MC samples [T, N, C] (T stochastic passes, N samples, C classes); `mean_probs` are [N, C].
+All scores are normalized by log(C), so each lies in [0, 1].
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.special import entr
+
+from deepbass_jax.chunks import padded_chunks
+from deepbass_jax.models import ApplyFn
+
+
+def mc_probs(apply_fn: ApplyFn, params, x: jax.Array, key: jax.Array, num_passes: int) -> jax.Array:
+    """Softmax outputs of `num_passes` stochastic passes f^(t)(x, w), vmapped over split keys: [T, N, C]."""
+    keys = jax.random.split(key, num_passes)
+    return jax.vmap(lambda k: jax.nn.softmax(apply_fn(params, x, k), axis=-1))(keys)
+
+
+def predictive_mean(probs: jax.Array) -> jax.Array:
+    """Eq. 7: the MC average over passes, [T, N, C] -> [N, C]."""
+    return probs.mean(axis=0)
+
+
+def normalized_entropy(mean_probs: jax.Array) -> jax.Array:
+    """Eq. 3: H(y) = -sum_c y_c log y_c / log C, [..., C] -> [...], in [0, 1]."""
+    num_classes = mean_probs.shape[-1]
+    return entr(mean_probs).sum(axis=-1) / jnp.log(num_classes)
+
+
+def mutual_information(probs: jax.Array) -> jax.Array:
+    """BALD (Houlsby et al. 2011): H(mean_t p_t) - mean_t H(p_t), normalized by log C, [T, N, C] -> [N].
+
+    Non-negative by Jensen's inequality; the clip only removes float round-off below zero.
+    """
+    gap = normalized_entropy(predictive_mean(probs)) - normalized_entropy(probs).mean(axis=0)
+    return jnp.maximum(gap, 0.0)
+
+
+def variation_ratio(probs: jax.Array) -> jax.Array:
+    """Variation ratio (Freeman 1965): 1 - (votes of the modal class) / T, [T, N, C] -> [N], in [0, 1 - 1/C]."""
+    num_passes, _, num_classes = probs.shape
+    votes = jax.nn.one_hot(probs.argmax(axis=-1), num_classes, dtype=jnp.int32).sum(axis=0)
+    return 1.0 - votes.max(axis=-1) / num_passes
+
+
+class UncertaintyStats(NamedTuple):
+    """Per-sample results of MC-dropout inference; each field is indexed by sample."""
+
+    mean_probs: jax.Array  # [N, C], eq. 7
+    entropy: jax.Array  # [N], eq. 3 of the mean
+    mutual_information: jax.Array  # [N], BALD
+    variation_ratio: jax.Array  # [N]
+
+
+def stats_from_probs(probs: jax.Array) -> UncertaintyStats:
+    """All scores from MC samples [T, N, C]."""
+    mean_probs = predictive_mean(probs)
+    return UncertaintyStats(
+        mean_probs=mean_probs,
+        entropy=normalized_entropy(mean_probs),
+        mutual_information=mutual_information(probs),
+        variation_ratio=variation_ratio(probs),
+    )
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "num_passes"))
+def _chunk_stats(apply_fn: ApplyFn, params, images, sample_ids, key, num_passes: int) -> UncertaintyStats:
+    """Scores for one fixed-size chunk; sample i's dropout masks come from fold_in(key, sample_ids[i])."""
+
+    def one_sample(x, sample_id):
+        return mc_probs(apply_fn, params, x[None], jax.random.fold_in(key, sample_id), num_passes)[:, 0]
+
+    probs = jax.vmap(one_sample, out_axes=1)(images, sample_ids)  # [T, chunk, C]
+    return stats_from_probs(probs)
+
+
+def pool_stats(
+    apply_fn: ApplyFn, params, images, key: jax.Array, num_passes: int, chunk_size: int = 1024
+) -> UncertaintyStats:
+    """MC-dropout scores for a pool of any size [N, ...] in fixed-size padded chunks.
+
+    Compiles once per chunk shape, whatever N is. Each sample's dropout masks depend only on `key` and
+    its index in the pool, so the result does not depend on `chunk_size`. Memory is O(chunk_size * T).
+    """
+    num_samples = images.shape[0]
+    if num_samples == 0:
+        raise ValueError("pool_stats got an empty pool: there is nothing to run MC-dropout inference on.")
+    outputs = []
+    for start, chunk, _ in padded_chunks(images, chunk_size):
+        sample_ids = np.arange(start, start + chunk_size, dtype=np.uint32)
+        outputs.append(_chunk_stats(apply_fn, params, chunk, sample_ids, key, num_passes))
+    stacked = jax.tree_util.tree_map(lambda *parts: jnp.concatenate(parts)[:num_samples], *outputs)
+    return UncertaintyStats(*stacked)

@@ -1,0 +1,94 @@
+"""Oracles: the simulated one reveals and counts; the file one round-trips through PNG + CSV and validates."""
+
+import csv
+
+import numpy as np
+import pytest
+
+from deepbass_jax import oracle
+
+
+def test_simulated_oracle_reveals_hidden_labels_and_counts_queries():
+    hidden = np.array([3, 1, 4, 1, 5])
+    simulated = oracle.SimulatedOracle(hidden)
+    np.testing.assert_array_equal(simulated.label(np.array([4, 0])), [5, 3])
+    assert simulated.num_queries == 2
+    with pytest.raises(oracle.OracleError, match="already labeled"):
+        simulated.label(np.array([1, 0]))
+    restored = oracle.SimulatedOracle(hidden)
+    restored.load_state_dict(simulated.state_dict())
+    assert restored.num_queries == 2
+
+
+def _file_oracle(tmp_path):
+    return oracle.FileOracle(tmp_path / "oracle", num_classes=10)
+
+
+def _answer(tmp_path, rows, round_number=0):
+    folder = tmp_path / "oracle" / f"round_{round_number:04d}"
+    with open(folder / "answers.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["id", "image", "label"])
+        writer.writerows(rows)
+
+
+def _ask(file_oracle, indices):
+    images = np.random.default_rng(0).uniform(size=(len(indices), 28, 28, 1)).astype(np.float32)
+    return file_oracle.label(np.array(indices), images)
+
+
+def test_file_oracle_round_trip(tmp_path):
+    file_oracle = _file_oracle(tmp_path)
+    with pytest.raises(oracle.LabelsPending, match="answers.csv"):
+        _ask(file_oracle, [7, 2, 9])
+    folder = tmp_path / "oracle" / "round_0000"
+    assert sorted(p.name for p in folder.glob("*.png")) == ["2.png", "7.png", "9.png"]
+    with open(folder / "queries.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["id"] for row in rows] == ["7", "2", "9"] and all(row["label"] == "" for row in rows)
+    _answer(tmp_path, [[9, "9.png", 1], [7, "7.png", 0], [2, "2.png", 8]])
+    np.testing.assert_array_equal(_ask(file_oracle, [7, 2, 9]), [0, 8, 1])
+    # The next query is a new round; a resumed oracle continues the numbering.
+    resumed = _file_oracle(tmp_path)
+    resumed.load_state_dict(file_oracle.state_dict())
+    with pytest.raises(oracle.LabelsPending, match="round_0001"):
+        _ask(resumed, [3])
+
+
+@pytest.mark.parametrize(
+    "bad_row, message",
+    [
+        ([5, "5.png", 1], "id 5 was not asked"),
+        ([2, "2.png", 10], r"label 10 of id 2 is outside \[0, 10\)"),
+        ([2, "2.png", -1], "label -1 of id 2 is outside"),
+        (["x", "2.png", 1], "id 'x' is not an integer"),
+        ([2, "2.png", "seven"], "label 'seven' of id 2 is not an integer"),
+        ([7, "7.png", 4], "id 7 is answered twice"),
+    ],
+)
+def test_file_oracle_rejects_bad_rows_by_row_number_and_keeps_the_good_ones(tmp_path, bad_row, message):
+    file_oracle = _file_oracle(tmp_path)
+    with pytest.raises(oracle.LabelsPending):
+        _ask(file_oracle, [7, 2])
+    _answer(tmp_path, [[7, "7.png", 3], bad_row])
+    with pytest.raises(oracle.OracleError, match=f"row 3: {message}"):
+        _ask(file_oracle, [7, 2])
+    # The person fixes the file: only the missing answer needs to be there now; id 7's answer was kept.
+    _answer(tmp_path, [[2, "2.png", 6]])
+    np.testing.assert_array_equal(_ask(file_oracle, [7, 2]), [3, 6])
+
+
+def test_file_oracle_reports_missing_answers(tmp_path):
+    file_oracle = _file_oracle(tmp_path)
+    with pytest.raises(oracle.LabelsPending):
+        _ask(file_oracle, [7, 2])
+    _answer(tmp_path, [[7, "7.png", 3]])
+    with pytest.raises(oracle.OracleError, match=r"no valid label yet for ids \[2\]"):
+        _ask(file_oracle, [7, 2])
+
+
+def test_file_oracle_waits_for_answers(tmp_path):
+    file_oracle = oracle.FileOracle(tmp_path / "oracle", num_classes=2, wait_seconds=0.2, poll_seconds=0.05)
+    with pytest.raises(oracle.LabelsPending):
+        file_oracle.label(np.array([0]), np.zeros((1, 2), np.float32))  # feature vectors become strips
+    assert (tmp_path / "oracle" / "round_0000" / "0.png").exists()
