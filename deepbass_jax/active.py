@@ -201,8 +201,12 @@ class Driver:
             self.workdir / "oracle", self.num_classes, wait_seconds=self.config.oracle_wait_seconds
         )
 
+    def _setup_keys(self):
+        """Keys of iteration 0: parameter init, the training dropout stream, the initial fit's plans."""
+        return jax.random.split(jax.random.fold_in(self.key, 0), 3)
+
     def _fresh_train_state(self) -> train.TrainState:
-        init_key, dropout_key = jax.random.split(jax.random.fold_in(self.key, 0))
+        init_key, dropout_key, _ = self._setup_keys()
         params = models.init_params(self.module, init_key, self.dataset.input_shape)
         return train.create_train_state(self.apply_fn, params, dropout_key, self.config.train)
 
@@ -276,25 +280,13 @@ class Driver:
         state = RunState(0, self._fresh_train_state(), np.full(num_pool, -1, np.int32), np.full(num_pool, -1, np.int32))
         self._buy(state, self._initial_indices(), iteration=0)
         config = self.config
-        fit_key = jax.random.fold_in(jax.random.fold_in(self.key, 0), 1)
-        targets = jnp.asarray(state.targets())
-        best, since_best = -1.0, 0
+        _, _, fit_key = self._setup_keys()
         with progress.Progress(config.initial_epochs, "initial fit") as bar:
-            for epoch in range(config.initial_epochs):
-                indices, weights = train.sampling_plan(
-                    state.labeled, state.selected, jax.random.fold_in(fit_key, epoch), config.train.upsample
-                )
-                state.train_state, metrics = train.train_epoch(
-                    state.train_state, self.pool_images, targets, indices, weights, config.train.batch_size
-                )
-                bar.update(1)
-                if metrics.accuracy > best:
-                    best, since_best = metrics.accuracy, 0
-                else:
-                    since_best += 1
-                if config.initial_patience and since_best >= config.initial_patience:
-                    logging.info("Initial fit: training accuracy stagnated at %.4f after %d epochs.", best, epoch + 1)
-                    break
+            state.train_state, metrics = train.fit(
+                state.train_state, self.pool_images, jnp.asarray(state.targets()), state.labeled, fit_key,
+                config.initial_epochs, config.train, config.initial_patience, lambda *_: bar.update(1),
+            )
+        logging.info("Initial fit: %d steps, training accuracy %.4f.", int(state.train_state.step), metrics.accuracy)
         return state
 
     def iterate(self, state: RunState) -> dict:
@@ -386,9 +378,10 @@ class Driver:
 
     # ------------------------------------------------------------------------------------------ run
     def run(self) -> dict:
-        state = self._restore()
+        """Runs to the last iteration; the final state stays available as `self.state`."""
+        state = self.state = self._restore()
         if state is None:
-            state = self.initial_state()
+            state = self.state = self.initial_state()
             initial = {"iteration": 0, "labels": int(state.labeled.sum()), "bought": int(state.labeled.sum())}
             initial.update(self._held_out_accuracy(state.train_state.params))
             checkpoint.rewrite_jsonl(self.workdir / METRICS, [initial])

@@ -41,14 +41,13 @@ def curves(metrics: list[dict], path) -> None:
     plt.close(figure)
 
 
-def decision_boundary(apply_fn, params, points, labeled, labels, path, title: str = "") -> None:
-    """Background: predicted probability of class 1; points coloured by class (grey if unknown),
-    labeled points crossed out as in Figs. 1-2. points [N, 2], labeled [N] bool, labels [N] or None."""
+def draw_decision_boundary(axis, apply_fn, params, points, labeled, labels, title: str = "") -> None:
+    """Background: predicted probability of class 1 (white line: 0.5); points coloured by class (grey if
+    unknown), labeled points crossed out, as in Figs. 1-2. points [N, 2], labeled [N] bool, labels [N] or None."""
     low, high = points.min(axis=0) - 0.3, points.max(axis=0) + 0.3
     xs, ys = np.meshgrid(np.linspace(low[0], high[0], 200), np.linspace(low[1], high[1], 200))
     grid = np.stack([xs.ravel(), ys.ravel()], axis=1).astype(np.float32)
     probability = np.asarray(jax.nn.softmax(apply_fn(params, grid), axis=-1))[:, 1].reshape(xs.shape)
-    figure, axis = plt.subplots(figsize=(5, 5))
     axis.contourf(xs, ys, probability, levels=np.linspace(0, 1, 21), cmap="coolwarm_r", alpha=0.8)
     axis.contour(xs, ys, probability, levels=[0.5], colors="white", linewidths=1.5)
     colours = np.where(labels == 1, "tab:blue", "tab:red") if labels is not None else "grey"
@@ -56,6 +55,12 @@ def decision_boundary(apply_fn, params, points, labeled, labels, path, title: st
     axis.scatter(points[labeled, 0], points[labeled, 1], marker="x", c="black", s=40, linewidths=1.5)
     axis.set_title(title or f"{int(np.sum(labeled))} labels")
     axis.set_aspect("equal")
+
+
+def decision_boundary(apply_fn, params, points, labeled, labels, path, title: str = "") -> None:
+    """One decision-boundary panel (see `draw_decision_boundary`) saved to `path`."""
+    figure, axis = plt.subplots(figsize=(5, 5))
+    draw_decision_boundary(axis, apply_fn, params, points, labeled, labels, title)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -169,16 +169,24 @@ def fit(
     key: jax.Array,
     epochs: int,
     config: ml_collections.ConfigDict,
+    patience: int = 0,
     on_epoch: Optional[Callable[[int, EpochMetrics], None]] = None,
 ) -> tuple[TrainState, EpochMetrics]:
-    """Supervised training (line 2 of Algorithm 3.1): `epochs` epochs over the upsampled ground truth."""
+    """Supervised training (line 2 of Algorithm 3.1): up to `epochs` epochs over the upsampled ground truth.
+
+    With `patience` > 0 training stops once the epoch's training accuracy has not exceeded its best for
+    that many epochs ("until the training accuracy stagnates", section 4).
+    """
     no_selection = np.zeros_like(np.asarray(labeled, bool))
-    metrics = None
+    best, since_best = -1.0, 0
     for epoch in range(epochs):
         indices, weights = sampling_plan(labeled, no_selection, jax.random.fold_in(key, epoch), config.upsample)
         state, metrics = train_epoch(state, images, targets, indices, weights, config.batch_size)
         if on_epoch is not None:
             on_epoch(epoch, metrics)
+        best, since_best = (metrics.accuracy, 0) if metrics.accuracy > best else (best, since_best + 1)
+        if patience and since_best >= patience:
+            break
     return state, metrics
 
 

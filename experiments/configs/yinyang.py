@@ -22,6 +22,7 @@ def get_config(preset: str = "active_semi_supervised"):
     config = active.default_config()
     config.preset = preset  # which row of Table 1 this is
     config.data.name = "yinyang"
+    config.data.seed = config.get_ref("seed")  # each run seed draws its own pool and test sample
     config.data.num_per_class = 500  # 2 x 500 pool points (eqs. 10-12), a test sample of the same size
     config.model.architecture = "mlp"  # 2 -> 50 -> 50 -> 50 -> 2
     config.initial_per_class = 4  # 8 initial labels
@@ -44,4 +45,6 @@ def get_config(preset: str = "active_semi_supervised"):
         config.iterations = 0
         config.active = config.semi_supervised = False
         config.budget = config.initial_per_class * 2
+        if preset == "supervised_1000":
+            config.train.upsample = 1  # every point is labeled: nothing to balance against
     return config

@@ -1,0 +1,244 @@
+"""The driver (Algorithm 3.1) end to end on the toy and on a few hundred MNIST images."""
+
+import csv
+import json
+
+import jax
+import numpy as np
+import pytest
+
+from deepbass_jax import active, checkpoint, oracle, train, uncertainty
+from experiments.configs import mnist as mnist_configs
+from experiments.configs import yinyang as yinyang_configs
+
+
+def _toy_config(preset="active_semi_supervised", **overrides):
+    config = yinyang_configs.get_config(preset)
+    config.data.num_per_class = 100
+    config.initial_epochs = 60
+    config.initial_patience = 0
+    config.iterations = 6
+    config.budget = 14  # 8 initial + 3 acquisitions of 2 (iterations 1, 3, 5)
+    config.chunk_size = 64
+    config.labeled_chunk_size = 16
+    config.mc_passes_labeled = 20
+    config.train.batch_size = 64
+    for field, value in overrides.items():
+        config[field] = value
+    return config
+
+
+def _run_tracking_states(config, workdir):
+    """Runs the driver iteration by iteration, returning the states (copied) after each iteration."""
+    driver = active.Driver(config, workdir)
+    state = driver.initial_state()
+    history = [(state.ground_truth.copy(), state.pseudo.copy())]
+    for _ in range(config.iterations):
+        driver.iterate(state)
+        history.append((state.ground_truth.copy(), state.pseudo.copy()))
+    return history
+
+
+def _oracle_log(workdir):
+    return checkpoint.read_jsonl(workdir / active.ORACLE_LOG)
+
+
+def test_toy_run_writes_a_complete_run_directory(tmp_path):
+    summary = active.run(_toy_config(), tmp_path)
+    metrics = checkpoint.read_jsonl(tmp_path / active.METRICS)
+    assert [m["iteration"] for m in metrics] == list(range(7))
+    assert [m["labels"] for m in metrics] == [8, 10, 10, 12, 12, 14, 14]
+    line = metrics[-1]
+    for key in ("theta", "mean_pool_entropy", "test_accuracy", "ground_truth_accuracy", "pseudo_label_accuracy",
+                "pseudo_label_coverage", "pseudo_labeled", "d_size", "seconds"):
+        assert line[key] is not None, key
+    assert 0 <= line["theta"] <= 1 and 0 <= line["pseudo_label_coverage"] <= 1
+    assert summary["labels"] == 14 and summary["test_accuracy"] == line["test_accuracy"]
+    assert line["test_accuracy"] > 0.6  # well above chance on the toy
+    for name in ("config.json", "summary.json", "curves.png", "decision_boundary.png", active.CHECKPOINT):
+        assert (tmp_path / name).exists(), name
+    log = _oracle_log(tmp_path)
+    assert len(log) == 14 and len({e["index"] for e in log}) == 14
+    assert [e["iteration"] for e in log] == [0] * 8 + [1, 1, 3, 3, 5, 5]
+    assert json.loads((tmp_path / "config.json").read_text())["policy"] == "max_entropy"
+
+
+def test_oracle_is_called_budget_over_n_times_with_fresh_indices(tmp_path, monkeypatch):
+    calls = []
+    original = oracle.SimulatedOracle.label
+
+    def counting_label(self, indices, images=None):
+        calls.append(np.array(indices))
+        return original(self, indices, images)
+
+    monkeypatch.setattr(oracle.SimulatedOracle, "label", counting_label)
+    config = _toy_config(iterations=10, acquire_every=1, acquire_count=2, budget=16)
+    history = _run_tracking_states(config, tmp_path)
+    initial, acquisitions = calls[0], calls[1:]
+    assert len(initial) == 8
+    assert len(acquisitions) == (16 - 8) // 2  # the budget stops acquisition after 4 of 10 iterations
+    asked = np.concatenate(calls)
+    assert len(np.unique(asked)) == len(asked)  # never asked twice
+    for step, indices in enumerate(acquisitions, start=1):
+        labeled_before = history[step - 1][0] >= 0
+        assert not labeled_before[indices].any()  # never an already-labeled sample
+
+
+@pytest.mark.parametrize("mode", ["step_wise", "all_data"])
+def test_pseudo_labels_never_touch_ground_truth(tmp_path, mode):
+    history = _run_tracking_states(_toy_config(mode=mode), tmp_path)
+    for (truth_before, pseudo_before), (truth, pseudo) in zip(history, history[1:]):
+        labeled, selected = truth >= 0, pseudo >= 0
+        assert not np.any(labeled & selected)
+        np.testing.assert_array_equal(truth[truth_before >= 0], truth_before[truth_before >= 0])
+        if mode == "all_data":
+            np.testing.assert_array_equal(selected, ~labeled)
+        else:  # D only grows, except for samples that were just bought
+            assert np.all(selected | labeled | ~(pseudo_before >= 0))
+
+
+def test_semi_supervised_off_trains_on_ground_truth_only(tmp_path):
+    history = _run_tracking_states(_toy_config("active"), tmp_path)
+    assert all(np.all(pseudo == -1) for _, pseudo in history)
+
+
+def test_iterations_do_not_recompile(tmp_path):
+    config = _toy_config(iterations=0)
+    driver = active.Driver(config, tmp_path)
+    state = driver.initial_state()
+    for _ in range(2):
+        driver.iterate(state)
+    sizes = (uncertainty._chunk_stats._cache_size(), train.train_step._cache_size())
+    for _ in range(3):
+        driver.iterate(state)
+    assert (uncertainty._chunk_stats._cache_size(), train.train_step._cache_size()) == sizes
+
+
+def _comparable(metrics):
+    return [{k: v for k, v in m.items() if k != "seconds"} for m in metrics]
+
+
+@pytest.mark.parametrize("stop_after", [0, 1, 4])
+def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, monkeypatch, stop_after):
+    config = _toy_config()
+    active.run(config, tmp_path / "straight")
+
+    original = active.Driver.iterate
+
+    def interrupted(self, state):
+        if state.iteration == stop_after:
+            raise KeyboardInterrupt
+        return original(self, state)
+
+    monkeypatch.setattr(active.Driver, "iterate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        active.run(config, tmp_path / "resumed")
+    monkeypatch.setattr(active.Driver, "iterate", original)
+    active.run(config, tmp_path / "resumed")
+
+    straight = checkpoint.read_jsonl(tmp_path / "straight" / active.METRICS)
+    resumed = checkpoint.read_jsonl(tmp_path / "resumed" / active.METRICS)
+    assert _comparable(resumed) == _comparable(straight)
+    assert _oracle_log(tmp_path / "resumed") == _oracle_log(tmp_path / "straight")
+    a = checkpoint.load(tmp_path / "straight" / active.CHECKPOINT)["train_state"]["params"]
+    b = checkpoint.load(tmp_path / "resumed" / active.CHECKPOINT)["train_state"]["params"]
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_labels_bought_before_a_crash_are_reused_not_asked_again(tmp_path, monkeypatch):
+    config = _toy_config(iterations=1)
+    original = active.Driver._save
+    saves = []
+
+    def crash_on_second_save(self, state):
+        saves.append(state.iteration)
+        if len(saves) == 2:  # after iteration 1 bought its labels, before its checkpoint
+            raise KeyboardInterrupt
+        return original(self, state)
+
+    monkeypatch.setattr(active.Driver, "_save", crash_on_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        active.run(config, tmp_path)
+    monkeypatch.setattr(active.Driver, "_save", original)
+    asked_again = []
+    monkeypatch.setattr(oracle.SimulatedOracle, "label", lambda self, i, images=None: asked_again.append(i))
+    active.run(config, tmp_path)
+    assert asked_again == []
+    assert len(_oracle_log(tmp_path)) == 10
+
+
+def test_finished_runs_are_not_rerun_and_config_changes_are_refused(tmp_path):
+    config = _toy_config(iterations=1)
+    active.run(config, tmp_path)
+    with pytest.raises(active.RunFinished, match="finished run"):
+        active.run(config, tmp_path)
+    other = tmp_path / "other"
+    active.Driver(config, other)
+    changed = _toy_config(iterations=2)
+    with pytest.raises(ValueError, match=r"different config \(fields \['iterations'\] differ\)"):
+        active.Driver(changed, other)
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("mode", "sometimes", "config.mode='sometimes' is invalid"),
+        ("policy", "oracle_knows", "config.policy='oracle_knows' is invalid"),
+        ("mc_passes_pool", 0, "config.mc_passes_pool=0 is invalid"),
+        ("acquire_count", 0, "config.acquire_count=0 is invalid"),
+        ("budget", 5000, "config.budget=5000 exceeds the pool"),
+    ],
+)
+def test_bad_config_fails_before_any_work(tmp_path, field, value, message):
+    with pytest.raises(ValueError, match=message):
+        active.Driver(_toy_config(**{field: value}), tmp_path)
+
+
+def test_file_oracle_run_stops_for_labels_and_continues(tmp_path):
+    config = _toy_config(iterations=1, budget=10, oracle="file")
+    with pytest.raises(oracle.LabelsPending):
+        active.run(config, tmp_path)
+    hidden = active.Driver(config, tmp_path).hidden_labels  # the person knows the truth
+
+    def answer(round_number):
+        folder = tmp_path / "oracle" / f"round_{round_number:04d}"
+        with open(folder / "queries.csv") as handle:
+            rows = list(csv.DictReader(handle))
+        for row in rows:
+            row["label"] = int(hidden[int(row["id"])])
+        with open(folder / "answers.csv", "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["id", "image", "label"])
+            writer.writeheader()
+            writer.writerows(rows)
+        return len(rows)
+
+    assert answer(0) == 8
+    with pytest.raises(oracle.LabelsPending):
+        active.run(config, tmp_path)  # the initial fit ran; iteration 1 asks for 2 labels
+    assert answer(1) == 2
+    summary = active.run(config, tmp_path)
+    assert summary["labels"] == 10
+    log = _oracle_log(tmp_path)
+    assert [e["label"] for e in log] == [int(hidden[e["index"]]) for e in log]
+
+
+def test_mnist_driver_on_a_few_hundred_images(tmp_path, mnist_dir):
+    config = mnist_configs.get_config("all_data_max_entropy")
+    config.data.source = "dir"
+    config.data.data_dir = str(mnist_dir)
+    config.pool_size = 300
+    config.test_size = 1000
+    config.initial_per_class = 2
+    config.initial_epochs = 10
+    config.iterations = 3
+    config.acquire_every = 1
+    config.acquire_count = 5
+    config.budget = 35
+    config.chunk_size = 128
+    config.mc_passes_labeled = 10
+    summary = active.run(config, tmp_path)
+    metrics = checkpoint.read_jsonl(tmp_path / active.METRICS)
+    assert [m["labels"] for m in metrics] == [20, 25, 30, 35]
+    assert all(m["pseudo_labeled"] == 300 - m["labels"] for m in metrics[1:])
+    assert summary["test_accuracy"] > 0.3  # 35 labels, 10 classes: far above chance (0.1)
