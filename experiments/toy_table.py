@@ -75,6 +75,10 @@ def main(argv):
     accuracies = {row: [] for row in PAPER}
     figure_drivers = {}  # seed -> {row: driver}, for the figure rows only
     started = time.time()
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "status", "--porcelain", "deepbass_jax", "experiments"], capture_output=True,
+                           text=True).stdout.strip()
+    commit += " (with uncommitted changes)" if dirty else ""
     for seed in range(_RUNS.value):
         for row in PAPER:
             driver = _run(row, seed, workroot)
@@ -100,11 +104,10 @@ def main(argv):
     easy, hard = max(initial, key=initial.get), min(initial, key=initial.get)
     _figure(figure_drivers[easy], outdir / "fig1_easy.png", f"Fig. 1 style: seed {easy} (easy initial labels)")
     _figure(figure_drivers[hard], outdir / "fig2_ill_posed.png", f"Fig. 2 style: seed {hard} (ill-posed initial labels)")
-    _write_readme(outdir, table, easy, hard, time.time() - started)
+    _write_readme(outdir, table, easy, hard, time.time() - started, commit)
 
 
-def _write_readme(outdir: pathlib.Path, table: dict, easy: int, hard: int, seconds: float) -> None:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+def _write_readme(outdir: pathlib.Path, table: dict, easy: int, hard: int, seconds: float, commit: str) -> None:
     lines = [
         "# Table 1 of the paper: the yin-yang toy",
         "",
