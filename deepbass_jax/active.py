@@ -129,7 +129,8 @@ class RunFinished(Exception):
 class Driver:
     """Runs Algorithm 3.1 in `workdir`, resuming from its checkpoint when there is one."""
 
-    def __init__(self, config: ml_collections.ConfigDict, workdir):
+    def __init__(self, config: ml_collections.ConfigDict, workdir, dataset: Optional[data.Dataset] = None):
+        """`dataset` replaces `data.load(config.data)`, e.g. for data already in memory."""
         validate(config)
         self.config = config
         self.workdir = pathlib.Path(workdir)
@@ -141,7 +142,7 @@ class Driver:
                 "to run again."
             )
         self.key = jax.random.key(config.seed)
-        dataset = data.load(config.data)
+        dataset = data.load(config.data) if dataset is None else dataset
         if dataset.train_labels is None and config.oracle == "simulated":
             raise ValueError(f"data {config.data.name!r} has no labels: use config.oracle='file'.")
         self.dataset, self.val_indices, self.pool_indices = self._split(dataset)

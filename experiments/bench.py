@@ -1,0 +1,175 @@
+"""Throughput of the paper CNN: MC-dropout pool inference and training, JAX against PyTorch in one process.
+
+  python -m experiments.bench --quick            # under a minute
+  python -m experiments.bench --json=bench.json  # the full measurement
+
+Prints ratios against the PyTorch references measured in the same run (a sequential loop of T stochastic
+passes, as BaaL does by default, and the batch replicated T times, as BaaL's `replicate_in_memory`), so
+numbers from noisy machines stay comparable. PyTorch is optional (`pip install -e ".[bench]"`); without it
+only the JAX figures are reported.
+"""
+
+import json
+import platform
+import resource
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags, logging
+
+from deepbass_jax import active, models, train, uncertainty
+
+_QUICK = flags.DEFINE_bool("quick", False, "Small sizes and one repetition: finishes in under a minute.")
+_JSON = flags.DEFINE_string("json", None, "Write the results as one JSON object to this file.")
+_ITERATION = flags.DEFINE_bool("iteration", True, "Also time one full Algorithm 3.1 iteration on a 60,000 pool.")
+
+PASSES = 10  # T'
+
+
+def _best_seconds(fn, repeats: int) -> float:
+    """Fastest of `repeats` timed calls after one warm-up call (compilation excluded)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
+def _jax_figures(pool_size: int, train_samples: int, repeats: int) -> dict:
+    module = models.build(models.default_config(), 10)
+    apply_fn = models.make_apply(module)
+    params = models.init_params(module, jax.random.key(0), (28, 28, 1))
+    pool = jax.random.uniform(jax.random.key(1), (pool_size, 28, 28, 1))
+    keys = iter(jax.random.split(jax.random.key(2), 1000))
+
+    def mc():
+        jax.block_until_ready(uncertainty.pool_stats(apply_fn, params, pool, next(keys), PASSES).entropy)
+
+    mc_seconds = _best_seconds(mc, repeats)
+    targets = jnp.zeros(pool_size, jnp.int32)
+    state = train.create_train_state(apply_fn, params, jax.random.key(3), train.default_config())
+    indices = np.random.default_rng(0).integers(0, pool_size, train_samples).astype(np.int32)
+    weights = np.ones(train_samples, np.float32)
+
+    def epoch():
+        nonlocal state
+        state, metrics = train.train_epoch(state, pool, targets, indices, weights, 256)
+
+    train_seconds = _best_seconds(epoch, repeats)
+    return {
+        "jax_mc_passes_per_s": pool_size * PASSES / mc_seconds,
+        "jax_train_samples_per_s": train_samples / train_seconds,
+    }
+
+
+def _torch_figures(pool_size: int, train_samples: int, repeats: int) -> dict:
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+
+    def block(channels_in):
+        return [nn.Conv2d(channels_in, 16, 3, padding=1), nn.LeakyReLU(0.1), nn.Dropout(0.33)]
+
+    net = nn.Sequential(
+        *block(1), *block(16), nn.MaxPool2d(2), *block(16), *block(16), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(7 * 7 * 16, 10),
+    )
+    pool = torch.rand(pool_size, 1, 28, 28)
+    batch = 1024
+
+    @torch.no_grad()
+    def mc_loop():  # BaaL's default: T sequential stochastic passes per batch
+        net.train()
+        for start in range(0, pool_size, batch):
+            x = pool[start : start + batch]
+            torch.stack([torch.softmax(net(x), -1) for _ in range(PASSES)]).mean(0)
+
+    @torch.no_grad()
+    def mc_replicate():  # BaaL's replicate_in_memory: one pass over the batch repeated T times
+        net.train()
+        for start in range(0, pool_size, batch // PASSES):
+            x = pool[start : start + batch // PASSES]
+            torch.softmax(net(x.repeat(PASSES, 1, 1, 1)), -1).view(PASSES, x.shape[0], 10).mean(0)
+
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+    labels = torch.zeros(pool_size, dtype=torch.long)
+    order = torch.randint(0, pool_size, (train_samples,))
+
+    def epoch():
+        net.train()
+        for start in range(0, train_samples, 256):
+            idx = order[start : start + 256]
+            optimizer.zero_grad()
+            loss = nn.functional.cross_entropy(net(pool[idx]), labels[idx])
+            loss = loss + 1e-3 * sum((p**2).sum() for n, p in net.named_parameters() if n.endswith("weight"))
+            loss.backward()
+            optimizer.step()
+
+    return {
+        "torch_version": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "torch_loop_mc_passes_per_s": pool_size * PASSES / _best_seconds(mc_loop, repeats),
+        "torch_replicate_mc_passes_per_s": pool_size * PASSES / _best_seconds(mc_replicate, repeats),
+        "torch_train_samples_per_s": train_samples / _best_seconds(epoch, repeats),
+    }
+
+
+def _iteration_seconds() -> float:
+    """Wall time of one Algorithm 3.1 iteration (all data, max entropy) on a synthetic 60,000-image pool."""
+    import tempfile
+
+    from deepbass_jax import data
+
+    rng = np.random.default_rng(0)
+    dataset = data.Dataset("synthetic", rng.uniform(size=(60000, 28, 28, 1)).astype(np.float32),
+                           rng.integers(0, 10, 60000).astype(np.int32), None, None, 10)
+    config = active.default_config()
+    config.initial_epochs = 1
+    with tempfile.TemporaryDirectory() as workdir:
+        driver = active.Driver(config, workdir, dataset=dataset)
+        state = driver.initial_state()
+        driver.iterate(state)  # compiles
+        started = time.perf_counter()
+        driver.iterate(state)
+        return time.perf_counter() - started
+
+
+def main(argv):
+    del argv
+    quick = _QUICK.value
+    pool_size, train_samples, repeats = (2048, 2048, 1) if quick else (10240, 10240, 3)
+    results = {
+        "device": str(jax.devices()[0]),
+        "cpu": platform.processor() or platform.machine(),
+        "jax_version": jax.__version__,
+        "quick": quick,
+        "pool_size": pool_size,
+        "mc_passes": PASSES,
+        "train_samples": train_samples,
+    }
+    results.update(_jax_figures(pool_size, train_samples, repeats))
+    try:
+        results.update(_torch_figures(pool_size, train_samples, repeats))
+    except ImportError:
+        logging.warning("PyTorch is not installed (pip install -e \".[bench]\"): reporting the JAX figures only.")
+    if _ITERATION.value and not quick:
+        results["jax_iteration_seconds_60k_pool"] = _iteration_seconds()
+    results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if "torch_loop_mc_passes_per_s" in results:
+        best_torch_mc = max(results["torch_loop_mc_passes_per_s"], results["torch_replicate_mc_passes_per_s"])
+        results["mc_speedup_vs_best_torch"] = results["jax_mc_passes_per_s"] / best_torch_mc
+        results["train_speedup_vs_torch"] = results["jax_train_samples_per_s"] / results["torch_train_samples_per_s"]
+    for key, value in results.items():
+        print(f"{key:36s} {value:.3f}" if isinstance(value, float) else f"{key:36s} {value}")
+    if _JSON.value:
+        with open(_JSON.value, "w") as handle:
+            json.dump(results, handle, indent=2, sort_keys=True)
+
+
+if __name__ == "__main__":
+    app.run(main)
