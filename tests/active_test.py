@@ -118,11 +118,18 @@ def _comparable(metrics):
     return [{k: v for k, v in m.items() if k != "seconds"} for m in metrics]
 
 
-@pytest.mark.parametrize("stop_after", [0, 1, 4])
-def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, monkeypatch, stop_after):
-    config = _toy_config()
-    active.run(config, tmp_path / "straight")
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """An uninterrupted run of the toy config, to compare resumed runs with."""
+    workdir = tmp_path_factory.mktemp("straight")
+    active.run(_toy_config(), workdir)
+    return workdir
 
+
+@pytest.mark.parametrize("stop_after", range(6))
+def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, monkeypatch, straight_run, stop_after):
+    """Interrupted between iteration `stop_after` and the next one, then resumed: the same run, bitwise."""
+    config = _toy_config()
     original = active.Driver.iterate
 
     def interrupted(self, state):
@@ -132,16 +139,16 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, monkeyp
 
     monkeypatch.setattr(active.Driver, "iterate", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        active.run(config, tmp_path / "resumed")
+        active.run(config, tmp_path)
     monkeypatch.setattr(active.Driver, "iterate", original)
-    active.run(config, tmp_path / "resumed")
+    active.run(config, tmp_path)
 
-    straight = checkpoint.read_jsonl(tmp_path / "straight" / active.METRICS)
-    resumed = checkpoint.read_jsonl(tmp_path / "resumed" / active.METRICS)
+    straight = checkpoint.read_jsonl(straight_run / active.METRICS)
+    resumed = checkpoint.read_jsonl(tmp_path / active.METRICS)
     assert _comparable(resumed) == _comparable(straight)
-    assert _oracle_log(tmp_path / "resumed") == _oracle_log(tmp_path / "straight")
-    a = checkpoint.load(tmp_path / "straight" / active.CHECKPOINT)["train_state"]["params"]
-    b = checkpoint.load(tmp_path / "resumed" / active.CHECKPOINT)["train_state"]["params"]
+    assert _oracle_log(tmp_path) == _oracle_log(straight_run)
+    a = checkpoint.load(straight_run / active.CHECKPOINT)["train_state"]["params"]
+    b = checkpoint.load(tmp_path / active.CHECKPOINT)["train_state"]["params"]
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         np.testing.assert_array_equal(x, y)
 
