@@ -63,7 +63,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.budget = 300  # total ground-truth labels, initial ones included
     config.mc_passes_pool = 10  # T': MC-dropout passes on the pool
     config.mc_passes_labeled = 100  # T: MC-dropout passes on the ground truth, for theta (eq. 8)
-    config.chunk_size = 1024  # pool inference chunk (memory ~ chunk_size * T')
+    config.chunk_size = 256  # pool inference chunk (memory ~ chunk_size * T'; 256-512 is fastest on CPU)
     config.labeled_chunk_size = 64  # ground-truth inference chunk (memory ~ labeled_chunk_size * T)
     config.pool_size = 0  # use a seeded random subset of this many training samples as the pool (0 = all)
     config.test_size = 0  # evaluate on the first this many test samples (0 = all)

@@ -83,7 +83,7 @@ def _chunk_stats(apply_fn: ApplyFn, params, images, sample_ids, key, num_passes:
 
 
 def pool_stats(
-    apply_fn: ApplyFn, params, images, key: jax.Array, num_passes: int, chunk_size: int = 1024
+    apply_fn: ApplyFn, params, images, key: jax.Array, num_passes: int, chunk_size: int = 256
 ) -> UncertaintyStats:
     """MC-dropout scores for a pool of any size [N, ...] in fixed-size padded chunks.
 
