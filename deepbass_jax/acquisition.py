@@ -85,6 +85,6 @@ def get(name: str) -> Policy:
 
 
 def valid_indices(indices) -> np.ndarray:
-    """Host-side: the selected indices without the -1 padding, [<= n] int64."""
+    """Host-side: the selected indices without the -1 padding, [<= n] (dtype of `indices`)."""
     indices = np.asarray(indices)
     return indices[indices >= 0]

@@ -78,9 +78,8 @@ def test_weight_mu_scales_a_samples_contribution(mu):
 def test_cross_entropy_jit_equals_eager():
     logits, labels = _batch(seed=5)
     weights = np.array([1, 0.5, 0, 1, 1, 0.3, 1, 0], np.float32)
-    np.testing.assert_allclose(
-        jax.jit(losses.cross_entropy)(logits, labels, weights), losses.cross_entropy(logits, labels, weights), rtol=1e-6
-    )
+    eager = losses.cross_entropy(logits, labels, weights)
+    np.testing.assert_allclose(jax.jit(losses.cross_entropy)(logits, labels, weights), eager, rtol=1e-6)
 
 
 def test_l2_penalty_on_hand_built_params_counts_kernels_only():
@@ -94,9 +93,16 @@ def test_l2_penalty_on_hand_built_params_counts_kernels_only():
     assert float(losses.l2_penalty(no_kernels, 0.01)) == 0.0
 
 
-def test_l2_penalty_on_paper_cnn_includes_all_five_kernels():
+def _paper_cnn_params(seed=0):
+    """Random values in the PaperCNN parameter tree (structure from tracing init, to skip compiling it)."""
     module = models.build(models.default_config(), 10)
-    params = models.init_params(module, jax.random.key(0), (28, 28, 1))
+    shapes = jax.eval_shape(lambda key: models.init_params(module, key, (28, 28, 1)), jax.random.key(0))
+    rng = np.random.default_rng(seed)
+    return jax.tree_util.tree_map(lambda s: jnp.asarray(rng.normal(size=s.shape), s.dtype), shapes)
+
+
+def test_l2_penalty_on_paper_cnn_includes_all_five_kernels():
+    params = _paper_cnn_params()
     kernels = [leaf for path, leaf in jax.tree_util.tree_leaves_with_path(params) if path[-1].key == "kernel"]
     assert len(kernels) == 5
     expected = 1e-3 * sum(float(np.sum(np.square(np.asarray(k, np.float64)))) for k in kernels)

@@ -1,5 +1,7 @@
 """The paper's networks: parameter counts, layer shapes, initialization and the dropout switch."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,6 +10,7 @@ import pytest
 from deepbass_jax import models
 
 
+@functools.lru_cache(maxsize=None)  # eager flax init compiles every op: build each network once
 def _model(architecture="cnn", num_classes=10, input_shape=(28, 28, 1), seed=0):
     config = models.default_config()
     config.architecture = architecture
@@ -41,11 +44,15 @@ def test_paper_cnn_layer_shapes_on_mnist():
 
 
 def test_paper_cnn_works_on_32x32x3_with_7_classes():
-    apply_fn, params = _model(num_classes=7, input_shape=(32, 32, 3))
-    assert params["Dense_0"]["kernel"].shape == (8 * 8 * 16, 7)
-    x = jax.random.normal(jax.random.key(1), (5, 32, 32, 3))
-    assert apply_fn(params, x).shape == (5, 7)
-    assert apply_fn(params, x, jax.random.key(2)).shape == (5, 7)
+    # Shapes only (traced, not compiled): the CNN compiles slowly on CPU.
+    module = models.build(models.default_config(), 7)
+    params = jax.eval_shape(lambda key: models.init_params(module, key, (32, 32, 3)), jax.random.key(0))
+    assert params["Conv_0"]["kernel"].shape == (3, 3, 3, 16)
+    assert params["Dense_0"]["kernel"].shape == (8 * 8 * 16, 7)  # two 2x2 pools: 32 -> 8
+    x = jax.ShapeDtypeStruct((5, 32, 32, 3), jnp.float32)
+    apply_fn = models.make_apply(module)
+    assert jax.eval_shape(apply_fn, params, x).shape == (5, 7)
+    assert jax.eval_shape(apply_fn, params, x, jax.random.key(2)).shape == (5, 7)
 
 
 def test_toy_mlp_layer_shapes():
@@ -126,4 +133,47 @@ def test_build_rejects_dropout_rate_outside_open_unit_interval(rate):
     config = models.default_config()
     config.dropout_rate = rate
     with pytest.raises(ValueError, match="dropout_rate"):
+        models.build(config, 10)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# HashDropout: the default mask generator
+
+
+def _hash_dropout(rate, shape, seed):
+    return models.HashDropout(rate).apply({}, jnp.ones(shape), False, rngs={"dropout": jax.random.key(seed)})
+
+
+@pytest.mark.parametrize("rate", [0.1, 0.33, 0.5, 0.9])
+def test_hash_dropout_drops_at_the_rate_and_rescales_the_rest(rate):
+    out = np.asarray(_hash_dropout(rate, (400, 1001), seed=0))  # odd size: the last 32-bit word is split
+    kept = out != 0
+    std = np.sqrt(rate * (1 - rate) / out.size)
+    assert abs((1 - kept.mean()) - rate) < 5 * std
+    np.testing.assert_allclose(out[kept], 1 / (1 - rate), rtol=1e-6)
+
+
+def test_hash_dropout_masks_are_seeded_and_look_independent():
+    a, b, c = (np.asarray(_hash_dropout(0.33, (500, 800), seed)) != 0 for seed in (1, 1, 2))
+    np.testing.assert_array_equal(a, b)
+    assert 0.5 < np.mean(a == c) < 0.6  # independent masks agree with probability 0.67^2 + 0.33^2 = 0.56
+    # Neighbouring elements, rows and the two halves of each 32-bit word are uncorrelated.
+    flat = a.ravel().astype(np.float64)
+    half = flat.size // 2
+    for x, y in [(flat[:-1], flat[1:]), (a[:-1].ravel(), a[1:].ravel()), (flat[:half], flat[half:])]:
+        assert abs(np.corrcoef(x, y)[0, 1]) < 0.01
+
+
+def test_hash_and_threefry_masks_give_networks_with_the_same_parameters():
+    config = models.default_config()
+    hashed = models.build(config, 10)
+    config.dropout_masks = "threefry"
+    threefry = models.build(config, 10)
+    x = jnp.ones((2, 28, 28, 1))
+    params = models.init_params(hashed, jax.random.key(0), (28, 28, 1))
+    same = models.init_params(threefry, jax.random.key(0), (28, 28, 1))
+    assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(same)
+    np.testing.assert_array_equal(models.make_apply(hashed)(params, x), models.make_apply(threefry)(params, x))
+    config.dropout_masks = "bitflip"
+    with pytest.raises(ValueError, match="dropout_masks='bitflip' is unknown"):
         models.build(config, 10)

@@ -39,7 +39,8 @@ def test_pseudo_labels_are_argmax_int32():
 @SETTINGS
 @given(
     hnp.arrays(
-        np.float32, hnp.array_shapes(min_dims=2, max_dims=2, max_side=12),
+        np.float32,
+        st.sampled_from([(1, 2), (6, 3), (6, 10)]),  # few shapes: eager calls compile once per shape
         elements=st.floats(-20, 20, width=32),
     )
 )

@@ -14,19 +14,17 @@ from hypothesis import given, settings
 from deepbass_jax import models, uncertainty
 from deepbass_jax.chunks import padded_chunks
 
-SETTINGS = settings(max_examples=40, deadline=None)
+SETTINGS = settings(max_examples=30, deadline=None)
 TOL = 1e-6
 
 
 # ----------------------------------------------------------------------------------------------------------
 # Probability strategies: softmax of drawn logits, scaled up to near-one-hot (saturated) vectors.
-
-
 # Eager calls compile every primitive once per shape, so the drawn shapes come from a small family:
-# T passes in {1, 6}, N = 4 samples, C classes in {2, 3, 10, 20} (all of 2..20 is covered separately).
-PASSES = (1, 6)
+# T = 6 passes, N = 4 samples, C classes in {2, 10, 20} (all of 2..20 is covered separately).
+PASSES = (6,)
 NUM_SAMPLES = 4
-CLASSES = (2, 3, 10, 20)
+CLASSES = (2, 10, 20)
 
 
 @st.composite
@@ -35,7 +33,13 @@ def mc_probs_arrays(draw, passes=PASSES):
     shape = (draw(st.sampled_from(passes)), NUM_SAMPLES, draw(st.sampled_from(CLASSES)))
     base = draw(hnp.arrays(np.float32, shape, elements=st.floats(-1.0, 1.0, width=32)))
     scale = draw(st.sampled_from([0.1, 1.0, 5.0, 30.0, 200.0]))  # 200: exactly one-hot after float32 softmax
-    return np.asarray(jax.nn.softmax(jnp.asarray(base * np.float32(scale)), axis=-1))
+    return _softmax(base * np.float32(scale))
+
+
+def _softmax(logits):
+    """float32 softmax in numpy (jax.nn.softmax would compile per drawn shape)."""
+    exp = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return (exp / exp.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
 def prob_rows():
@@ -142,7 +146,7 @@ def test_mutual_information_is_between_zero_and_predictive_entropy(probs):
 @SETTINGS
 @given(mc_probs_arrays(passes=(1,)))
 def test_mutual_information_is_zero_for_identical_passes(single):
-    probs = jnp.asarray(np.repeat(single, PASSES[-1], axis=0))
+    probs = jnp.asarray(np.repeat(single, PASSES[0], axis=0))
     np.testing.assert_allclose(uncertainty.mutual_information(probs), 0.0, atol=TOL)
 
 
@@ -187,8 +191,8 @@ def test_variation_ratio_is_zero_when_passes_agree_on_the_argmax(probs, data):
 
 
 def test_variation_ratio_hand_example():
-    # T = 4 passes, C = 3: votes [0, 0, 1, 2] -> 1 - 2/4; [1, 1, 1, 1] -> 0; [0, 1, 2, 0] -> 1 - 2/4;
-    # T = 4 with votes [0, 1, 2, 2] -> 0.5 again; C = 3 caps the ratio at 1 - ceil(4/3)/4 = 0.5.
+    # T = 4 passes, C = 3, per-pass winners: [0, 0, 1, 2] -> 1 - 2/4; [1, 1, 1, 1] -> 0;
+    # [0, 1, 2, 0] -> 1 - 2/4, which is the largest possible for T = 4, C = 3: 1 - ceil(4/3)/4.
     winners = np.array([[0, 1, 0], [0, 1, 1], [1, 1, 2], [2, 1, 0]])  # [T, N]
     probs = 0.1 + 0.7 * _one_hot(winners, 3)
     np.testing.assert_allclose(uncertainty.variation_ratio(jnp.asarray(probs)), [0.5, 0.0, 0.5], atol=TOL)
@@ -210,9 +214,9 @@ def test_stats_from_probs_combines_the_scores(probs):
     np.testing.assert_array_equal(stats.variation_ratio, uncertainty.variation_ratio(probs))
 
 
-def _random_probs(seed, shape=(PASSES[-1], NUM_SAMPLES, 10)):
-    logits = 3.0 * jax.random.normal(jax.random.key(seed), shape)
-    return jax.nn.softmax(logits, axis=-1)
+def _random_probs(seed, shape=(PASSES[0], NUM_SAMPLES, 10)):
+    logits = np.random.default_rng(seed).normal(scale=3.0, size=shape).astype(np.float32)
+    return jnp.asarray(_softmax(logits))
 
 
 @pytest.mark.parametrize(
@@ -241,13 +245,23 @@ def test_jit_equals_eager(fn, on_mean):
 
 @functools.lru_cache(maxsize=None)
 def _network(architecture):
-    """(apply_fn, params, inputs) for the paper CNN on 28x28x1 images or the toy MLP on 2-D points."""
+    """(apply_fn, params, input shape) for the paper CNN on 28x28x1 images or the toy MLP on 2-D points.
+
+    Parameters are LeCun-normal random values in the tree `models.init_params` builds (traced with
+    eval_shape, not run: eager flax init compiles every op, which is slow on CPU for the CNN).
+    """
     config = models.default_config()
     config.architecture = architecture
     num_classes, input_shape = (10, (28, 28, 1)) if architecture == "cnn" else (2, (2,))
     module = models.build(config, num_classes)
-    params = models.init_params(module, jax.random.key(0), input_shape)
-    return models.make_apply(module), params, input_shape
+    shapes = jax.eval_shape(lambda key: models.init_params(module, key, input_shape), jax.random.key(0))
+    rng = np.random.default_rng(0)
+
+    def fill(leaf):
+        fan_in = int(np.prod(leaf.shape[:-1])) or 1
+        return jnp.asarray(rng.normal(scale=1.0 / np.sqrt(fan_in), size=leaf.shape), leaf.dtype)
+
+    return models.make_apply(module), jax.tree_util.tree_map(fill, shapes), input_shape
 
 
 def _inputs(architecture, num_samples, seed=1):
@@ -260,9 +274,8 @@ def _inputs(architecture, num_samples, seed=1):
 @pytest.mark.parametrize("architecture", ["mlp", "cnn"])
 def test_mc_probs_equals_a_loop_over_split_keys(architecture):
     apply_fn, params, _ = _network(architecture)
-    mc_probs, apply = uncertainty.mc_probs, apply_fn
-    if architecture == "cnn":  # eager CNN compiles every primitive separately (slow on CPU): jit both sides
-        mc_probs, apply = jax.jit(uncertainty.mc_probs, static_argnums=(0, 4)), jax.jit(apply_fn)
+    # Jitted: eagerly, every primitive of the network compiles on its own (seconds on CPU).
+    mc_probs, apply = jax.jit(uncertainty.mc_probs, static_argnums=(0, 4)), jax.jit(apply_fn)
     x = _inputs(architecture, 3)
     key = jax.random.key(42)
     probs = mc_probs(apply_fn, params, x, key, 5)
@@ -277,8 +290,8 @@ def test_mc_probs_equals_a_loop_over_split_keys(architecture):
     # Deterministic given the key.
     np.testing.assert_array_equal(mc_probs(apply_fn, params, x, key, 5), probs)
     assert not np.allclose(mc_probs(apply_fn, params, x, jax.random.key(43), 5), probs)
-    if architecture == "mlp":  # no pass is the deterministic network
-        assert not np.allclose(probs[0], jax.nn.softmax(apply_fn(params, x), axis=-1))
+    if architecture == "mlp":  # no pass is the deterministic network (for the CNN: models_test)
+        assert not np.allclose(probs[0], jax.nn.softmax(apply(params, x), axis=-1))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -294,17 +307,18 @@ POOL_SIZE = 37
 MC_PASSES = 4
 
 
-# Chunk sizes: several padded chunks, and one chunk holding the whole pool (the CNN compiles slowly on CPU).
-@pytest.mark.parametrize("architecture,chunk_sizes", [("mlp", (7, 16, 64)), ("cnn", (16, POOL_SIZE))])
-def test_pool_stats_does_not_depend_on_chunk_size(architecture, chunk_sizes):
+# Several chunks, the last one padded, against a single chunk holding the whole pool (padded for the MLP,
+# exact for the CNN). Each chunk size compiles once, in seconds; for the CNN also the pool is kept small.
+@pytest.mark.parametrize("architecture,pool_size,chunk_sizes", [("mlp", POOL_SIZE, (7, 40)), ("cnn", 13, (4, 13))])
+def test_pool_stats_does_not_depend_on_chunk_size(architecture, pool_size, chunk_sizes):
     apply_fn, params, _ = _network(architecture)
-    pool = _inputs(architecture, POOL_SIZE)
+    pool = _inputs(architecture, pool_size)
     key = jax.random.key(5)
     results = [uncertainty.pool_stats(apply_fn, params, pool, key, MC_PASSES, size) for size in chunk_sizes]
     num_classes = 10 if architecture == "cnn" else 2
-    assert results[0].mean_probs.shape == (POOL_SIZE, num_classes)
+    assert results[0].mean_probs.shape == (pool_size, num_classes)
     for field in results[0][1:]:
-        assert field.shape == (POOL_SIZE,)
+        assert field.shape == (pool_size,)
     for other in results[1:]:
         _assert_stats_close(other, results[0])
     # Dropout really acts: the passes disagree somewhere in the pool.
@@ -315,13 +329,17 @@ def test_pool_stats_uses_per_sample_keys_folded_from_the_pool_index():
     apply_fn, params, _ = _network("mlp")
     pool = _inputs("mlp", POOL_SIZE)
     key = jax.random.key(9)
-    stats = uncertainty.pool_stats(apply_fn, params, pool, key, MC_PASSES, chunk_size=16)
-    for i in (0, 15, 16, POOL_SIZE - 1):
-        probs = uncertainty.mc_probs(apply_fn, params, pool[i : i + 1], jax.random.fold_in(key, i), MC_PASSES)
-        expected = uncertainty.stats_from_probs(probs)
+    stats = uncertainty.pool_stats(apply_fn, params, pool, key, MC_PASSES, chunk_size=7)
+
+    @jax.jit
+    def one_sample(x, sample_key):
+        return uncertainty.stats_from_probs(uncertainty.mc_probs(apply_fn, params, x, sample_key, MC_PASSES))
+
+    for i in (0, 6, 7, POOL_SIZE - 1):  # first and second chunk, last (padded) chunk
+        expected = one_sample(pool[i : i + 1], jax.random.fold_in(key, i))
         _assert_stats_close([field[i : i + 1] for field in stats], expected)
     # A different key gives different scores.
-    other = uncertainty.pool_stats(apply_fn, params, pool, jax.random.key(10), MC_PASSES, chunk_size=16)
+    other = uncertainty.pool_stats(apply_fn, params, pool, jax.random.key(10), MC_PASSES, chunk_size=7)
     assert not np.allclose(other.mean_probs, stats.mean_probs)
 
 
@@ -329,8 +347,8 @@ def test_pool_stats_accepts_numpy_pools_and_matches_device_arrays():
     apply_fn, params, _ = _network("mlp")
     pool = _inputs("mlp", POOL_SIZE)
     key = jax.random.key(2)
-    from_numpy = uncertainty.pool_stats(apply_fn, params, np.asarray(pool), key, MC_PASSES, chunk_size=16)
-    _assert_stats_close(from_numpy, uncertainty.pool_stats(apply_fn, params, pool, key, MC_PASSES, chunk_size=16))
+    from_numpy = uncertainty.pool_stats(apply_fn, params, np.asarray(pool), key, MC_PASSES, chunk_size=7)
+    _assert_stats_close(from_numpy, uncertainty.pool_stats(apply_fn, params, pool, key, MC_PASSES, chunk_size=7))
 
 
 def test_pool_stats_compiles_once_for_different_pool_sizes():
@@ -341,14 +359,18 @@ def test_pool_stats_compiles_once_for_different_pool_sizes():
         traces.append(x.shape)  # runs only while tracing
         return base_apply(params, x, key)
 
+    large_pool = _inputs("mlp", 83)
+    key = jax.random.key(0)
     cache_before = uncertainty._chunk_stats._cache_size()
-    first = uncertainty.pool_stats(apply_fn, params, _inputs("mlp", 50), jax.random.key(0), 4, chunk_size=16)
-    traces_after_first = len(traces)
+    first = uncertainty.pool_stats(apply_fn, params, large_pool[:50], key, MC_PASSES, chunk_size=8)
+    traces_after_first = len(traces)  # the body may run more than once per trace (nested vmaps)
     assert traces_after_first >= 1
-    second = uncertainty.pool_stats(apply_fn, params, _inputs("mlp", 83), jax.random.key(0), 4, chunk_size=16)
-    assert len(traces) == traces_after_first  # 4 chunks, then 6 chunks: no retrace
+    second = uncertainty.pool_stats(apply_fn, params, large_pool, key, MC_PASSES, chunk_size=8)
+    assert len(traces) == traces_after_first  # 7 chunks, then 11 chunks: no retrace
     assert uncertainty._chunk_stats._cache_size() == cache_before + 1
     assert first.entropy.shape == (50,) and second.entropy.shape == (83,)
+    # A sample's scores depend on its index, not on the pool size.
+    _assert_stats_close([field[:50] for field in second], first)
 
 
 def test_pool_stats_rejects_an_empty_pool():
@@ -362,7 +384,7 @@ def test_pool_stats_rejects_an_empty_pool():
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.integers(0, 30), st.integers(1, 12))
+@given(st.integers(0, 20), st.sampled_from([1, 3, 8]))
 def test_padded_chunks_cover_the_array_with_zero_padding(num_rows, chunk_size):
     array = np.arange(1, 3 * num_rows + 1, dtype=np.int32).reshape(num_rows, 3)  # no zero rows
     chunks = list(padded_chunks(array, chunk_size))
