@@ -24,6 +24,9 @@ from deepbass_jax import active, models, train, uncertainty
 _QUICK = flags.DEFINE_bool("quick", False, "Small sizes and one repetition: finishes in under a minute.")
 _JSON = flags.DEFINE_string("json", None, "Write the results as one JSON object to this file.")
 _ITERATION = flags.DEFINE_bool("iteration", True, "Also time one full Algorithm 3.1 iteration on a 60,000 pool.")
+_POOL = flags.DEFINE_integer("pool_size", 10240, "Images in the MC-inference pool (without --quick).")
+_TRAIN = flags.DEFINE_integer("train_samples", 10240, "Samples per timed training epoch (without --quick).")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repetitions after a warm-up; the fastest counts.")
 
 PASSES = 10  # T'
 
@@ -142,7 +145,7 @@ def _iteration_seconds() -> float:
 def main(argv):
     del argv
     quick = _QUICK.value
-    pool_size, train_samples, repeats = (2048, 2048, 1) if quick else (10240, 10240, 3)
+    pool_size, train_samples, repeats = (2048, 2048, 1) if quick else (_POOL.value, _TRAIN.value, _REPEATS.value)
     results = {
         "device": str(jax.devices()[0]),
         "cpu": platform.processor() or platform.machine(),
