@@ -151,9 +151,8 @@ class Driver:
             None if dataset.train_labels is None else dataset.train_labels[self.pool_indices]
         )
         self.num_classes = dataset.num_classes
-        module = models.build(config.model, self.num_classes)
-        self.module = module
-        self.apply_fn = models.make_apply(module)
+        self.module = models.build(config.model, self.num_classes)
+        self.apply_fn = models.make_apply(self.module)
         self.oracle = self._make_oracle()
         budget_limit = self.pool_images.shape[0]
         if config.active and config.budget > budget_limit:
@@ -348,7 +347,7 @@ class Driver:
             "labels": int(labeled.sum()),
             "bought": bought,
             "pseudo_labeled": int(selected.sum()),
-            "d_size": int(len(np.flatnonzero(labeled)) * self.config.train.upsample + selected.sum()),
+            "d_size": int(labeled.sum()) * self.config.train.upsample + int(selected.sum()),
             "theta": float(theta),
             "mean_pool_entropy": float(np.asarray(stats.entropy)[~labeled].mean()) if (~labeled).any() else 0.0,
             "train_loss": epoch.loss,
