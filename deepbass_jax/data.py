@@ -1,6 +1,8 @@
 """Data: MNIST / Fashion-MNIST (IDX files, checked), a user's `.npz`, and the yin-yang toy of eqs. 10-12.
 
 Images are float32 in [0, 1] with shape [N, H, W, C] (or [N, D] for flat data); labels are int32 [N].
+Sources: a folder of IDX files (`load_idx_dir`), a download into the user cache (`download`), the optional
+tensorflow-datasets (`load_tfds`), a user's `.npz` (`load_npz`) and the toy (`yinyang`); `load(config)` picks.
 """
 
 from __future__ import annotations
@@ -8,10 +10,16 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import hashlib
+import http.client
+import math
 import os
 import pathlib
+import tempfile
 import time
+import urllib.error
 import urllib.request
+import zipfile
+import zlib
 from typing import Optional, Sequence
 
 import ml_collections
@@ -27,35 +35,52 @@ class DataError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Dataset:
+    """A pool (with its hidden labels) and a test set, checked on construction."""
+
     name: str
     train_images: np.ndarray  # [N, H, W, C] or [N, D] float32: the pool
     train_labels: Optional[np.ndarray]  # [N] int32: hidden pool labels (None: a person must label)
-    test_images: Optional[np.ndarray]  # [M, ...] float32
+    test_images: Optional[np.ndarray]  # [M, ...] float32, same input shape as the pool
     test_labels: Optional[np.ndarray]  # [M] int32
     num_classes: int
 
     def __post_init__(self):
+        if self.train_images.ndim < 2:
+            raise DataError(f"{self.name}: images have shape {self.train_images.shape}; expected [N, ...].")
+        if self.test_images is None and self.test_labels is not None:
+            raise DataError(f"{self.name}: test labels without test images; give both or neither.")
+        if self.test_images is not None and self.test_images.shape[1:] != self.input_shape:
+            raise DataError(
+                f"{self.name}: test images have shape {self.test_images.shape[1:]} but the pool has "
+                f"{self.input_shape}; both must have the same input shape."
+            )
         for part in ("train", "test"):
             images, labels = getattr(self, f"{part}_images"), getattr(self, f"{part}_labels")
-            if images is None:
-                continue
-            if not np.all(np.isfinite(images)):
+            if images is not None and not np.all(np.isfinite(images)):
                 raise DataError(f"{self.name}: {part} images contain NaN or Inf values; clean the data first.")
-            if labels is not None:
-                if len(labels) != len(images):
-                    raise DataError(f"{self.name}: {len(images)} {part} images but {len(labels)} labels.")
-                if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
-                    raise DataError(
-                        f"{self.name}: {part} labels must lie in [0, {self.num_classes}), found "
-                        f"{labels.min()}..{labels.max()}."
-                    )
+            if labels is None:
+                continue
+            if labels.shape != (len(images),):
+                raise DataError(f"{self.name}: {len(images)} {part} images but labels of shape {labels.shape}.")
+            if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
+                raise DataError(
+                    f"{self.name}: {part} labels must lie in [0, {self.num_classes}), found "
+                    f"{labels.min()}..{labels.max()}."
+                )
 
     @property
     def input_shape(self) -> tuple[int, ...]:
+        """Shape of one sample: (H, W, C) or (D,)."""
         return tuple(self.train_images.shape[1:])
 
 
-# SHA-256 of the decompressed IDX files (the canonical distributions).
+def _unit_float(pixels: np.ndarray) -> np.ndarray:
+    """uint8 pixels [...] (0..255) -> float32 [...] in [0, 1]."""
+    return np.divide(pixels, 255, dtype=np.float32)
+
+
+# ------------------------------------------------------------------------------------------ IDX files
+# SHA-256 of the decompressed IDX files of the canonical distributions.
 KNOWN_SHA256 = {
     "mnist": {
         "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
@@ -71,6 +96,90 @@ KNOWN_SHA256 = {
     },
 }
 IDX_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_REMEDY = "delete it and run again to download it afresh, or point --config.data.data_dir at the original files"
+
+
+def _decode_idx(raw: bytes, expected_sha256: Optional[str]) -> np.ndarray:
+    """Gzipped or raw IDX bytes -> uint8 array of the stored shape; DataError names the problem only."""
+    payload = raw
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            payload = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as error:
+            raise DataError(f"broken gzip data ({error})") from error
+    if len(payload) < 4 or payload[:3] != b"\x00\x00\x08" or payload[3] == 0:
+        raise DataError(
+            f"not an IDX file of unsigned bytes (magic {payload[:4].hex() or 'missing'}, expected 00000801 "
+            "for labels or 00000803 for images)"
+        )
+    ndim = payload[3]
+    header = 4 + 4 * ndim
+    if len(payload) < header:
+        raise DataError(f"truncated: {len(payload)} bytes, too short for the header of {ndim} dimensions")
+    dims = tuple(int.from_bytes(payload[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    expected, found = math.prod(dims), len(payload) - header
+    if found != expected:
+        what = "truncated" if found < expected else "too long"
+        raise DataError(f"{what}: dimensions {dims} need {expected} bytes of data, found {found}")
+    if expected_sha256 is not None:
+        digest = hashlib.sha256(payload).hexdigest()
+        if digest != expected_sha256:
+            raise DataError(
+                f"checksum mismatch (SHA-256 of the content is {digest}, expected {expected_sha256}): "
+                "the file is corrupted or not the original"
+            )
+    return np.frombuffer(payload, np.uint8, offset=header).reshape(dims)
+
+
+def read_idx(path, expected_sha256: Optional[str] = None) -> np.ndarray:
+    """A `.gz` or raw IDX file -> read-only uint8 array of its shape ([N] labels, [N, 28, 28] images).
+
+    Checks the magic number, the dimensions against the length, and (if given) the SHA-256 of the content.
+    """
+    path = pathlib.Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise DataError(f"{path}: cannot be read ({error.strerror}); {_REMEDY}.") from error
+    try:
+        return _decode_idx(raw, expected_sha256)
+    except DataError as error:
+        raise DataError(f"{path}: {error}; {_REMEDY}.") from error
+
+
+def _cached(directory: pathlib.Path, stem: str) -> Optional[pathlib.Path]:
+    """`<stem>.gz`, else `<stem>`, in `directory`; None when neither is there."""
+    return next((p for p in (directory / f"{stem}.gz", directory / stem) if p.is_file()), None)
+
+
+def load_idx_dir(name: str, data_dir) -> Dataset:
+    """The four IDX files of `name` in `data_dir` (gzipped or not), each checked against KNOWN_SHA256."""
+    if name not in KNOWN_SHA256:
+        raise DataError(f"no IDX data set called {name!r}; choose one of {sorted(KNOWN_SHA256)}.")
+    data_dir = pathlib.Path(data_dir).expanduser()
+    if not data_dir.is_dir():
+        raise DataError(f"{data_dir}: data directory does not exist; check --config.data.data_dir.")
+    paths = {stem: _cached(data_dir, stem) for stem in IDX_FILES}
+    missing = [f"{stem}.gz (or {stem})" for stem, path in paths.items() if path is None]
+    if missing:
+        raise DataError(
+            f"{data_dir}: missing {', '.join(missing)}; put the four IDX files of {name} in this directory, "
+            "gzipped or not, or leave data_dir unset to download them."
+        )
+    arrays = {stem: read_idx(path, KNOWN_SHA256[name][stem]) for stem, path in paths.items()}
+    splits = []
+    for split in ("train", "t10k"):
+        images, labels = f"{split}-images-idx3-ubyte", f"{split}-labels-idx1-ubyte"
+        if arrays[images].ndim != 3 or arrays[labels].ndim != 1 or len(arrays[images]) != len(arrays[labels]):
+            raise DataError(
+                f"{paths[images]} holds {arrays[images].shape} images but {paths[labels]} holds "
+                f"{arrays[labels].shape} labels; they must match; {_REMEDY}."
+            )
+        splits += [_unit_float(arrays[images][..., None]), arrays[labels].astype(np.int32)]
+    return Dataset(name, *splits, num_classes=10)
+
+
+# ------------------------------------------------------------------------------------------- download
 MIRRORS = {
     "mnist": [
         "https://storage.googleapis.com/cvdf-datasets/mnist/",
@@ -82,91 +191,10 @@ MIRRORS = {
         "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/",
     ],
 }
-_REMEDY = "delete it and run again to download it afresh, or point --config.data.data_dir at the original files"
-
-
-def _decompressed_bytes(path: pathlib.Path) -> bytes:
-    raw = path.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError) as error:
-            raise DataError(f"{path}: broken gzip data ({error}); {_REMEDY}.") from error
-    return raw
-
-
-def parse_idx(payload: bytes, source: str = "<bytes>") -> np.ndarray:
-    """Decoded IDX content (uint8 data only, as in MNIST) -> array of the stored shape."""
-    if len(payload) < 4 or payload[0] != 0 or payload[1] != 0 or payload[2] != 0x08:
-        raise DataError(
-            f"{source}: not an IDX file of unsigned bytes (magic {payload[:4].hex() or 'missing'}, expected "
-            f"00000801 or 00000803); {_REMEDY}."
-        )
-    ndim = payload[3]
-    header = 4 + 4 * ndim
-    if len(payload) < header:
-        raise DataError(f"{source}: truncated IDX header ({len(payload)} bytes); {_REMEDY}.")
-    dims = tuple(int.from_bytes(payload[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = int(np.prod(dims))
-    found = len(payload) - header
-    if found != expected:
-        what = "truncated" if found < expected else "too long"
-        raise DataError(
-            f"{source}: {what}: dimensions {dims} need {expected} bytes of data, found {found}; {_REMEDY}."
-        )
-    return np.frombuffer(payload, np.uint8, offset=header).reshape(dims)
-
-
-def read_idx(path, expected_sha256: Optional[str] = None) -> np.ndarray:
-    """Reads a `.gz` or raw IDX file, checking magic, dimensions, length and the decompressed SHA-256."""
-    path = pathlib.Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file; {_REMEDY}.")
-    payload = _decompressed_bytes(path)
-    if expected_sha256 is not None:
-        digest = hashlib.sha256(payload).hexdigest()
-        if digest != expected_sha256:
-            raise DataError(
-                f"{path}: checksum mismatch (SHA-256 of the content is {digest}, expected {expected_sha256}): "
-                f"the file is corrupted or not the original; {_REMEDY}."
-            )
-    return parse_idx(payload, str(path))
-
-
-def _find(data_dir: pathlib.Path, stem: str) -> pathlib.Path:
-    for candidate in (data_dir / f"{stem}.gz", data_dir / stem):
-        if candidate.is_file():
-            return candidate
-    raise DataError(
-        f"{data_dir}: neither {stem}.gz nor {stem} is there; put the four IDX files of the data set in "
-        f"this directory ({', '.join(IDX_FILES)}, gzipped or not), or leave data_dir unset to download them."
-    )
-
-
-def load_idx_dir(name: str, data_dir) -> Dataset:
-    """MNIST-format data set from `data_dir`, every file checked against the known checksums."""
-    if name not in KNOWN_SHA256:
-        raise DataError(f"no IDX data set called {name!r}; choose one of {sorted(KNOWN_SHA256)}.")
-    data_dir = pathlib.Path(data_dir).expanduser()
-    if not data_dir.is_dir():
-        raise DataError(f"{data_dir}: data directory does not exist; check --config.data.data_dir.")
-    arrays, paths = {}, {}
-    for stem in IDX_FILES:
-        paths[stem] = _find(data_dir, stem)
-        arrays[stem] = read_idx(paths[stem], KNOWN_SHA256[name][stem])
-    splits = {}
-    for split in ("train", "t10k"):
-        images, labels = arrays[f"{split}-images-idx3-ubyte"], arrays[f"{split}-labels-idx1-ubyte"]
-        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise DataError(
-                f"{paths[f'{split}-images-idx3-ubyte']} holds {images.shape} images but "
-                f"{paths[f'{split}-labels-idx1-ubyte']} holds {labels.shape} labels; they must match; {_REMEDY}."
-            )
-        splits[split] = (images[..., None].astype(np.float32) / 255.0, labels.astype(np.int32))
-    return Dataset(name, *splits["train"], *splits["t10k"], num_classes=10)
 
 
 def default_cache_dir(name: str) -> pathlib.Path:
+    """$DEEPBASS_CACHE/<name>, else $XDG_CACHE_HOME/deepbass_jax/<name>, else ~/.cache/deepbass_jax/<name>."""
     root = os.environ.get("DEEPBASS_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "deepbass_jax"
     )
@@ -174,124 +202,147 @@ def default_cache_dir(name: str) -> pathlib.Path:
 
 
 def _fetch(url: str, destination: pathlib.Path, expected_sha256: str, timeout: float) -> None:
-    """One attempt: stream `url` into a temp file next to `destination`, verify, then rename atomically."""
-    temporary = destination.with_name(f".{destination.name}.{os.getpid()}.part")
+    """One attempt: stream `url` to a temp file beside `destination`, verify it, then rename it into place."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{destination.name}.", suffix=".part", dir=destination.parent)
+    temporary = pathlib.Path(temporary)
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response, open(temporary, "wb") as handle:
+        with os.fdopen(handle, "wb") as file, urllib.request.urlopen(url, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
-            with progress.Progress(total, f"downloading {destination.name}", unit=" bytes") as bar:
+            with progress.Progress(total, f"downloading {url}", unit=" bytes") as bar:
                 while chunk := response.read(1 << 16):
-                    handle.write(chunk)
+                    file.write(chunk)
                     bar.update(len(chunk))
-            handle.flush()
-            os.fsync(handle.fileno())
-        read_idx(temporary, expected_sha256)
+            file.flush()
+            os.fsync(file.fileno())
+        _decode_idx(temporary.read_bytes(), expected_sha256)
         os.replace(temporary, destination)
     finally:
-        if temporary.exists():
-            temporary.unlink()
+        temporary.unlink(missing_ok=True)
 
 
-def download(
-    name: str,
-    cache_dir=None,
-    mirrors: Optional[Sequence[str]] = None,
-    retries: int = 3,
-    timeout: float = 30.0,
-    backoff_seconds: float = 1.0,
-) -> pathlib.Path:
-    """Makes sure the four IDX files of `name` are in the cache, downloading what is missing or broken.
+def _download_file(stem: str, destination: pathlib.Path, expected_sha256: str, mirrors: Sequence[str],
+                   retries: int, timeout: float, backoff_seconds: float) -> None:
+    """Tries every mirror in turn, `retries` times each; DataError lists every failure."""
+    failures = []
+    for mirror in mirrors:
+        url = mirror.rstrip("/") + f"/{stem}.gz"
+        for attempt in range(1, retries + 1):
+            try:
+                return _fetch(url, destination, expected_sha256, timeout)
+            except DataError as error:  # corrupt content: another attempt at this mirror will not help
+                failures.append(f"{url}: corrupted download: {error}")
+                logging.warning("Mirror %s served a corrupted %s.gz (%s); trying the next one.", mirror, stem, error)
+                break
+            except (OSError, http.client.HTTPException) as error:
+                failures.append(f"{url} (attempt {attempt} of {retries}): {error}")
+                logging.warning("Mirror %s failed for %s.gz (attempt %d of %d): %s", mirror, stem, attempt,
+                                retries, error)
+                if isinstance(error, urllib.error.HTTPError) and error.code < 500 and error.code not in (408, 429):
+                    break  # e.g. 404: the mirror does not have the file
+                if attempt < retries:
+                    time.sleep(backoff_seconds * attempt)
+    raise DataError(
+        f"could not download {stem}.gz from any of {len(mirrors)} mirrors:\n  " + "\n  ".join(failures)
+        + f"\nDownload the four files by hand into {destination.parent}, or pass --config.data.data_dir."
+    )
 
-    Each file is tried on every mirror in turn, `retries` times each; a download is verified (SHA-256 of
-    the content) before it replaces anything. Returns the directory that holds the files.
+
+def download(name: str, cache_dir=None, mirrors: Optional[Sequence[str]] = None, retries: int = 3,
+             timeout: float = 30.0, backoff_seconds: float = 1.0) -> pathlib.Path:
+    """Makes sure the four IDX files of `name` are in the cache; returns that directory.
+
+    Valid files already there (`.gz` or raw) are kept. Missing or broken ones are fetched from `mirrors`
+    (default MIRRORS[name]) and checked (SHA-256 of the content) before they atomically replace anything.
     """
     if name not in KNOWN_SHA256:
         raise DataError(f"no downloadable data set called {name!r}; choose one of {sorted(KNOWN_SHA256)}.")
-    directory = pathlib.Path(cache_dir) if cache_dir else default_cache_dir(name)
+    directory = pathlib.Path(cache_dir).expanduser() if cache_dir else default_cache_dir(name)
     directory.mkdir(parents=True, exist_ok=True)
-    mirrors = list(mirrors if mirrors is not None else MIRRORS[name])
+    mirrors = list(MIRRORS[name] if mirrors is None else mirrors)
     for stem in IDX_FILES:
-        destination = directory / f"{stem}.gz"
-        if destination.exists():
+        cached = _cached(directory, stem)
+        if cached is not None:
             try:
-                read_idx(destination, KNOWN_SHA256[name][stem])
+                read_idx(cached, KNOWN_SHA256[name][stem])
                 continue
             except DataError as error:
-                logging.warning("Cached %s is unusable (%s); downloading it again.", destination, error)
-        failures = []
-        for mirror in mirrors:
-            url = mirror.rstrip("/") + f"/{stem}.gz"
-            for attempt in range(1, retries + 1):
-                try:
-                    _fetch(url, destination, KNOWN_SHA256[name][stem], timeout)
-                    break
-                except DataError as error:  # corrupt content: another attempt on this mirror will not help
-                    failures.append(f"{url}: {error}")
-                    logging.warning("Mirror %s served a bad file: %s", url, error)
-                    break
-                except OSError as error:
-                    failures.append(f"{url} (attempt {attempt}): {error}")
-                    logging.warning("Download of %s failed (attempt %d/%d): %s", url, attempt, retries, error)
-                    time.sleep(backoff_seconds * attempt)
-            if destination.exists():
-                break
-        if not destination.exists():
-            raise DataError(
-                f"could not download {stem}.gz from any mirror:\n  " + "\n  ".join(failures)
-                + f"\nDownload the files by hand into {directory}, or pass --config.data.data_dir."
-            )
+                logging.warning("Cached file is unusable, downloading it again: %s", error)
+        _download_file(stem, directory / f"{stem}.gz", KNOWN_SHA256[name][stem], mirrors, retries, timeout,
+                       backoff_seconds)
     return directory
 
 
-def load_npz(path, num_classes: Optional[int] = None) -> Dataset:
-    """A user's data: `x` [N, H, W, C], [N, H, W] or [N, D]; optional `y` [N], `x_test`, `y_test`."""
+# ------------------------------------------------------------------------------------ a user's .npz
+def _npz_images(path: pathlib.Path, key: str, x: np.ndarray) -> np.ndarray:
+    """x [N, H, W, C], [N, H, W] or [N, D], uint8 (0..255) or float -> float32 with a channel axis for images."""
+    if x.ndim == 3:
+        x = x[..., None]
+    if x.ndim not in (2, 4):
+        raise DataError(f"{path}: '{key}' has shape {x.shape}; expected [N, H, W, C], [N, H, W] or [N, D].")
+    if x.dtype == np.uint8:
+        return _unit_float(x)
+    if not np.issubdtype(x.dtype, np.floating):
+        raise DataError(f"{path}: '{key}' has dtype {x.dtype}; store uint8 (0..255) or float images.")
+    return x.astype(np.float32)
+
+
+def _npz_labels(path: pathlib.Path, key: str, y: np.ndarray) -> np.ndarray:
+    """y [N] of integers -> int32."""
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{path}: '{key}' must be a 1-D integer array, got {y.dtype} {y.shape}.")
+    return y.astype(np.int32)
+
+
+def load_npz(path, test_fraction: float = 0.0, seed: int = 0) -> Dataset:
+    """A user's data: `x` [N, H, W, C], [N, H, W] or [N, D]; optional `y` [N], `x_test`, `y_test`, `num_classes`.
+
+    uint8 images are scaled to [0, 1]. Without `x_test`, `test_fraction` > 0 holds out that fraction of the
+    labeled `x` as the test set (numpy default_rng(seed)). num_classes defaults to the largest label + 1.
+    """
     path = pathlib.Path(path).expanduser()
-    if not path.is_file():
-        raise DataError(f"{path}: no such file; check --config.data.path.")
-    with np.load(path) as archive:
-        arrays = {key: archive[key] for key in archive.files}
+    if not path.is_file() or not zipfile.is_zipfile(path):
+        raise DataError(f"{path}: no such .npz file; save one with numpy.savez(path, x=images, y=labels).")
+    try:
+        with np.load(path) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except (OSError, ValueError) as error:
+        raise DataError(f"{path}: cannot be read ({error}); save it with numpy.savez, no object arrays.") from error
     if "x" not in arrays:
         raise DataError(f"{path}: no array named 'x' (found {sorted(arrays)}); save the images as x=..., "
                         "the labels (optional) as y=....")
-
-    def images(key):
-        x = arrays[key]
-        if x.ndim == 3:
-            x = x[..., None]
-        if x.ndim not in (2, 4):
-            raise DataError(f"{path}: '{key}' has shape {x.shape}; expected [N, H, W, C], [N, H, W] or [N, D].")
-        x = x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
-        if not np.all(np.isfinite(x)):
-            raise DataError(f"{path}: '{key}' contains NaN or Inf values; clean the data first.")
-        return x
-
-    def labels(key):
-        if key not in arrays:
-            return None
-        y = arrays[key]
-        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
-            raise DataError(f"{path}: '{key}' must be a 1-D integer array, got {y.dtype} {y.shape}.")
-        return y.astype(np.int32)
-
-    x, y = images("x"), labels("y")
-    x_test = images("x_test") if "x_test" in arrays else None
-    y_test = labels("y_test")
-    known = [v for v in (y, y_test) if v is not None and len(v)]
-    if num_classes is None:
-        if "num_classes" in arrays:
-            num_classes = int(arrays["num_classes"])
-        elif known:
-            num_classes = int(max(v.max() for v in known)) + 1
-        else:
-            raise DataError(f"{path}: no labels, so the class count is unknown; store num_classes=... in it.")
+    x = _npz_images(path, "x", arrays["x"])
+    y = _npz_labels(path, "y", arrays["y"]) if "y" in arrays else None
+    x_test = _npz_images(path, "x_test", arrays["x_test"]) if "x_test" in arrays else None
+    y_test = _npz_labels(path, "y_test", arrays["y_test"]) if "y_test" in arrays else None
+    if test_fraction:
+        num_test = round(test_fraction * len(x))
+        if x_test is not None or y is None or not 0 < num_test < len(x):
+            raise DataError(
+                f"{path}: test_fraction={test_fraction} needs labels 'y', no 'x_test', and samples on both sides "
+                f"(here {num_test} of {len(x)} would be test samples); set test_fraction=0 to use the file as it is."
+            )
+        order = np.random.default_rng(seed).permutation(len(x))
+        test, train = np.sort(order[:num_test]), np.sort(order[num_test:])
+        x, y, x_test, y_test = x[train], y[train], x[test], y[test]
+    labeled = [labels for labels in (y, y_test) if labels is not None and len(labels)]
+    if "num_classes" in arrays:
+        num_classes = int(arrays["num_classes"])
+    elif labeled:
+        num_classes = max(int(labels.max()) for labels in labeled) + 1
+    else:
+        raise DataError(f"{path}: no labels, so the class count is unknown; store num_classes=... in it.")
     try:
         return Dataset(path.stem, x, y, x_test, y_test, num_classes)
     except DataError as error:
         raise DataError(f"{path}: {error}") from error
 
 
+# -------------------------------------------------------------------------------------------- yin-yang
 def _yinyang_sample(rng: np.random.Generator, num_per_class: int) -> tuple[np.ndarray, np.ndarray]:
-    """Eqs. 10-12; the angle in units of pi, as in the authors' code."""
+    """Eqs. 10-12 -> points [2 * num_per_class, 2] float32, labels [2 * num_per_class] int32 (red 0, blue 1).
+
+    The angle is in units of pi, as in the authors' code: phi = pi * N(1/2, (1/3)^2), r ~ N(1, (1/4)^2).
+    """
     points = []
     for centre, sign in (((1 / 3, -1 / 10), 1.0), ((-1 / 3, 1 / 10), -1.0)):
         radius = rng.normal(1.0, 1 / 4, num_per_class)
@@ -302,18 +353,25 @@ def _yinyang_sample(rng: np.random.Generator, num_per_class: int) -> tuple[np.nd
 
 
 def yinyang(num_per_class: int = 500, seed: int = 0) -> Dataset:
-    """The yin-yang toy of section 4: red (class 0) and blue (class 1), `num_per_class` each, plus an
-    independent test sample of the same size. Seeded with numpy's default_rng(seed)."""
-    train_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    return Dataset("yinyang", *_yinyang_sample(train_rng, num_per_class), *_yinyang_sample(test_rng, num_per_class), 2)
+    """The yin-yang toy of section 4: red (class 0) and blue (class 1), `num_per_class` each, pool [2n, 2].
+
+    The test sample has the same size, drawn independently: pool and test use the two streams that numpy's
+    SeedSequence(seed).spawn(2) gives to default_rng.
+    """
+    pool_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
+    return Dataset("yinyang", *_yinyang_sample(pool_rng, num_per_class), *_yinyang_sample(test_rng, num_per_class), 2)
 
 
-def balanced_initial_labels(labels: np.ndarray, per_class: int, seed: int) -> np.ndarray:
-    """Sorted pool indices, exactly `per_class` of every class, chosen at random (seeded)."""
+def balanced_initial_labels(labels: np.ndarray, per_class: int, seed: int,
+                            num_classes: Optional[int] = None) -> np.ndarray:
+    """labels [N] -> sorted indices [per_class * C], `per_class` of each class 0..C-1 (default_rng(seed)).
+
+    C is `num_classes`, by default the largest label + 1, so a class with no sample at all is an error too.
+    """
     labels = np.asarray(labels)
     rng = np.random.default_rng(seed)
     chosen = []
-    for cls in np.unique(labels):
+    for cls in range(int(labels.max()) + 1 if num_classes is None else num_classes):
         members = np.flatnonzero(labels == cls)
         if len(members) < per_class:
             raise DataError(
@@ -324,46 +382,54 @@ def balanced_initial_labels(labels: np.ndarray, per_class: int, seed: int) -> np
     return np.sort(np.concatenate(chosen))
 
 
-_TFDS_NAMES = {"mnist": "mnist", "fashion_mnist": "fashion_mnist"}
+# -------------------------------------------------------------------------------- tensorflow-datasets
+# Not batch_size=-1: that batches by the recorded split size, which tfds.testing.mock_data leaves at 0, and
+# TensorFlow then aborts the process (seen with tfds 4.9.10, TF 2.21).
+_TFDS_BATCH = 10_000
 
 
 def load_tfds(name: str, data_dir=None) -> Dataset:
-    """MNIST / Fashion-MNIST through tensorflow-datasets (an optional extra)."""
+    """MNIST / Fashion-MNIST through tensorflow-datasets (an optional extra), as float32 [N, 28, 28, 1]."""
+    if name not in KNOWN_SHA256:  # tensorflow-datasets uses the same names
+        raise DataError(f"tfds source: no data set called {name!r}; choose one of {sorted(KNOWN_SHA256)}.")
     try:
-        import tensorflow_datasets as tfds
+        import tensorflow_datasets as tfds  # pylint: disable=import-outside-toplevel
     except ImportError as error:
         raise DataError(
-            f"data.source='tfds' needs tensorflow-datasets: pip install -e \".[tfds]\" ({error})."
+            f"data.source='tfds' needs tensorflow-datasets ({error}): pip install -e \".[tfds]\", or use "
+            "data.source='download' or 'dir'."
         ) from error
-    if name not in _TFDS_NAMES:
-        raise DataError(f"tfds source: no data set called {name!r}; choose one of {sorted(_TFDS_NAMES)}.")
     splits = []
     for split in ("train", "test"):
-        images, labels = tfds.as_numpy(
-            tfds.load(_TFDS_NAMES[name], split=split, as_supervised=True, batch_size=-1, data_dir=data_dir)
-        )
-        splits += [images.astype(np.float32) / 255.0, labels.astype(np.int32)]
+        batches = list(tfds.as_numpy(
+            tfds.load(name, split=split, as_supervised=True, batch_size=_TFDS_BATCH, data_dir=data_dir)
+        ))
+        splits += [_unit_float(np.concatenate([images for images, _ in batches])),
+                   np.concatenate([labels for _, labels in batches]).astype(np.int32)]
     return Dataset(name, *splits, num_classes=10)
 
 
-SOURCES = ("dir", "download", "tfds")
+# ------------------------------------------------------------------------------------------ load(config)
 NAMES = ("mnist", "fashion_mnist", "yinyang", "npz")
+SOURCES = ("dir", "download", "tfds")
 
 
 def default_config() -> ml_collections.ConfigDict:
+    """The `data` part of a run's config: which data set, and where it comes from."""
     config = ml_collections.ConfigDict()
     config.name = "mnist"  # "mnist", "fashion_mnist", "yinyang" or "npz"
-    config.source = "download"  # mnist / fashion_mnist: "dir" (data_dir), "download" (into the cache), "tfds"
-    config.data_dir = ml_collections.config_dict.placeholder(str)  # folder with the IDX files; implies "dir"
+    config.source = "download"  # mnist / fashion_mnist: "dir" (data_dir), "download" (into cache_dir) or "tfds"
+    config.data_dir = ml_collections.config_dict.placeholder(str)  # IDX folder (overrides "download"); tfds data_dir
     config.cache_dir = ml_collections.config_dict.placeholder(str)  # download cache (default ~/.cache/deepbass_jax)
-    config.path = ml_collections.config_dict.placeholder(str)  # the .npz file for name="npz"
-    config.num_per_class = 500  # yinyang: points per class, in the pool and in the test sample
-    config.seed = 0  # yinyang: the sample's seed
+    config.path = ml_collections.config_dict.placeholder(str)  # name="npz": the .npz file
+    config.test_fraction = 0.0  # name="npz" without x_test: fraction of the labeled x held out as test set
+    config.num_per_class = 500  # name="yinyang": points per class, in the pool and in the test sample
+    config.seed = 0  # yinyang: the sample; npz: the test split
     return config
 
 
 def load(config: ml_collections.ConfigDict) -> Dataset:
-    """The data set a `data` config describes."""
+    """The data set a `data` config (see `default_config`) describes."""
     if config.name not in NAMES:
         raise DataError(f"data.name={config.name!r} is unknown; choose one of {NAMES}.")
     if config.name == "yinyang":
@@ -371,13 +437,13 @@ def load(config: ml_collections.ConfigDict) -> Dataset:
     if config.name == "npz":
         if not config.path:
             raise DataError("data.name='npz' needs --config.data.path=FILE.npz.")
-        return load_npz(config.path)
-    if config.data_dir:
-        return load_idx_dir(config.name, config.data_dir)
+        return load_npz(config.path, config.test_fraction, config.seed)
     if config.source not in SOURCES:
         raise DataError(f"data.source={config.source!r} is unknown; choose one of {SOURCES}.")
+    if config.source == "tfds":
+        return load_tfds(config.name, config.data_dir)
+    if config.data_dir:
+        return load_idx_dir(config.name, config.data_dir)
     if config.source == "dir":
         raise DataError("data.source='dir' needs --config.data.data_dir=PATH (the folder with the IDX files).")
-    if config.source == "tfds":
-        return load_tfds(config.name, config.cache_dir)
     return load_idx_dir(config.name, download(config.name, config.cache_dir))

@@ -249,3 +249,11 @@ def test_mnist_driver_on_a_few_hundred_images(tmp_path, mnist_dir):
     assert [m["labels"] for m in metrics] == [20, 25, 30, 35]
     assert all(m["pseudo_labeled"] == 300 - m["labels"] for m in metrics[1:])
     assert summary["test_accuracy"] > 0.3  # 35 labels, 10 classes: far above chance (0.1)
+
+
+@pytest.mark.slow
+def test_readme_yinyang_job_reaches_the_papers_accuracy(tmp_path):
+    """The README's main job, in full: DeepBASS on the toy, 8 -> 80 labels (paper: 90.33% over 10 runs)."""
+    summary = active.run(yinyang_configs.get_config(), tmp_path)
+    assert summary["labels"] == 80
+    assert summary["test_accuracy"] >= 0.87
