@@ -7,13 +7,15 @@ and a CSV. The driver reaches hidden labels only through an oracle (metrics asid
 from __future__ import annotations
 
 import csv
-import os
+import io
 import pathlib
 import time
 from typing import Optional, Protocol
 
 import numpy as np
 from absl import logging
+
+from deepbass_jax import checkpoint
 
 
 class Oracle(Protocol):
@@ -165,9 +167,8 @@ def _write_query(folder: pathlib.Path, indices: np.ndarray, images: np.ndarray) 
             picture = picture[None, :]
         plt.imsave(folder / name, picture, cmap="gray" if picture.ndim == 2 else None)
         rows.append({"id": int(index), "image": name, "label": ""})
-    temporary = folder / "queries.csv.tmp"
-    with open(temporary, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["id", "image", "label"])
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(temporary, folder / "queries.csv")
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=["id", "image", "label"])
+    writer.writeheader()
+    writer.writerows(rows)
+    checkpoint.atomic_write_bytes(folder / "queries.csv", table.getvalue().encode())
