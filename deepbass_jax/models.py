@@ -13,40 +13,12 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from deepbass_jax.layers import Conv3x3, HashDropout, max_pool_2x2
+
 # Keras defaults of the original implementation: glorot-uniform kernels, zero biases.
 _KERNEL_INIT = nn.initializers.glorot_uniform()
 
 ApplyFn = Callable[..., jax.Array]
-
-
-def _fmix32(h: jax.Array) -> jax.Array:
-    """MurmurHash3's 32-bit finalizer: a bijection on uint32 with full avalanche."""
-    h = h ^ (h >> 16)
-    h = h * jnp.uint32(0x85EBCA6B)
-    h = h ^ (h >> 13)
-    h = h * jnp.uint32(0xC2B2AE35)
-    return h ^ (h >> 16)
-
-
-class HashDropout(nn.Module):
-    """Inverted dropout whose masks come from a counter-based hash rather than threefry.
-
-    Why: threefry mask generation took about three quarters of MC-dropout inference time (PERF_NOTES).
-    One threefry draw gives a 64-bit seed; each 32-bit word fmix32(fmix32(i ^ s0) + s1) yields two masks,
-    each 16-bit half kept iff >= round(rate * 2^16), so the drop probability is within 2^-17 of `rate`.
-    """
-
-    rate: float
-
-    @nn.compact
-    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
-        if deterministic:
-            return x
-        seed = jax.random.bits(self.make_rng("dropout"), (2,), jnp.uint32)
-        words = _fmix32(_fmix32(jax.lax.iota(jnp.uint32, (x.size + 1) // 2) ^ seed[0]) + seed[1])
-        halves = jnp.concatenate([words & 0xFFFF, words >> 16])[: x.size].reshape(x.shape)
-        keep = halves >= jnp.uint32(round(self.rate * 65536))
-        return jnp.where(keep, x / jnp.asarray(1.0 - self.rate, x.dtype), jnp.zeros((), x.dtype))
 
 
 DROPOUT_MASKS = {"hash": HashDropout, "threefry": lambda rate: nn.Dropout(rate)}
@@ -67,11 +39,11 @@ class PaperCNN(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
         for block in range(4):
-            x = nn.Conv(self.features, (3, 3), padding="SAME", kernel_init=_KERNEL_INIT)(x)
+            x = Conv3x3(self.features, kernel_init=_KERNEL_INIT, name=f"Conv_{block}")(x)
             x = nn.leaky_relu(x, self.negative_slope)
             x = DROPOUT_MASKS[self.dropout_masks](self.dropout_rate)(x, deterministic=deterministic)
             if block in (1, 3):
-                x = nn.max_pool(x, (2, 2), strides=(2, 2))
+                x = max_pool_2x2(x)
         x = x.reshape(x.shape[0], -1)
         return nn.Dense(self.num_classes, kernel_init=_KERNEL_INIT)(x)
 

@@ -146,7 +146,7 @@ def _hash_dropout(rate, shape, seed):
 
 @pytest.mark.parametrize("rate", [0.1, 0.33, 0.5, 0.9])
 def test_hash_dropout_drops_at_the_rate_and_rescales_the_rest(rate):
-    out = np.asarray(_hash_dropout(rate, (400, 1001), seed=0))  # odd size: the last 32-bit word is split
+    out = np.asarray(_hash_dropout(rate, (400, 1001), seed=0))  # odd size
     kept = out != 0
     std = np.sqrt(rate * (1 - rate) / out.size)
     assert abs((1 - kept.mean()) - rate) < 5 * std

@@ -1,0 +1,154 @@
+"""Fast building blocks of the paper CNN: hash dropout masks, a 3x3 convolution with a matmul kernel
+gradient, and a reshape-based 2x2 max-pool.
+
+Each replaces a flax/XLA default that measured slow on CPU (PERF_NOTES.md, experiments/bench.py) and
+computes the same function: masks with the same drop probability, the same convolution and its exact
+gradient, the same pooling.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+from jax import lax
+
+_NHWC = ("NHWC", "HWIO", "NHWC")
+
+
+def fmix32(h: jax.Array) -> jax.Array:
+    """MurmurHash3's 32-bit finalizer: a bijection on uint32 with full avalanche."""
+    h = h ^ (h >> 16)
+    h = h * jnp.uint32(0x85EBCA6B)
+    h = h ^ (h >> 13)
+    h = h * jnp.uint32(0xC2B2AE35)
+    return h ^ (h >> 16)
+
+
+def hash_keep_mask(shape, seed: jax.Array, rate: float) -> jax.Array:
+    """Bernoulli(1 - rate) keep mask of `shape` from a 64-bit seed [2] uint32.
+
+    Element i is kept iff fmix32(fmix32(i ^ seed[0]) + seed[1]) >= round(rate * 2^32), so the drop
+    probability is within 2^-33 of `rate`. The counter is built with iotas in `shape` so that XLA fuses the
+    whole mask into the consumer (a flat iota followed by a reshape or concatenate does not fuse on CPU and
+    cost 15x more).
+    """
+    counter = lax.broadcasted_iota(jnp.uint32, shape, 0)
+    for dim in range(1, len(shape)):
+        counter = counter * jnp.uint32(shape[dim]) + lax.broadcasted_iota(jnp.uint32, shape, dim)
+    bits = fmix32(fmix32(counter ^ seed[0]) + seed[1])
+    return bits >= jnp.uint32(min(round(rate * 2.0**32), 2**32 - 1))
+
+
+class HashDropout(nn.Module):
+    """Inverted dropout whose masks come from a counter-based hash rather than threefry.
+
+    Why: threefry mask generation took about three quarters of MC-dropout inference time (PERF_NOTES).
+    One threefry draw per call gives a 64-bit seed; `hash_keep_mask` turns it into the mask.
+    """
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        if deterministic:
+            return x
+        seed = jax.random.bits(self.make_rng("dropout"), (2,), jnp.uint32)
+        keep = hash_keep_mask(x.shape, seed, self.rate)
+        return jnp.where(keep, x / jnp.asarray(1.0 - self.rate, x.dtype), jnp.zeros((), x.dtype))
+
+
+def conv3x3_kernel_grad(x: jax.Array, dy: jax.Array, rows_per_step: int = 7200) -> jax.Array:
+    """Gradient of a 3x3 'SAME' convolution with respect to its kernel: x [N, H, W, I], dy [N, H, W, O]
+    -> [3, 3, I, O], dW[i, j, c, o] = sum_{n, y, x} xpad[n, y + i, x + j, c] dy[n, y, x, o].
+
+    Why not XLA's own: on CPU it lowers this to a convolution with an H x W window that ran at about 5
+    GFLOP/s (half of a training step). Here each image is zero-padded to (H+2) x (W+2) and flattened, so tap
+    (i, j) is the contiguous slice starting at i * (W+2) + j; the nine slices side by side are an im2col
+    matrix and the gradient is one matmul. A scan over groups of images (about `rows_per_step` padded
+    pixels each, the fastest size measured) keeps that matrix in cache; built for a whole batch of 256 at
+    once it was 5x slower.
+    """
+    num, height, width, channels_in = x.shape
+    channels_out = dy.shape[-1]
+    row = width + 2
+    pixels = (height + 2) * row
+    group = max(d for d in range(1, num + 1) if num % d == 0 and (d == 1 or d * pixels <= rows_per_step))
+    length = group * pixels - (2 * row + 2)  # every row of the padded dy past this is padding
+
+    def accumulate(total, group_arrays):
+        xs, dys = group_arrays
+        xs = jnp.pad(xs, ((0, 0), (1, 1), (1, 1), (0, 0))).reshape(-1, channels_in)
+        dys = jnp.pad(dys, ((0, 0), (0, 2), (0, 2), (0, 0))).reshape(-1, channels_out)[:length]
+        taps = [xs[i * row + j : i * row + j + length] for i in range(3) for j in range(3)]
+        patches = jnp.concatenate(taps, axis=1)  # [length, 9 * I]
+        return total + patches.T @ dys, None
+
+    groups = (x.reshape(num // group, group, height, width, channels_in),
+              dy.reshape(num // group, group, height, width, channels_out))
+    total, _ = lax.scan(accumulate, jnp.zeros((9 * channels_in, channels_out), x.dtype), groups)
+    return total.reshape(3, 3, channels_in, channels_out)
+
+
+@jax.custom_vjp
+def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """3x3 'SAME' convolution, stride 1: x [N, H, W, I], kernel [3, 3, I, O] -> [N, H, W, O]."""
+    return lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_NHWC)
+
+
+def _conv3x3_fwd(x, kernel):
+    return conv3x3(x, kernel), (x, kernel)
+
+
+def _conv3x3_bwd(residuals, dy):
+    x, kernel = residuals
+    # The input gradient of a stride-1 'SAME' 3x3 convolution is the same convolution of dy with the kernel
+    # flipped in space and its channel axes swapped.
+    flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
+    dx = lax.conv_general_dilated(dy, flipped, (1, 1), "SAME", dimension_numbers=_NHWC)
+    return dx, conv3x3_kernel_grad(x, dy)
+
+
+conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
+
+
+class Conv3x3(nn.Module):
+    """nn.Conv(features, (3, 3), padding='SAME') with the same parameters ('kernel' [3, 3, I, O], 'bias'
+    [O]), computed by `conv3x3`."""
+
+    features: int
+    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", self.kernel_init, (3, 3, x.shape[-1], self.features), jnp.float32)
+        bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
+        return conv3x3(x, kernel.astype(x.dtype)) + bias.astype(x.dtype)
+
+
+def _max_pool_2x2_strided(x: jax.Array) -> jax.Array:
+    height, width = x.shape[1] // 2 * 2, x.shape[2] // 2 * 2
+    corners = [x[:, i:height:2, j:width:2] for i in range(2) for j in range(2)]
+    return jnp.maximum(jnp.maximum(corners[0], corners[1]), jnp.maximum(corners[2], corners[3]))
+
+
+@jax.custom_vjp
+def max_pool_2x2(x: jax.Array) -> jax.Array:
+    """2x2 max-pool, stride 2, 'VALID' (an odd last row/column is dropped): [N, H, W, C] -> [N, H//2, W//2, C].
+
+    The forward pass is XLA's reduce-window (fastest for inference); the gradient is that of the same pool
+    written as three elementwise maxima of strided slices, 8x faster on CPU than XLA's select-and-scatter.
+    Ties split the gradient evenly (a valid subgradient; select-and-scatter gives it all to one element).
+    """
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+
+
+def _max_pool_2x2_fwd(x):
+    return max_pool_2x2(x), x
+
+
+def _max_pool_2x2_bwd(x, dy):
+    return jax.vjp(_max_pool_2x2_strided, x)[1](dy)
+
+
+max_pool_2x2.defvjp(_max_pool_2x2_fwd, _max_pool_2x2_bwd)

@@ -1,0 +1,108 @@
+"""The fast layers compute the same functions (and exact gradients) as the XLA/flax defaults they replace."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+from jax import lax
+
+from deepbass_jax import layers
+
+
+def _reference_conv(x, kernel):
+    return lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@settings(max_examples=8, deadline=None)
+@given(
+    num=st.integers(1, 9),
+    height=st.integers(1, 9),
+    width=st.integers(1, 9),
+    channels_in=st.sampled_from([1, 3]),
+    channels_out=st.sampled_from([1, 4]),
+    rows_per_step=st.sampled_from([1, 40, 7200]),
+    seed=st.integers(0, 2**16),
+)
+def test_conv3x3_kernel_grad_matches_autodiff_of_xla_conv(
+    num, height, width, channels_in, channels_out, rows_per_step, seed
+):
+    kx, kd, kk = jax.random.split(jax.random.key(seed), 3)
+    x = jax.random.normal(kx, (num, height, width, channels_in))
+    dy = jax.random.normal(kd, (num, height, width, channels_out))
+    kernel = jax.random.normal(kk, (3, 3, channels_in, channels_out))
+    _, vjp = jax.vjp(_reference_conv, x, kernel)
+    expected_dx, expected_dk = vjp(dy)
+    dk = jax.jit(layers.conv3x3_kernel_grad, static_argnums=2)(x, dy, rows_per_step)
+    np.testing.assert_allclose(dk, expected_dk, rtol=1e-4, atol=1e-4)
+    _, vjp = jax.vjp(layers.conv3x3, x, kernel)
+    dx, dk = vjp(dy)
+    np.testing.assert_allclose(dx, expected_dx, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dk, expected_dk, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(layers.conv3x3(x, kernel), _reference_conv(x, kernel), rtol=1e-5, atol=1e-5)
+
+
+def test_conv3x3_gradient_under_jit_and_vmap_matches_xla():
+    x = jax.random.normal(jax.random.key(0), (3, 4, 10, 10, 2))  # a vmapped axis of 3 batches
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, 3, 2, 5))
+
+    def loss(conv, x, kernel):
+        return jnp.sum(jnp.sin(conv(x, kernel)))
+
+    ours = jax.jit(jax.vmap(jax.grad(lambda x, k: loss(layers.conv3x3, x, k), argnums=(0, 1))))(x, kernel)
+    theirs = jax.vmap(jax.grad(lambda x, k: loss(_reference_conv, x, k), argnums=(0, 1)))(x, kernel)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_conv3x3_module_has_nn_conv_parameters_and_output():
+    x = jax.random.normal(jax.random.key(0), (2, 6, 6, 3))
+    ours = layers.Conv3x3(4, kernel_init=nn.initializers.glorot_uniform())
+    theirs = nn.Conv(4, (3, 3), padding="SAME", kernel_init=nn.initializers.glorot_uniform())
+    params = ours.init(jax.random.key(1), x)
+    reference = theirs.init(jax.random.key(1), x)
+    jax.tree_util.tree_map(np.testing.assert_array_equal, params, reference)
+    params = jax.tree_util.tree_map(lambda p: p + 0.1, params)  # non-zero bias
+    np.testing.assert_allclose(ours.apply(params, x), theirs.apply(params, x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 8, 3), (1, 7, 5, 2), (3, 28, 28, 16)])
+def test_max_pool_2x2_matches_flax_in_value_and_gradient(shape):
+    x = jax.random.normal(jax.random.key(0), shape)  # continuous values: no ties
+    reference = lambda x: nn.max_pool(x, (2, 2), strides=(2, 2))  # noqa: E731
+    np.testing.assert_array_equal(layers.max_pool_2x2(x), reference(x))
+    weights = jax.random.normal(jax.random.key(1), reference(x).shape)
+    grad = jax.jit(jax.grad(lambda x: jnp.sum(layers.max_pool_2x2(x) * weights)))(x)
+    expected = jax.grad(lambda x: jnp.sum(reference(x) * weights))(x)
+    np.testing.assert_allclose(grad, expected, rtol=1e-6)
+
+
+def test_max_pool_2x2_splits_the_gradient_of_ties_and_conserves_it():
+    x = jnp.zeros((1, 2, 2, 1))
+    grad = jax.grad(lambda x: layers.max_pool_2x2(x).sum())(x)
+    assert float(grad.sum()) == pytest.approx(1.0)
+    assert np.all(np.asarray(grad) >= 0)
+
+
+@pytest.mark.parametrize("rate", [0.01, 0.33, 0.9])
+def test_hash_keep_mask_rate_and_determinism(rate):
+    seed = jnp.array([7, 11], jnp.uint32)
+    keep = np.asarray(jax.jit(layers.hash_keep_mask, static_argnums=(0, 2))((64, 28, 28, 4), seed, rate))
+    again = np.asarray(layers.hash_keep_mask((64, 28, 28, 4), seed, rate))
+    np.testing.assert_array_equal(keep, again)
+    std = np.sqrt(rate * (1 - rate) / keep.size)
+    assert abs((1 - keep.mean()) - rate) < 5 * std
+    other = np.asarray(layers.hash_keep_mask((64, 28, 28, 4), jnp.array([7, 12], jnp.uint32), rate))
+    agree = np.mean(keep == other)
+    expected = rate**2 + (1 - rate) ** 2
+    assert abs(agree - expected) < 5 * np.sqrt(expected * (1 - expected) / keep.size)
+
+
+def test_hash_keep_mask_is_the_flat_counter_hash():
+    # Element i of the mask depends on its flat index only: the same seed gives the same flat mask
+    # whatever shape it is drawn in (so a mask is independent of how a batch is laid out).
+    seed = jnp.array([3, 5], jnp.uint32)
+    flat = np.asarray(layers.hash_keep_mask((6 * 10 * 4,), seed, 0.5))
+    shaped = np.asarray(layers.hash_keep_mask((6, 10, 4), seed, 0.5))
+    np.testing.assert_array_equal(shaped.ravel(), flat)
