@@ -7,12 +7,13 @@ All scores are normalized by log(C), so each lies in [0, 1].
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import entr
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from deepbass_jax.chunks import padded_chunks
 from deepbass_jax.models import ApplyFn
@@ -51,6 +52,9 @@ def variation_ratio(probs: jax.Array) -> jax.Array:
     return 1.0 - votes.max(axis=-1) / num_passes
 
 
+POOL_AXIS = "pool"  # the mesh axis pool inference is sharded along
+
+
 class UncertaintyStats(NamedTuple):
     """Per-sample results of MC-dropout inference; each field is indexed by sample."""
 
@@ -72,8 +76,9 @@ def stats_from_probs(probs: jax.Array) -> UncertaintyStats:
 
 
 @functools.partial(jax.jit, static_argnames=("apply_fn", "num_passes"))
-def _chunk_stats(apply_fn: ApplyFn, params, images, sample_ids, key, num_passes: int) -> UncertaintyStats:
-    """Scores for one fixed-size chunk; sample i's dropout masks come from fold_in(key, sample_ids[i])."""
+def chunk_stats(apply_fn: ApplyFn, params, images, sample_ids, key, num_passes: int) -> UncertaintyStats:
+    """Scores for one fixed-size chunk images [B, ...]; sample i's dropout masks come from
+    fold_in(key, sample_ids[i]) (sample_ids [B] uint32), so a sample's scores do not depend on its chunk."""
 
     def one_sample(x, sample_id):
         return mc_probs(apply_fn, params, x[None], jax.random.fold_in(key, sample_id), num_passes)[:, 0]
@@ -82,20 +87,65 @@ def _chunk_stats(apply_fn: ApplyFn, params, images, sample_ids, key, num_passes:
     return stats_from_probs(probs)
 
 
-def pool_stats(
-    apply_fn: ApplyFn, params, images, key: jax.Array, num_passes: int, chunk_size: int = 256
-) -> UncertaintyStats:
-    """MC-dropout scores for a pool of any size [N, ...] in fixed-size padded chunks.
+def pool_mesh(num_devices: int = 0) -> Optional[Mesh]:
+    """A 1-D mesh over the first `num_devices` local devices (0 = all of them) for `pool_stats`; None when
+    that is a single device."""
+    available = jax.local_devices()
+    if num_devices < 0 or num_devices > len(available):
+        raise ValueError(
+            f"asked to shard pool inference over {num_devices} devices, but {len(available)} are available "
+            f"({available[0].platform}); use 0 for all of them or 1 for one."
+        )
+    devices = available[: num_devices or len(available)]
+    return Mesh(np.array(devices), (POOL_AXIS,)) if len(devices) > 1 else None
 
-    Compiles once per chunk shape, whatever N is. Each sample's dropout masks depend only on `key` and
-    its index in the pool, so the result does not depend on `chunk_size`. Memory is O(chunk_size * T).
+
+def pool_stats(
+    apply_fn: ApplyFn,
+    params,
+    images,
+    key: jax.Array,
+    num_passes: int,
+    chunk_size: int = 256,
+    mesh: Optional[Mesh] = None,
+) -> UncertaintyStats:
+    """MC-dropout scores for a pool of any size in fixed-size padded chunks; fields are numpy arrays.
+
+    `images` [N, ...] is anything with `.shape` whose slices `images[a:b]` give arrays: a device array, a
+    numpy array, an `np.memmap` or a lazy pool that makes images on demand. Compiles once per chunk shape,
+    whatever N is. Each sample's dropout masks depend only on `key` and its index in the pool, so the
+    result does not depend on `chunk_size`. Working memory is O(chunk_size * T) plus the O(N * C) result:
+    chunk i + 1 is dispatched before chunk i's scores are copied into preallocated host arrays.
+
+    With a `mesh` (see `pool_mesh`) every device takes `chunk_size` samples per step: one step covers
+    chunk_size * devices samples, split along the sample axis. Each device then runs the same program on the
+    same shapes as a single device would, so the scores are bitwise those of one device with the same
+    `chunk_size` (on CPU the last float bits of a sample's scores can depend on the chunk size).
     """
     num_samples = images.shape[0]
     if num_samples == 0:
         raise ValueError("pool_stats got an empty pool: there is nothing to run MC-dropout inference on.")
-    outputs = []
-    for start, chunk, _ in padded_chunks(images, chunk_size):
+    result = None
+    in_flight = None  # (start, valid rows, device scores) of the chunk dispatched last
+
+    def collect(start, valid, scores):
+        nonlocal result
+        if result is None:
+            result = UncertaintyStats(*(np.empty((num_samples, *f.shape[1:]), f.dtype) for f in scores))
+        for out, field in zip(result, scores):
+            out[start : start + valid] = np.asarray(field[:valid])
+
+    if mesh is not None:
+        chunk_size *= mesh.size
+        sharded = NamedSharding(mesh, PartitionSpec(POOL_AXIS))
+        params = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
+    for start, chunk, valid in padded_chunks(images, chunk_size):
         sample_ids = np.arange(start, start + chunk_size, dtype=np.uint32)
-        outputs.append(_chunk_stats(apply_fn, params, chunk, sample_ids, key, num_passes))
-    stacked = jax.tree_util.tree_map(lambda *parts: jnp.concatenate(parts)[:num_samples], *outputs)
-    return UncertaintyStats(*stacked)
+        if mesh is not None:
+            chunk, sample_ids = jax.device_put((chunk, sample_ids), sharded)
+        scores = chunk_stats(apply_fn, params, chunk, sample_ids, key, num_passes)
+        if in_flight is not None:
+            collect(*in_flight)
+        in_flight = (start, valid, scores)
+    collect(*in_flight)
+    return result

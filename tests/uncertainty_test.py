@@ -361,13 +361,13 @@ def test_pool_stats_compiles_once_for_different_pool_sizes():
 
     large_pool = _inputs("mlp", 83)
     key = jax.random.key(0)
-    cache_before = uncertainty._chunk_stats._cache_size()
+    cache_before = uncertainty.chunk_stats._cache_size()
     first = uncertainty.pool_stats(apply_fn, params, large_pool[:50], key, MC_PASSES, chunk_size=8)
     traces_after_first = len(traces)  # the body may run more than once per trace (nested vmaps)
     assert traces_after_first >= 1
     second = uncertainty.pool_stats(apply_fn, params, large_pool, key, MC_PASSES, chunk_size=8)
     assert len(traces) == traces_after_first  # 7 chunks, then 11 chunks: no retrace
-    assert uncertainty._chunk_stats._cache_size() == cache_before + 1
+    assert uncertainty.chunk_stats._cache_size() == cache_before + 1
     assert first.entropy.shape == (50,) and second.entropy.shape == (83,)
     # A sample's scores depend on its index, not on the pool size.
     _assert_stats_close([field[:50] for field in second], first)
