@@ -44,10 +44,17 @@ class TrainState(flax.struct.PyTreeNode):
     l2_weight: float = flax.struct.field(pytree_node=False, default=1e-3)
 
 
+@functools.lru_cache(maxsize=None)
+def adam(learning_rate: float) -> optax.GradientTransformation:
+    """optax.adam, one object per learning rate: TrainState holds it as a static field, so a fresh (unequal)
+    optimizer per run would make `batch_step` compile again for every run."""
+    return optax.adam(learning_rate)
+
+
 def create_train_state(
     apply_fn: ApplyFn, params, dropout_key: jax.Array, config: ml_collections.ConfigDict
 ) -> TrainState:
-    tx = optax.adam(config.learning_rate)
+    tx = adam(config.learning_rate)
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
@@ -65,17 +72,32 @@ class StepMetrics(NamedTuple):
     count: jax.Array  # number of samples with weight > 0
 
 
-@functools.partial(jax.jit, donate_argnums=0)
+@jax.jit
+def _gather_batch(images: jax.Array, targets: jax.Array, batch_indices: jax.Array):
+    return images[batch_indices], targets[batch_indices]
+
+
 def train_step(
     state: TrainState, images: jax.Array, targets: jax.Array, batch_indices: jax.Array, batch_weights: jax.Array
 ) -> tuple[TrainState, StepMetrics]:
     """One Adam step on the batch images[batch_indices] with labels targets[batch_indices].
 
     images [N, ...] and targets [N] are the whole pool (gathered on device); batch_indices [B] int32,
-    batch_weights [B] float32 (0 marks padding). Dropout key: fold_in(state.dropout_key, state.step).
+    batch_weights [B] float32 (0 marks padding). The gather is its own small program, so `batch_step`, the
+    expensive one, compiles once whatever the pool size.
     """
-    x = images[batch_indices]
-    y = targets[batch_indices]
+    x, y = _gather_batch(images, targets, batch_indices)
+    return batch_step(state, x, y, batch_weights)
+
+
+@functools.partial(jax.jit, donate_argnums=0)
+def batch_step(
+    state: TrainState, x: jax.Array, y: jax.Array, batch_weights: jax.Array
+) -> tuple[TrainState, StepMetrics]:
+    """One Adam step on images x [B, ...] with labels y [B] and loss weights [B] (0 marks padding).
+
+    Dropout key: fold_in(state.dropout_key, state.step).
+    """
     key = jax.random.fold_in(state.dropout_key, state.step)
 
     def loss_fn(params):

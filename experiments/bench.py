@@ -2,6 +2,7 @@
 
   python -m experiments.bench --quick            # under a minute
   python -m experiments.bench --json=bench.json  # the full measurement
+  python -m experiments.bench --memory --noiteration --pool_size=0   # peak memory, 60,000 vs 1,000,000 pool
 
 Prints ratios against the PyTorch references measured in the same run (a sequential loop of T stochastic
 passes, as BaaL does by default, and the batch replicated T times, as BaaL's `replicate_in_memory`), so
@@ -12,6 +13,8 @@ only the JAX figures are reported.
 import json
 import platform
 import resource
+import subprocess
+import sys
 import time
 
 import jax
@@ -27,6 +30,9 @@ _ITERATION = flags.DEFINE_bool("iteration", True, "Also time one full Algorithm 
 _POOL = flags.DEFINE_integer("pool_size", 10240, "Images in the MC-inference pool (without --quick).")
 _TRAIN = flags.DEFINE_integer("train_samples", 10240, "Samples per timed training epoch (without --quick).")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repetitions after a warm-up; the fastest counts.")
+_MEMORY = flags.DEFINE_bool("memory", False, "Also measure the peak memory of pool inference per pool size.")
+_MEMORY_POOLS = flags.DEFINE_list("memory_pools", ["60000", "1000000"], "Pool sizes for --memory.")
+_MEMORY_CHILD = flags.DEFINE_integer("memory_child", 0, "Internal: measure one pool size in this process.")
 
 PASSES = 10  # T'
 
@@ -67,6 +73,46 @@ def _jax_figures(pool_size: int, train_samples: int, repeats: int) -> dict:
         "jax_mc_passes_per_s": pool_size * PASSES / mc_seconds,
         "jax_train_samples_per_s": train_samples / train_seconds,
     }
+
+
+class SyntheticPool:
+    """A pool of `size` random 28x28x1 images made on demand, slice by slice: it never exists in memory whole,
+    so the peak memory of pool inference over it is the inference's own."""
+
+    def __init__(self, size: int):
+        self.shape = (size, 28, 28, 1)
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        start, stop, _ = rows.indices(self.shape[0])
+        return np.random.default_rng(start).random((stop - start, *self.shape[1:]), np.float32)
+
+
+def _memory_child(pool_size: int) -> None:
+    """Pool inference (T' passes, default chunk) over a synthetic pool; prints peak RSS and time as JSON."""
+    module = models.build(models.default_config(), 10)
+    apply_fn = models.make_apply(module)
+    params = models.init_params(module, jax.random.key(0), (28, 28, 1))
+    started = time.perf_counter()
+    stats = uncertainty.pool_stats(apply_fn, params, SyntheticPool(pool_size), jax.random.key(1), PASSES)
+    seconds = time.perf_counter() - started
+    assert stats.entropy.shape == (pool_size,) and np.isfinite(stats.entropy).all()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"pool_size": pool_size, "peak_rss_mb": peak, "seconds": seconds}))
+
+
+def _memory_figures(pool_sizes) -> dict:
+    """Peak RSS of a fresh process running pool inference over each pool size."""
+    results = {}
+    for size in pool_sizes:
+        logging.info("Memory: pool inference over %d synthetic images in a fresh process ...", size)
+        output = subprocess.run(
+            [sys.executable, "-m", "experiments.bench", f"--memory_child={size}"],
+            check=True, capture_output=True, text=True,
+        ).stdout
+        child = json.loads(output.strip().splitlines()[-1])
+        results[f"pool_inference_peak_rss_mb_{size}"] = child["peak_rss_mb"]
+        results[f"pool_inference_seconds_{size}"] = child["seconds"]
+    return results
 
 
 def _torch_figures(pool_size: int, train_samples: int, repeats: int) -> dict:
@@ -142,11 +188,22 @@ def _iteration_seconds() -> float:
         return time.perf_counter() - started
 
 
+def _commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    except OSError:
+        return ""
+
+
 def main(argv):
     del argv
+    if _MEMORY_CHILD.value:
+        return _memory_child(_MEMORY_CHILD.value)
     quick = _QUICK.value
-    pool_size, train_samples, repeats = (2048, 2048, 1) if quick else (_POOL.value, _TRAIN.value, _REPEATS.value)
+    pool_size, train_samples, repeats = (1024, 1024, 1) if quick else (_POOL.value, _TRAIN.value, _REPEATS.value)
     results = {
+        "command": " ".join(["python -m experiments.bench", *sys.argv[1:]]),
+        "commit": _commit(),
         "device": str(jax.devices()[0]),
         "cpu": platform.processor() or platform.machine(),
         "jax_version": jax.__version__,
@@ -155,13 +212,16 @@ def main(argv):
         "mc_passes": PASSES,
         "train_samples": train_samples,
     }
-    results.update(_jax_figures(pool_size, train_samples, repeats))
-    try:
-        results.update(_torch_figures(pool_size, train_samples, repeats))
-    except ImportError:
-        logging.warning("PyTorch is not installed (pip install -e \".[bench]\"): reporting the JAX figures only.")
+    if pool_size and train_samples:
+        results.update(_jax_figures(pool_size, train_samples, repeats))
+        try:
+            results.update(_torch_figures(pool_size, train_samples, repeats))
+        except ImportError:
+            logging.warning("PyTorch is not installed (pip install -e \".[bench]\"): reporting the JAX figures only.")
     if _ITERATION.value and not quick:
         results["jax_iteration_seconds_60k_pool"] = _iteration_seconds()
+    if _MEMORY.value:
+        results.update(_memory_figures([int(size) for size in _MEMORY_POOLS.value]))
     results["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     if "torch_loop_mc_passes_per_s" in results:
         best_torch_mc = max(results["torch_loop_mc_passes_per_s"], results["torch_replicate_mc_passes_per_s"])

@@ -108,10 +108,10 @@ def test_iterations_do_not_recompile(tmp_path):
     state = driver.initial_state()
     for _ in range(2):
         driver.iterate(state)
-    sizes = (uncertainty.chunk_stats._cache_size(), train.train_step._cache_size())
+    sizes = (uncertainty.chunk_stats._cache_size(), train.batch_step._cache_size())
     for _ in range(3):
         driver.iterate(state)
-    assert (uncertainty.chunk_stats._cache_size(), train.train_step._cache_size()) == sizes
+    assert (uncertainty.chunk_stats._cache_size(), train.batch_step._cache_size()) == sizes
 
 
 def _comparable(metrics):

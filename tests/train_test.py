@@ -61,9 +61,9 @@ def test_epoch_compiles_once_when_the_plan_size_changes():
         indices, weights = train.sampling_plan(labeled, selected, jax.random.key(num_selected), upsample=20)
         state, metrics = train.train_epoch(state, images, targets, indices, weights, batch_size=64)
         if num_selected == 17:
-            traces_after_first_epoch = train.train_step._cache_size()
+            traces_after_first_epoch = train.batch_step._cache_size()
         assert metrics.steps == -(-indices.shape[0] // 64)
-    assert train.train_step._cache_size() == traces_after_first_epoch
+    assert train.batch_step._cache_size() == traces_after_first_epoch
     assert int(state.step) == sum(-(-(160 + n) // 64) for n in (17, 100, 292))
 
 

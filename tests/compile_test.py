@@ -1,0 +1,53 @@
+"""Compile once: the jitted functions of an iteration are traced once, whatever the iteration, the pool size
+or the run. A function that retraces every iteration would cost seconds to minutes each time."""
+
+import jax
+import numpy as np
+
+from deepbass_jax import active, models, train, uncertainty
+from experiments.configs import yinyang
+
+JITTED = {"chunk_stats": uncertainty.chunk_stats, "batch_step": train.batch_step, "predict": train._predict_chunk}
+
+
+def _cache_sizes():
+    return {name: fn._cache_size() for name, fn in JITTED.items()}
+
+
+def _config(num_per_class, seed):
+    config = yinyang.get_config("active_semi_supervised")
+    config.seed = seed
+    config.data.num_per_class = num_per_class
+    config.initial_epochs, config.initial_patience = 5, 0
+    config.iterations, config.mc_passes_labeled, config.chunk_size = 0, 8, 32
+    return config
+
+
+def test_iterations_pool_sizes_and_runs_share_one_compilation(tmp_path):
+    first = active.Driver(_config(num_per_class=50, seed=0), tmp_path / "a")
+    state = first.initial_state()
+    first.iterate(state)  # compiles everything an iteration needs
+    compiled = _cache_sizes()
+    for _ in range(3):
+        first.iterate(state)
+    assert _cache_sizes() == compiled, "an iteration retraced"
+    # Another run: a different seed and a pool of another size (130 vs 100 samples, other chunk counts).
+    second = active.Driver(_config(num_per_class=65, seed=1), tmp_path / "b")
+    assert second.pool_images.shape[0] != first.pool_images.shape[0]
+    other = second.initial_state()
+    for _ in range(2):
+        second.iterate(other)
+    assert _cache_sizes() == compiled, "a new run or pool size retraced"
+    assert not np.array_equal(other.ground_truth, state.ground_truth)  # really another run
+
+
+def test_apply_functions_of_equal_modules_are_equal_static_arguments():
+    config = models.default_config()
+    config.architecture = "mlp"
+    a, b = (models.make_apply(models.build(config, 2)) for _ in range(2))
+    assert a == b and hash(a) == hash(b)
+    config.dropout_rate = 0.5
+    assert models.make_apply(models.build(config, 2)) != a
+    params = models.init_params(a.module, jax.random.key(0), (2,))
+    x = jax.numpy.ones((3, 2))
+    np.testing.assert_array_equal(a(params, x), b(params, x))
