@@ -57,15 +57,22 @@ class Dataset:
         for part in ("train", "test"):
             images, labels = getattr(self, f"{part}_images"), getattr(self, f"{part}_labels")
             if images is not None and not np.all(np.isfinite(images)):
-                raise DataError(f"{self.name}: {part} images contain NaN or Inf values; clean the data first.")
+                bad = int((~np.isfinite(images)).reshape(len(images), -1).any(axis=1).sum())
+                raise DataError(
+                    f"{self.name}: {part} images contain NaN or Inf values ({bad} of {len(images)} samples); "
+                    "replace or drop those samples first."
+                )
             if labels is None:
                 continue
             if labels.shape != (len(images),):
-                raise DataError(f"{self.name}: {len(images)} {part} images but labels of shape {labels.shape}.")
+                raise DataError(
+                    f"{self.name}: {len(images)} {part} images but labels of shape {labels.shape}; give exactly "
+                    "one label per image."
+                )
             if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
                 raise DataError(
                     f"{self.name}: {part} labels must lie in [0, {self.num_classes}), found "
-                    f"{labels.min()}..{labels.max()}."
+                    f"{labels.min()}..{labels.max()}; number the classes 0, 1, ..., {self.num_classes - 1}."
                 )
 
     @property
@@ -333,8 +340,8 @@ def load_npz(path, test_fraction: float = 0.0, seed: int = 0) -> Dataset:
         raise DataError(f"{path}: no labels, so the class count is unknown; store num_classes=... in it.")
     try:
         return Dataset(path.stem, x, y, x_test, y_test, num_classes)
-    except DataError as error:
-        raise DataError(f"{path}: {error}") from error
+    except DataError as error:  # "<stem>: problem" -> "<path>: problem"
+        raise DataError(f"{path}: {str(error).removeprefix(path.stem + ': ')}") from error
 
 
 # -------------------------------------------------------------------------------------------- yin-yang
@@ -369,16 +376,19 @@ def balanced_initial_labels(labels: np.ndarray, per_class: int, seed: int,
     C is `num_classes`, by default the largest label + 1, so a class with no sample at all is an error too.
     """
     labels = np.asarray(labels)
+    classes = range(int(labels.max()) + 1 if num_classes is None else num_classes)
+    counts = np.bincount(labels, minlength=len(classes))[: len(classes)]
+    rarest = int(np.argmin(counts))
+    if counts[rarest] < per_class:
+        lower = f"lower config.initial_per_class to at most {counts[rarest]} (class {rarest} is the rarest), or "
+        raise DataError(
+            f"class {rarest} has only {counts[rarest]} samples, fewer than the {per_class} initial labels asked "
+            f"per class; {lower if counts[rarest] else ''}use a larger pool (config.pool_size, 0 = all)."
+        )
     rng = np.random.default_rng(seed)
     chosen = []
-    for cls in range(int(labels.max()) + 1 if num_classes is None else num_classes):
-        members = np.flatnonzero(labels == cls)
-        if len(members) < per_class:
-            raise DataError(
-                f"class {cls} has only {len(members)} samples, fewer than the {per_class} initial labels "
-                "asked per class; lower initial_per_class."
-            )
-        chosen.append(rng.choice(members, per_class, replace=False))
+    for cls in classes:
+        chosen.append(rng.choice(np.flatnonzero(labels == cls), per_class, replace=False))
     return np.sort(np.concatenate(chosen))
 
 

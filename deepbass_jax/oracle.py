@@ -22,6 +22,10 @@ class Oracle(Protocol):
     def label(self, indices: np.ndarray, images: np.ndarray) -> np.ndarray:
         """Ground truth [n] int for pool samples `indices` [n] (their `images` [n, ...] are for display)."""
 
+    def replay(self, indices: np.ndarray, labels: np.ndarray) -> None:
+        """Takes note of answers it gave before an interruption (read back from the oracle log), so that its
+        state is what an uninterrupted run would have; nothing is asked."""
+
     def state_dict(self) -> dict:
         """What a checkpoint must hold to resume the oracle."""
 
@@ -50,6 +54,9 @@ class SimulatedOracle:
             raise OracleError(f"sample(s) {indices[self._asked[indices]].tolist()} were already labeled.")
         self._asked[indices] = True
         return self._hidden_labels[indices].astype(np.int32)
+
+    def replay(self, indices: np.ndarray, labels: np.ndarray) -> None:
+        self._asked[np.asarray(indices, np.int64)] = True
 
     def state_dict(self) -> dict:
         return {"asked": self._asked.copy()}
@@ -112,7 +119,14 @@ class FileOracle:
         valid: dict[int, int] = {}
         problems = []
         with open(path, newline="") as handle:
-            for row_number, row in enumerate(csv.DictReader(handle), start=2):
+            reader = csv.DictReader(handle)
+            missing = [column for column in ("id", "label") if column not in (reader.fieldnames or [])]
+            if missing:
+                raise OracleError(
+                    f"{path}: the header row lacks the column(s) {missing} (found {reader.fieldnames}); start from "
+                    f"{path.parent / 'queries.csv'}, which has the header id,image,label, and fill in 'label'."
+                )
+            for row_number, row in enumerate(reader, start=2):
                 problem = self._check_row(row, expected, valid)
                 if problem:
                     problems.append(f"row {row_number}: {problem}")
@@ -121,12 +135,14 @@ class FileOracle:
         if problems:
             self._accepted.update(valid)
             raise OracleError(
-                f"{path} has invalid answers ({len(valid)} valid rows were kept):\n  " + "\n  ".join(problems)
+                f"{path} has invalid answers (valid rows kept: {len(valid)}):\n  " + "\n  ".join(problems)
                 + "\nCorrect these rows and run the same command again."
             )
         return valid
 
     def _check_row(self, row: dict, expected: set, seen: dict) -> Optional[str]:
+        if any(extra.strip() for extra in row.get(None) or []):  # csv.DictReader puts surplus fields under None
+            return f"{len(row) - 1 + len(row[None])} fields where the header has {len(row) - 1} (a comma too many?)"
         try:
             sample_id = int(row.get("id") or "")
         except ValueError:
@@ -135,6 +151,8 @@ class FileOracle:
             return f"id {sample_id} was not asked in this round"
         if sample_id in seen:
             return f"id {sample_id} is answered twice"
+        if not (row.get("label") or "").strip():
+            return f"id {sample_id} has no label"
         try:
             label = int(row.get("label") or "")
         except ValueError:
@@ -142,6 +160,11 @@ class FileOracle:
         if not 0 <= label < self.num_classes:
             return f"label {label} of id {sample_id} is outside [0, {self.num_classes})"
         return None
+
+    def replay(self, indices: np.ndarray, labels: np.ndarray) -> None:
+        """The answers of the open round were logged before an interruption: that round is done."""
+        self._round += 1
+        self._accepted = {}
 
     def state_dict(self) -> dict:
         return {"round": self._round}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import matplotlib
 
 matplotlib.use("Agg")  # headless: runs write files, they never open windows
@@ -9,6 +11,16 @@ matplotlib.use("Agg")  # headless: runs write files, they never open windows
 import jax  # noqa: E402
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from deepbass_jax import checkpoint  # noqa: E402
+
+
+def _save(figure, path) -> None:
+    """Writes `figure` as PNG atomically (a kill leaves the old image or the new one) and closes it."""
+    image = io.BytesIO()
+    figure.savefig(image, format="png", dpi=120)
+    plt.close(figure)
+    checkpoint.atomic_write_bytes(path, image.getvalue())
 
 
 def curves(metrics: list[dict], path) -> None:
@@ -37,8 +49,7 @@ def curves(metrics: list[dict], path) -> None:
     bottom.legend(loc="center right")
     bottom.grid(alpha=0.3)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    _save(figure, path)
 
 
 def draw_decision_boundary(axis, apply_fn, params, points, labeled, labels, title: str = "") -> None:
@@ -62,5 +73,4 @@ def decision_boundary(apply_fn, params, points, labeled, labels, path, title: st
     figure, axis = plt.subplots(figsize=(5, 5))
     draw_decision_boundary(axis, apply_fn, params, points, labeled, labels, title)
     figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    _save(figure, path)

@@ -7,7 +7,12 @@ import numpy as np
 from deepbass_jax import active, models, train, uncertainty
 from experiments.configs import yinyang
 
-JITTED = {"chunk_stats": uncertainty.chunk_stats, "batch_step": train.batch_step, "predict": train._predict_chunk}
+JITTED = {
+    "chunk_stats": uncertainty.chunk_stats,
+    "batch_step": train.batch_step,
+    "predict": train._predict_chunk,
+    "checked_predict": active._checked_predict_chunk,
+}
 
 
 def _cache_sizes():

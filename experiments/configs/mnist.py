@@ -29,7 +29,10 @@ PRESETS = (
 
 def get_config(preset: str = "all_data_max_entropy"):
     if preset not in PRESETS:
-        raise ValueError(f"unknown mnist preset {preset!r}; choose one of {PRESETS}.")
+        raise ValueError(
+            f"unknown mnist preset {preset!r}; choose one of {', '.join(PRESETS)} "
+            f"(e.g. --config=experiments/configs/mnist.py:{PRESETS[0]})."
+        )
     config = active.default_config()  # section 5's setting: 100 initial labels, 200 iterations, 10 every 10
     config.preset = preset  # which table row this is
     config.data.name = "mnist"

@@ -18,7 +18,10 @@ PRESETS = ("active_semi_supervised", "initial", "semi_supervised", "active", "su
 
 def get_config(preset: str = "active_semi_supervised"):
     if preset not in PRESETS:
-        raise ValueError(f"unknown yinyang preset {preset!r}; choose one of {PRESETS}.")
+        raise ValueError(
+            f"unknown yinyang preset {preset!r}; choose one of {', '.join(PRESETS)} "
+            f"(e.g. --config=experiments/configs/yinyang.py:{PRESETS[0]})."
+        )
     config = active.default_config()
     config.preset = preset  # which row of Table 1 this is
     config.data.name = "yinyang"

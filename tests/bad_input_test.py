@@ -1,0 +1,537 @@
+"""Bad input fails early with a message naming the field or file, what is wrong and what to do; NaN/Inf stops a
+run loudly without saving the failed iteration.
+
+`CASES` is the single source of README's table "Bad input and what you see": each case's message column is the
+real message with "…" where paths, digests or long lists vary, and the tests check every part of it in order.
+`test_readme_table_matches_the_cases` fails until README.md holds exactly that table; print it with
+
+    python -m tests.bad_input_test
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import gzip
+import pathlib
+import re
+import sys
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from deepbass_jax import active, checkpoint, data, oracle, train, uncertainty
+from experiments import main as main_module
+from experiments.configs import mnist as mnist_configs
+from experiments.configs import yinyang as yinyang_configs
+
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+SECTION = "## Bad input and what you see"
+RUN_FILES = (active.CONFIG, active.CHECKPOINT, active.METRICS, active.ORACLE_LOG, active.SUMMARY)
+
+
+# ------------------------------------------------------------------------------------------- the cases
+@dataclasses.dataclass(frozen=True)
+class Case:
+    """One row of README's table and how to provoke it."""
+
+    bad_input: str  # column 1: what is wrong
+    example: str  # column 2 (markdown): how a user gets there
+    error: type  # the exception raised (printed as "FATAL Flags parsing error: ..." for command-line cases)
+    message: str  # column 3: the message; "…" stands for parts that vary (paths, digests, long lists)
+    stage: str  # "flags": command line; "config": before data loading; "data": while loading, before any
+    #             other work; "setup": after loading, before the initial fit; "oracle": FileOracle answers
+    provoke: Callable  # (Env) -> None, raises the error
+
+    @property
+    def id(self) -> str:
+        return re.sub(r"[^a-z0-9]+", "_", self.bad_input.lower().replace("'", " prime")).strip("_")
+
+    def row(self) -> str:
+        return f"| {self.bad_input} | {self.example} | `{self.error.__name__}: {self.message}` |"
+
+
+@dataclasses.dataclass
+class Env:
+    """What a case needs: a scratch folder, the workdir a run would use, and the MNIST reference files."""
+
+    tmp_path: pathlib.Path
+    request: pytest.FixtureRequest
+
+    @property
+    def workdir(self) -> pathlib.Path:
+        return self.tmp_path / "run"
+
+    @property
+    def mnist_dir(self) -> pathlib.Path:
+        return self.request.getfixturevalue("mnist_dir")
+
+
+def _toy_config(**overrides):
+    """The yin-yang config at toy size (a 200-point pool), with `overrides` ("model.dropout_rate": value, ...)."""
+    config = yinyang_configs.get_config()
+    config.data.num_per_class = 100
+    config.initial_epochs, config.initial_patience = 20, 0
+    config.iterations, config.budget = 4, 12
+    config.chunk_size, config.labeled_chunk_size, config.mc_passes_labeled = 64, 16, 10
+    config.train.batch_size = 64
+    for field, value in overrides.items():
+        *parents, name = field.split(".")
+        node = config
+        for parent in parents:
+            node = node[parent]
+        node[name] = value
+    return config
+
+
+def _run(config):
+    return lambda env: active.Driver(config, env.workdir)
+
+
+def _flags(*argv):
+    """Parses a command line as experiments.main does, with a config flag of its own."""
+
+    def provoke(env):
+        flag_values = flags.FlagValues()
+        config_flags.DEFINE_config_file("config", None, "Experiment config file.", flag_values=flag_values)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(sys, "argv", ["main", *argv])  # ml_collections looks for --config.FIELD in sys.argv
+            main_module.parse_flags(sys.argv, flag_values)
+
+    return provoke
+
+
+def _python_typo(env):
+    config = _toy_config()
+    config.model.dropout = 0.5  # a ConfigDict from a config file accepts new fields; validate() does not
+    active.Driver(config, env.workdir)
+
+
+def _npz(env, **arrays):
+    path = env.tmp_path / "bad.npz"
+    np.savez(path, **arrays)
+    active.Driver(_toy_config(**{"data.name": "npz", "data.path": str(path), "budget": 12}), env.workdir)
+
+
+def _rare_class(env):
+    labels = np.array([0] * 25 + [1] * 5)
+    path = env.tmp_path / "rare.npz"
+    np.savez(path, x=np.random.default_rng(0).normal(size=(30, 2)).astype(np.float32), y=labels)
+    config = _toy_config(**{"data.name": "npz", "data.path": str(path), "initial_per_class": 6})
+    active.Driver(config, env.workdir)
+
+
+def _mnist_config(data_dir):
+    config = mnist_configs.get_config("smoke")
+    config.data.source, config.data.data_dir = "dir", str(data_dir)
+    return config
+
+
+def _mnist_dir(env, edit):
+    """Runs the mnist config on a copy of the reference files (links) after `edit(folder)`."""
+    folder = env.tmp_path / "mnist"
+    folder.mkdir()
+    for stem in data.IDX_FILES:
+        (folder / f"{stem}.gz").symlink_to(env.mnist_dir / f"{stem}.gz")
+    edit(folder)
+    active.Driver(_mnist_config(folder), env.workdir)
+
+
+def _replace(stem, payload_of):
+    """An edit for `_mnist_dir`: the raw file `stem` becomes payload_of(original decompressed bytes)."""
+
+    def edit(folder):
+        original = gzip.decompress((folder / f"{stem}.gz").read_bytes())
+        (folder / f"{stem}.gz").unlink()
+        (folder / stem).write_bytes(payload_of(original))
+
+    return lambda env: _mnist_dir(env, edit)
+
+
+def _flip_a_label(raw: bytes) -> bytes:
+    payload = bytearray(raw)
+    payload[100] = (payload[100] + 1) % 10  # still a valid label: only the checksum can tell
+    return bytes(payload)
+
+
+def _answers(*bad_rows, header=("id", "image", "label")):
+    """A FileOracle round asking ids 7 and 2, answered with a valid row for 7 and then `bad_rows`."""
+
+    def provoke(env):
+        env.kept = {7: 3} if "label" in header else {}  # the answers the oracle must keep
+        file_oracle = oracle.FileOracle(env.tmp_path / "oracle", num_classes=10)
+        images = np.zeros((2, 28, 28, 1), np.float32)
+        with pytest.raises(oracle.LabelsPending):
+            file_oracle.label(np.array([7, 2]), images)
+        with open(env.tmp_path / "oracle" / "round_0000" / "answers.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            writer.writerows([[7, "7.png", 3], *bad_rows])
+        env.oracle = file_oracle
+        file_oracle.label(np.array([7, 2]), images)
+
+    return provoke
+
+
+_FIELD_LIST = "; the fields of config are …, mc_passes_labeled, mc_passes_pool, mode, model, …"
+_SET = "set --config.{} to such a value."
+_POOL = "or use a larger pool (config.pool_size, 0 = all)."
+_IDX_REMEDY = "delete it and run again to download it afresh, or point --config.data.data_dir at the original files."
+
+CASES = [
+    Case("Unknown preset", "`--config=experiments/configs/yinyang.py:nosuch`", ValueError,
+         "--config=experiments/configs/yinyang.py:nosuch: unknown yinyang preset 'nosuch'; choose one of "
+         "active_semi_supervised, initial, semi_supervised, active, supervised_80, supervised_1000 "
+         "(e.g. --config=experiments/configs/yinyang.py:active_semi_supervised).",
+         "flags", _flags("--config=experiments/configs/yinyang.py:nosuch")),
+    Case("Unknown config field (command line)", "`--config.nosuch=1`", ValueError,
+         "--config.nosuch: unknown config field 'nosuch'" + _FIELD_LIST,
+         "flags", _flags("--config=experiments/configs/yinyang.py", "--config.nosuch=1")),
+    Case("Misspelt config field (command line)", "`--config.model.dropout_rat=0.5`", ValueError,
+         "--config.model.dropout_rat: unknown config field 'dropout_rat' (Did you mean \"dropout_rate\" instead "
+         "of \"dropout_rat\"?); the fields of config.model are architecture, dropout_masks, dropout_rate, "
+         "negative_slope.",
+         "flags", _flags("--config=experiments/configs/yinyang.py", "--config.model.dropout_rat=0.5")),
+    Case("Unknown config field (Python)", "`config.model.dropout = 0.5` in Python", active.ConfigError,
+         "config.model.dropout: unknown config field 'dropout' (a typo?); the fields of config.model are "
+         "architecture, dropout_masks, dropout_rate, negative_slope.",
+         "config", _python_typo),
+    Case("T < 1", "`--config.mc_passes_labeled=0`", active.ConfigError,
+         "config.mc_passes_labeled=0 is invalid (T, the MC-dropout passes on the ground truth for theta (eq. 8)): "
+         "it must be at least 1; " + _SET.format("mc_passes_labeled"),
+         "config", _run(_toy_config(mc_passes_labeled=0))),
+    Case("T' < 1", "`--config.mc_passes_pool=0`", active.ConfigError,
+         "config.mc_passes_pool=0 is invalid (T', the MC-dropout passes on the pool): it must be at least 1; "
+         + _SET.format("mc_passes_pool"),
+         "config", _run(_toy_config(mc_passes_pool=0))),
+    Case("Dropout rate outside (0, 1)", "`--config.model.dropout_rate=1.0`", active.ConfigError,
+         "config.model.dropout_rate=1.0 is invalid (the dropout rate of training and of MC dropout): it must be "
+         "strictly between 0 and 1; " + _SET.format("model.dropout_rate"),
+         "config", _run(_toy_config(**{"model.dropout_rate": 1.0}))),
+    Case("theta outside [0, 1]", "`--config.theta=1.5`", active.ConfigError,
+         "config.theta=1.5 is invalid (the pseudo-label entropy threshold; -1 computes it by eq. 8): it must be "
+         "-1 (computed) or a fixed threshold in [0, 1]; " + _SET.format("theta"),
+         "config", _run(_toy_config(theta=1.5))),
+    Case("Budget of 0 or less", "`--config.budget=0`", active.ConfigError,
+         "config.budget=0 is invalid (total ground-truth labels, initial ones included): it must be at least 1; "
+         + _SET.format("budget"),
+         "config", _run(_toy_config(budget=0))),
+    Case("k (acquire_every) of 0 or less", "`--config.acquire_every=0`", active.ConfigError,
+         "config.acquire_every=0 is invalid (k: acquire every k-th iteration): it must be at least 1; "
+         + _SET.format("acquire_every"),
+         "config", _run(_toy_config(acquire_every=0))),
+    Case("n (acquire_count) of 0 or less", "`--config.acquire_count=-2`", active.ConfigError,
+         "config.acquire_count=-2 is invalid (n: labels bought per acquisition): it must be at least 1; "
+         + _SET.format("acquire_count"),
+         "config", _run(_toy_config(acquire_count=-2))),
+    Case("Unknown acquisition policy", "`--config.policy=most_confused`", active.ConfigError,
+         "config.policy='most_confused' is invalid: it must be one of ['above_average', …]; "
+         + _SET.format("policy"),
+         "config", _run(_toy_config(policy="most_confused"))),
+    Case("More initial labels than the pool holds", "`--config.initial_per_class=25` with a 40-sample pool",
+         active.ConfigError,
+         "config.initial_per_class=25 asks for 50 initial labels (2 classes), more than the pool of 40 samples "
+         "holds; lower config.initial_per_class to at most 20, " + _POOL,
+         "setup", _run(_toy_config(**{"data.num_per_class": 20, "initial_per_class": 25}))),
+    Case("More initial labels than a class has", "`--config.initial_per_class=6`; class 1 has 5 samples",
+         data.DataError,
+         "class 1 has only 5 samples, fewer than the 6 initial labels asked per class; lower "
+         "config.initial_per_class to at most 5 (class 1 is the rarest), " + _POOL,
+         "setup", _rare_class),
+    Case("Budget larger than the pool", "`--config.budget=5000` with a 200-sample pool", active.ConfigError,
+         "config.budget=5000 exceeds the pool of 200 samples: the oracle cannot label more than the pool holds; "
+         "lower config.budget to at most 200, " + _POOL,
+         "setup", _run(_toy_config(budget=5000))),
+    Case("Data directory does not exist", "`--config.data.data_dir=nowhere`", data.DataError,
+         "…/nowhere: data directory does not exist; check --config.data.data_dir.",
+         "data", lambda env: active.Driver(_mnist_config(env.tmp_path / "nowhere"), env.workdir)),
+    Case("Data directory lacks files", "`train-images-idx3-ubyte.gz` missing", data.DataError,
+         "…/mnist: missing train-images-idx3-ubyte.gz (or train-images-idx3-ubyte); put the four IDX files of "
+         "mnist in this directory, gzipped or not, or leave data_dir unset to download them.",
+         "data", lambda env: _mnist_dir(env, lambda folder: (folder / "train-images-idx3-ubyte.gz").unlink())),
+    Case("Truncated data file", "`train-images-idx3-ubyte` cut to 1,016 bytes", data.DataError,
+         "…/train-images-idx3-ubyte: truncated: dimensions (60000, 28, 28) need 47040000 bytes of data, found 1000; "
+         + _IDX_REMEDY,
+         "data", _replace("train-images-idx3-ubyte", lambda raw: raw[:1016])),
+    Case("Not an IDX file (wrong magic)", "a zip file saved as `train-images-idx3-ubyte`", data.DataError,
+         "…/train-images-idx3-ubyte: not an IDX file of unsigned bytes (magic 504b0304, expected 00000801 for "
+         "labels or 00000803 for images); " + _IDX_REMEDY,
+         "data", _replace("train-images-idx3-ubyte", lambda raw: b"PK\x03\x04" + raw[4:])),
+    Case("Checksum mismatch", "one label changed in `train-labels-idx1-ubyte`", data.DataError,
+         "…/train-labels-idx1-ubyte: checksum mismatch (SHA-256 of the content is …, expected 65a50cbb…): the "
+         "file is corrupted or not the original; " + _IDX_REMEDY,
+         "data", _replace("train-labels-idx1-ubyte", _flip_a_label)),
+    Case(".npz images of a wrong shape", "`x` of shape (5,)", data.DataError,
+         "…/bad.npz: 'x' has shape (5,); expected [N, H, W, C], [N, H, W] or [N, D].",
+         "data", lambda env: _npz(env, x=np.zeros(5), y=np.array([0]))),
+    Case(".npz labels not one per image", "`x` of shape (4, 2), `y` of shape (3,)", data.DataError,
+         "…/bad.npz: 4 train images but labels of shape (3,); give exactly one label per image.",
+         "data", lambda env: _npz(env, x=np.zeros((4, 2)), y=np.array([0, 1, 1]))),
+    Case(".npz with NaN pixels", "`x[1, 0] = nan`", data.DataError,
+         "…/bad.npz: train images contain NaN or Inf values (1 of 4 samples); replace or drop those samples first.",
+         "data", lambda env: _npz(env, x=np.array([[0, 0], [np.nan, 0], [1, 1], [1, 0]]), y=np.array([0, 1, 1, 0]))),
+    Case(".npz labels outside [0, C)", "`y = [0, 1, 3]`, `num_classes=3`", data.DataError,
+         "…/bad.npz: train labels must lie in [0, 3), found 0..3; number the classes 0, 1, ..., 2.",
+         "data", lambda env: _npz(env, x=np.zeros((3, 2)), y=np.array([0, 1, 3]), num_classes=3)),
+    Case("Answer for an id not asked", "`answers.csv` row `5,5.png,1`", oracle.OracleError,
+         "…/answers.csv has invalid answers (valid rows kept: 1):…row 3: id 5 was not asked in this round…"
+         "Correct these rows and run the same command again.",
+         "oracle", _answers([5, "5.png", 1])),
+    Case("Answer label out of range", "`answers.csv` row `2,2.png,10`", oracle.OracleError,
+         "…/answers.csv has invalid answers (valid rows kept: 1):…row 3: label 10 of id 2 is outside [0, 10)…"
+         "Correct these rows and run the same command again.",
+         "oracle", _answers([2, "2.png", 10])),
+    Case("Duplicate answer", "`answers.csv` rows `7,7.png,3` and `7,7.png,4`", oracle.OracleError,
+         "…/answers.csv has invalid answers (valid rows kept: 1):…row 3: id 7 is answered twice…"
+         "Correct these rows and run the same command again.",
+         "oracle", _answers([7, "7.png", 4])),
+    Case("Malformed answer row (not a number)", "`answers.csv` row `2,2.png,seven`", oracle.OracleError,
+         "…/answers.csv has invalid answers (valid rows kept: 1):…row 3: label 'seven' of id 2 is not an "
+         "integer…Correct these rows and run the same command again.",
+         "oracle", _answers([2, "2.png", "seven"])),
+    Case("Malformed answer row (no label)", "`answers.csv` row `2,2.png`", oracle.OracleError,
+         "…/answers.csv has invalid answers (valid rows kept: 1):…row 3: id 2 has no label…"
+         "Correct these rows and run the same command again.",
+         "oracle", _answers([2, "2.png"])),
+    Case("Malformed answer row (too many fields)", "`answers.csv` row `2,2.png,1,5`", oracle.OracleError,
+         "…/answers.csv has invalid answers (valid rows kept: 1):…row 3: 4 fields where the header has 3 "
+         "(a comma too many?)…Correct these rows and run the same command again.",
+         "oracle", _answers([2, "2.png", 1, 5])),
+    Case("Answer file without a label column", "`answers.csv` header `id,image,class`", oracle.OracleError,
+         "…/answers.csv: the header row lacks the column(s) ['label'] (found ['id', 'image', 'class']); start from "
+         "…/queries.csv, which has the header id,image,label, and fill in 'label'.",
+         "oracle", _answers([2, "2.png", 1], header=("id", "image", "class"))),
+]
+
+
+def markdown_table() -> str:
+    """README's table: one row per case."""
+    lines = ["| Bad input | Example | What you see |", "|---|---|---|"]
+    return "\n".join(lines + [case.row() for case in CASES])
+
+
+def _contains_in_order(message: str, expected: str) -> bool:
+    """Whether the parts of `expected` between "…" occur in `message` in that order."""
+    position = 0
+    for part in expected.split("…"):
+        found = message.find(part, position)
+        if found < 0:
+            return False
+        position = found + len(part)
+    return True
+
+
+# ------------------------------------------------------------------------------------------- the tests
+@pytest.fixture
+def spies(monkeypatch):
+    """Counts calls of the data loader and of the initial fit (the first piece of work of a run)."""
+    calls = {"data.load": 0, "train.fit": 0}
+
+    def spy(name, function):
+        def counted(*args, **kwargs):
+            calls[name] += 1
+            return function(*args, **kwargs)
+
+        return counted
+
+    monkeypatch.setattr(data, "load", spy("data.load", data.load))
+    monkeypatch.setattr(train, "fit", spy("train.fit", train.fit))
+    return calls
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.id)
+def test_bad_input_fails_early_with_a_clear_message(case, tmp_path, request, spies):
+    env = Env(tmp_path, request)
+    with pytest.raises(case.error) as raised:
+        case.provoke(env)
+    message = str(raised.value)
+    assert _contains_in_order(message, case.message), f"\n{message}\ndoes not read\n{case.message}"
+    if case.stage in ("flags", "config"):  # refused before the data is even loaded
+        assert spies["data.load"] == 0 and not env.workdir.exists()
+    if case.stage in ("data", "setup"):
+        assert spies["data.load"] == 1
+    assert spies["train.fit"] == 0
+    for name in RUN_FILES:  # no config.json either: a rerun with the corrected config may use the same workdir
+        assert not (env.workdir / name).exists(), name
+    if case.stage == "oracle":  # the valid row was kept: only the missing answers are needed now
+        rows = [[i, f"{i}.png", label] for i, label in ((7, 3), (2, 6)) if i not in env.kept]
+        with open(tmp_path / "oracle" / "round_0000" / "answers.csv", "w", newline="") as handle:
+            csv.writer(handle).writerows([["id", "image", "label"], *rows])
+        np.testing.assert_array_equal(env.oracle.label(np.array([7, 2]), np.zeros((2, 28, 28, 1))), [3, 6])
+
+
+def test_a_refused_config_does_not_pin_the_workdir(tmp_path):
+    """After a config is refused, the corrected one runs in the same workdir (config.json was not written)."""
+    with pytest.raises(active.ConfigError):
+        active.Driver(_toy_config(budget=5000), tmp_path)
+    assert not (tmp_path / active.CONFIG).exists()
+    active.Driver(_toy_config(), tmp_path)  # not refused as "a different config"
+    assert (tmp_path / active.CONFIG).exists()
+
+
+def _readme_table_rows() -> list[str]:
+    if not README.exists():
+        pytest.fail(f"{README} is missing")
+    lines = README.read_text().splitlines()
+    if SECTION not in lines:
+        pytest.fail(f"README.md has no section '{SECTION}'; paste the table `python -m tests.bad_input_test` prints.")
+    section = lines[lines.index(SECTION) + 1:]
+    end = next((i for i, line in enumerate(section) if line.startswith("#")), len(section))
+    return [line.strip() for line in section[:end] if line.strip().startswith("|")]
+
+
+def test_readme_table_matches_the_cases():
+    """Every README row has a case here and every case a row, word for word, in the same order."""
+    expected = markdown_table().splitlines()
+    rows = _readme_table_rows()
+    missing = [row for row in expected if row not in rows]
+    extra = [row for row in rows if row not in expected]
+    assert not missing and not extra and rows == expected, (
+        "README's table and tests/bad_input_test.py's CASES differ.\nRows without a case:\n  " + "\n  ".join(extra)
+        + "\nCases without a row:\n  " + "\n  ".join(missing) + f"\nThe table should read:\n{markdown_table()}"
+    )
+
+
+def test_cases_are_distinct_and_markdown_safe():
+    assert len({case.id for case in CASES}) == len(CASES)
+    for case in CASES:
+        assert "|" not in case.bad_input + case.example + case.message, case.id
+        assert "`" not in case.message and case.example.count("`") % 2 == 0, case.id
+
+
+# ---------------------------------------------------------------------------------------------- NaN / Inf
+def _nan_tree(tree):
+    return jax.tree_util.tree_map(lambda leaf: jnp.full_like(leaf, jnp.nan), tree)
+
+
+def _in_iteration(monkeypatch, iteration, before=None):
+    """Tracks the iteration the driver runs (current[0]); calls before(driver, state) when `iteration` starts."""
+    current = [0]
+    original = active.Driver.iterate
+
+    def tracked(self, state):
+        current[0] = state.iteration + 1
+        if current[0] == iteration and before is not None:
+            before(self, state)
+        return original(self, state)
+
+    monkeypatch.setattr(active.Driver, "iterate", tracked)
+    return current
+
+
+def _poison_params(monkeypatch):
+    def before(driver, state):
+        state.train_state = state.train_state.replace(params=_nan_tree(state.train_state.params))
+
+    _in_iteration(monkeypatch, 3, before)
+
+
+def _poison_pool_stats(monkeypatch):
+    current = _in_iteration(monkeypatch, 3)
+    original = uncertainty.pool_stats
+
+    def pool_stats(*args, **kwargs):
+        stats = original(*args, **kwargs)
+        if current[0] == 3:
+            stats = stats._replace(mean_probs=np.full_like(stats.mean_probs, np.nan))
+        return stats
+
+    monkeypatch.setattr(uncertainty, "pool_stats", pool_stats)
+
+
+def _poison_loss(raises):
+    def poison(monkeypatch):
+        current = _in_iteration(monkeypatch, 3)
+        original = train.train_epoch
+
+        def train_epoch(*args, **kwargs):
+            state, metrics = original(*args, **kwargs)
+            if current[0] == 3:
+                if raises:  # what train_epoch itself does on a NaN loss
+                    raise FloatingPointError(f"training loss became nan at step {int(state.step)}.")
+                metrics = metrics._replace(loss=float("nan"))
+            return state, metrics
+
+        monkeypatch.setattr(train, "train_epoch", train_epoch)
+
+    return poison
+
+
+def _poison_test_images(monkeypatch):
+    def before(driver, state):
+        driver.dataset.test_images[5] = np.inf  # the arrays of a frozen Dataset are still writable
+
+    _in_iteration(monkeypatch, 3, before)
+
+
+@pytest.mark.parametrize(
+    "poison, problem",
+    [
+        (_poison_params, "iteration 3: NaN or Inf in the pool's MC-dropout mean probabilities."),
+        (_poison_pool_stats, "iteration 3: NaN or Inf in the pool's MC-dropout mean probabilities."),
+        (_poison_loss(raises=True), "iteration 3: training loss became nan at step "),
+        (_poison_loss(raises=False), "iteration 3: NaN or Inf in the training loss."),
+        (_poison_test_images, "iteration 3: NaN or Inf in the test predictions (1 of 200 samples)."),
+    ],
+    ids=["params", "pool_stats", "loss_raised", "loss_returned", "test_predictions"],
+)
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, poison, problem):
+    config = _toy_config(iterations=4)
+    poison(monkeypatch)
+    with pytest.raises(FloatingPointError) as raised:
+        active.run(config, tmp_path)
+    message = str(raised.value)
+    assert message.startswith(problem), message
+    assert (f"the last good checkpoint {tmp_path / active.CHECKPOINT} (after iteration 2) is intact and "
+            f"{active.METRICS} has no line for iteration 3") in message
+    assert "lower config.train.learning_rate" in message
+    saved = checkpoint.load(tmp_path / active.CHECKPOINT)
+    assert int(saved["iteration"]) == 2
+    assert all(np.isfinite(leaf).all() for leaf in jax.tree_util.tree_leaves(saved["train_state"]["params"]))
+    assert [m["iteration"] for m in checkpoint.read_jsonl(tmp_path / active.METRICS)] == [0, 1, 2]
+    assert not (tmp_path / active.SUMMARY).exists()
+
+
+def test_run_resumes_from_the_intact_checkpoint_after_a_nan(tmp_path, monkeypatch):
+    config = _toy_config(iterations=4)
+    with monkeypatch.context() as patch:
+        _poison_pool_stats(patch)
+        with pytest.raises(FloatingPointError):
+            active.run(config, tmp_path)
+    summary = active.run(config, tmp_path)  # the cause is gone: iterations 3 and 4 run from checkpoint 2
+    assert summary["iterations"] == 4
+    assert [m["iteration"] for m in checkpoint.read_jsonl(tmp_path / active.METRICS)] == [0, 1, 2, 3, 4]
+
+
+def test_nan_in_the_initial_fit_says_so_and_saves_nothing(tmp_path, monkeypatch):
+    original, calls = train.train_epoch, []
+
+    def train_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise FloatingPointError("training loss became inf at step 3.")
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(train, "train_epoch", train_epoch)
+    with pytest.raises(FloatingPointError) as raised:
+        active.run(_toy_config(), tmp_path)
+    message = str(raised.value)
+    assert message.startswith("the initial fit: training loss became inf at step 3. The run stopped; no checkpoint "
+                              "was written yet"), message
+    assert not (tmp_path / active.CHECKPOINT).exists() and not (tmp_path / active.METRICS).exists()
+
+
+def test_fixed_theta_is_used_instead_of_eq_8(tmp_path):
+    config = _toy_config(theta=0.25, mode="step_wise", iterations=2)
+    active.run(config, tmp_path)
+    metrics = checkpoint.read_jsonl(tmp_path / active.METRICS)
+    assert [m["theta"] for m in metrics[1:]] == [0.25, 0.25]
+
+
+if __name__ == "__main__":  # python -m tests.bad_input_test: the README table
+    print(markdown_table())

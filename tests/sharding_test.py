@@ -1,0 +1,74 @@
+"""Pool inference sharded across devices gives exactly the single-device result.
+
+CPU has one device unless XLA is told otherwise before JAX starts, so each test re-runs itself in a
+subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=4 when fewer than 4 devices are visible.
+"""
+
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from deepbass_jax import active, models, uncertainty
+from experiments.configs import yinyang
+
+DEVICES = 4
+
+
+def _needs_four_devices(test_name: str) -> bool:
+    """True when this process has 4 devices; otherwise runs `test_name` in a 4-device subprocess first."""
+    if jax.device_count() >= DEVICES:
+        return True
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES}")
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::{test_name}"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{test_name} failed with {DEVICES} devices:\n{result.stdout}\n{result.stderr}"
+    assert "1 passed" in result.stdout, result.stdout
+    return False
+
+
+def test_sharded_pool_stats_equal_one_device_bitwise():
+    if not _needs_four_devices("test_sharded_pool_stats_equal_one_device_bitwise"):
+        return
+    module = models.build(models.default_config(), 10)
+    apply_fn = models.make_apply(module)
+    params = models.init_params(module, jax.random.key(0), (28, 28, 1))
+    pool = np.asarray(jax.random.uniform(jax.random.key(1), (45, 28, 28, 1)))  # 2 steps, the last one padded
+    key = jax.random.key(3)
+    mesh = uncertainty.pool_mesh(DEVICES)
+    assert mesh is not None and mesh.size == DEVICES
+    single = uncertainty.pool_stats(apply_fn, params, pool, key, 5, chunk_size=8)
+    sharded = uncertainty.pool_stats(apply_fn, params, pool, key, 5, chunk_size=8, mesh=mesh)
+    for name, a, b in zip(uncertainty.UncertaintyStats._fields, single, sharded):
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    assert np.any(single.mutual_information > 0)  # dropout acts
+    # The chunk really was spread over the devices.
+    chunk = jax.device_put(pool[:32], jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("pool")))
+    assert len({shard.device for shard in chunk.addressable_shards}) == DEVICES
+
+
+def test_driver_with_sharded_pool_inference_equals_one_device(tmp_path):
+    if not _needs_four_devices("test_driver_with_sharded_pool_inference_equals_one_device"):
+        return
+    summaries, logs = [], []
+    for devices in (1, DEVICES):
+        config = yinyang.get_config("active_semi_supervised")
+        config.data.num_per_class = 60
+        config.initial_epochs, config.initial_patience = 30, 0
+        config.iterations, config.mc_passes_labeled, config.chunk_size = 4, 8, 16
+        config.pool_devices = devices
+        workdir = tmp_path / f"devices_{devices}"
+        summaries.append(active.run(config, workdir))
+        logs.append((workdir / active.ORACLE_LOG).read_text())
+    assert logs[0] == logs[1]
+    final = [{k: v for k, v in s["final"].items() if k != "seconds"} for s in summaries]
+    assert final[0] == final[1]
+
+
+def test_pool_mesh_refuses_more_devices_than_there_are():
+    with pytest.raises(ValueError, match="devices"):
+        uncertainty.pool_mesh(jax.device_count() + 1)
+    assert uncertainty.pool_mesh(1) is None
