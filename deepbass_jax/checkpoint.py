@@ -224,9 +224,12 @@ def load(path) -> dict:
         raise CheckpointError(f"{path} cannot be read ({error.strerror or error})") from error
     if not data.startswith(MAGIC):  # a checkpoint from before checksums, or garbage
         try:
-            return flax.serialization.msgpack_restore(data)
+            state = flax.serialization.msgpack_restore(data)
         except Exception as error:  # msgpack raises several types on bad input
             raise CheckpointError(f"{path} is not a checkpoint, or is torn ({len(data)} bytes)") from error
+        if not isinstance(state, dict):
+            raise CheckpointError(f"{path} is not a checkpoint ({len(data)} bytes)")
+        return state
     if len(data) < _HEADER:
         raise CheckpointError(f"{path} is torn: {len(data)} bytes, shorter than its header")
     (length,) = struct.unpack("<Q", data[len(MAGIC): len(MAGIC) + 8])
