@@ -200,7 +200,7 @@ def main(argv):
     if _MEMORY_CHILD.value:
         return _memory_child(_MEMORY_CHILD.value)
     quick = _QUICK.value
-    pool_size, train_samples, repeats = (1024, 1024, 1) if quick else (_POOL.value, _TRAIN.value, _REPEATS.value)
+    pool_size, train_samples, repeats = (512, 1024, 1) if quick else (_POOL.value, _TRAIN.value, _REPEATS.value)
     results = {
         "command": " ".join(["python -m experiments.bench", *sys.argv[1:]]),
         "commit": _commit(),
