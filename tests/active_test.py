@@ -1,6 +1,5 @@
 """The driver (Algorithm 3.1) end to end on the toy and on a few hundred MNIST images."""
 
-import csv
 import json
 
 import jax
@@ -10,6 +9,7 @@ import pytest
 from deepbass_jax import active, checkpoint, oracle, train, uncertainty
 from experiments.configs import mnist as mnist_configs
 from experiments.configs import yinyang as yinyang_configs
+from tests.oracle_answers import answer_round
 
 
 def _toy_config(preset="active_semi_supervised", **overrides):
@@ -209,16 +209,7 @@ def test_file_oracle_run_stops_for_labels_and_continues(tmp_path):
     hidden = active.Driver(config, tmp_path).hidden_labels  # the person knows the truth
 
     def answer(round_number):
-        folder = tmp_path / "oracle" / f"round_{round_number:04d}"
-        with open(folder / "queries.csv") as handle:
-            rows = list(csv.DictReader(handle))
-        for row in rows:
-            row["label"] = int(hidden[int(row["id"])])
-        with open(folder / "answers.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["id", "image", "label"])
-            writer.writeheader()
-            writer.writerows(rows)
-        return len(rows)
+        return answer_round(tmp_path / "oracle" / f"round_{round_number:04d}", hidden)
 
     assert answer(0) == 8
     with pytest.raises(oracle.LabelsPending):

@@ -9,7 +9,6 @@ each restart at a few seconds; a cached executable computes exactly what a fresh
 determinism test compares a freshly compiled run with a cached one).
 """
 
-import csv
 import json
 import os
 import pathlib
@@ -23,6 +22,7 @@ import pytest
 
 from deepbass_jax import active, checkpoint, oracle, rundir
 from experiments.configs import yinyang as yinyang_configs
+from tests.oracle_answers import answer_round
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ITERATIONS = 12  # acquisitions of 2 labels in iterations 1, 3, ..., 11: 8 + 12 = 20 labels
@@ -272,20 +272,8 @@ def test_only_the_torn_line_of_an_oracle_answer_is_asked_again(tmp_path, monkeyp
 
 def _answer_all(tmp_path, hidden) -> int:
     """A person answers every open FileOracle round; returns the number of labels given."""
-    given = 0
-    for folder in sorted((tmp_path / "oracle").glob("round_*")):
-        if (folder / "answers.csv").exists():
-            continue
-        with open(folder / "queries.csv") as handle:
-            rows = list(csv.DictReader(handle))
-        for row in rows:
-            row["label"] = int(hidden[int(row["id"])])
-        with open(folder / "answers.csv", "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=["id", "image", "label"])
-            writer.writeheader()
-            writer.writerows(rows)
-        given += len(rows)
-    return given
+    folders = sorted((tmp_path / "oracle").glob("round_*"))
+    return sum(answer_round(folder, hidden) for folder in folders if not (folder / "answers.csv").exists())
 
 
 def test_file_oracle_answers_logged_before_a_kill_are_not_asked_again(tmp_path, monkeypatch):
