@@ -9,23 +9,7 @@ import pytest
 from deepbass_jax import active, checkpoint, oracle, train, uncertainty
 from experiments.configs import mnist as mnist_configs
 from experiments.configs import yinyang as yinyang_configs
-from tests.oracle_answers import answer_round
-
-
-def _toy_config(preset="active_semi_supervised", **overrides):
-    config = yinyang_configs.get_config(preset)
-    config.data.num_per_class = 100
-    config.initial_epochs = 60
-    config.initial_patience = 0
-    config.iterations = 6
-    config.budget = 14  # 8 initial + 3 acquisitions of 2 (iterations 1, 3, 5)
-    config.chunk_size = 64
-    config.labeled_chunk_size = 16
-    config.mc_passes_labeled = 20
-    config.train.batch_size = 64
-    for field, value in overrides.items():
-        config[field] = value
-    return config
+from tests.helpers import answer_round, toy_config
 
 
 def _run_tracking_states(config, workdir):
@@ -44,7 +28,7 @@ def _oracle_log(workdir):
 
 
 def test_toy_run_writes_a_complete_run_directory(tmp_path):
-    summary = active.run(_toy_config(), tmp_path)
+    summary = active.run(toy_config(), tmp_path)
     metrics = checkpoint.read_jsonl(tmp_path / active.METRICS)
     assert [m["iteration"] for m in metrics] == list(range(7))
     assert [m["labels"] for m in metrics] == [8, 10, 10, 12, 12, 14, 14]
@@ -72,7 +56,7 @@ def test_oracle_is_called_budget_over_n_times_with_fresh_indices(tmp_path, monke
         return original(self, indices, images)
 
     monkeypatch.setattr(oracle.SimulatedOracle, "label", counting_label)
-    config = _toy_config(iterations=10, acquire_every=1, acquire_count=2, budget=16)
+    config = toy_config(iterations=10, acquire_every=1, acquire_count=2, budget=16)
     history = _run_tracking_states(config, tmp_path)
     initial, acquisitions = calls[0], calls[1:]
     assert len(initial) == 8
@@ -86,7 +70,7 @@ def test_oracle_is_called_budget_over_n_times_with_fresh_indices(tmp_path, monke
 
 @pytest.mark.parametrize("mode", ["step_wise", "all_data"])
 def test_pseudo_labels_never_touch_ground_truth(tmp_path, mode):
-    history = _run_tracking_states(_toy_config(mode=mode), tmp_path)
+    history = _run_tracking_states(toy_config(mode=mode), tmp_path)
     for (truth_before, pseudo_before), (truth, pseudo) in zip(history, history[1:]):
         labeled, selected = truth >= 0, pseudo >= 0
         assert not np.any(labeled & selected)
@@ -98,12 +82,12 @@ def test_pseudo_labels_never_touch_ground_truth(tmp_path, mode):
 
 
 def test_semi_supervised_off_trains_on_ground_truth_only(tmp_path):
-    history = _run_tracking_states(_toy_config("active"), tmp_path)
+    history = _run_tracking_states(toy_config("active"), tmp_path)
     assert all(np.all(pseudo == -1) for _, pseudo in history)
 
 
 def test_iterations_do_not_recompile(tmp_path):
-    config = _toy_config(iterations=0)
+    config = toy_config(iterations=0)
     driver = active.Driver(config, tmp_path)
     state = driver.initial_state()
     for _ in range(2):
@@ -122,14 +106,14 @@ def _comparable(metrics):
 def straight_run(tmp_path_factory):
     """An uninterrupted run of the toy config, to compare resumed runs with."""
     workdir = tmp_path_factory.mktemp("straight")
-    active.run(_toy_config(), workdir)
+    active.run(toy_config(), workdir)
     return workdir
 
 
 @pytest.mark.parametrize("stop_after", range(6))
 def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, monkeypatch, straight_run, stop_after):
     """Interrupted between iteration `stop_after` and the next one, then resumed: the same run, bitwise."""
-    config = _toy_config()
+    config = toy_config()
     original = active.Driver.iterate
 
     def interrupted(self, state):
@@ -154,7 +138,7 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, monkeyp
 
 
 def test_labels_bought_before_a_crash_are_reused_not_asked_again(tmp_path, monkeypatch):
-    config = _toy_config(iterations=1)
+    config = toy_config(iterations=1)
     original = active.Driver._save
     saves = []
 
@@ -176,13 +160,13 @@ def test_labels_bought_before_a_crash_are_reused_not_asked_again(tmp_path, monke
 
 
 def test_finished_runs_are_not_rerun_and_config_changes_are_refused(tmp_path):
-    config = _toy_config(iterations=1)
+    config = toy_config(iterations=1)
     active.run(config, tmp_path)
     with pytest.raises(active.RunFinished, match="finished run"):
         active.run(config, tmp_path)
     other = tmp_path / "other"
     active.Driver(config, other)
-    changed = _toy_config(iterations=2)
+    changed = toy_config(iterations=2)
     with pytest.raises(ValueError, match=r"different config \(fields \['iterations'\] differ\)"):
         active.Driver(changed, other)
 
@@ -199,11 +183,11 @@ def test_finished_runs_are_not_rerun_and_config_changes_are_refused(tmp_path):
 )
 def test_bad_config_fails_before_any_work(tmp_path, field, value, message):
     with pytest.raises(ValueError, match=message):
-        active.Driver(_toy_config(**{field: value}), tmp_path)
+        active.Driver(toy_config(**{field: value}), tmp_path)
 
 
 def test_file_oracle_run_stops_for_labels_and_continues(tmp_path):
-    config = _toy_config(iterations=1, budget=10, oracle="file")
+    config = toy_config(iterations=1, budget=10, oracle="file")
     with pytest.raises(oracle.LabelsPending):
         active.run(config, tmp_path)
     hidden = active.Driver(config, tmp_path).hidden_labels  # the person knows the truth

@@ -21,8 +21,7 @@ import numpy as np
 import pytest
 
 from deepbass_jax import active, checkpoint, oracle, rundir
-from experiments.configs import yinyang as yinyang_configs
-from tests.oracle_answers import answer_round
+from tests.helpers import answer_round, toy_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 ITERATIONS = 12  # acquisitions of 2 labels in iterations 1, 3, ..., 11: 8 + 12 = 20 labels
@@ -216,19 +215,7 @@ def test_a_run_killed_at_random_moments_again_and_again_equals_the_uninterrupted
 
 # ------------------------------------------------------------------------------------------ in one process
 def _toy_config(**overrides):
-    config = yinyang_configs.get_config("active_semi_supervised")
-    config.data.num_per_class = 100
-    config.initial_epochs = 60
-    config.initial_patience = 0
-    config.iterations = 3
-    config.budget = 12  # 8 initial + 2 in iteration 1 + 2 in iteration 3
-    config.chunk_size = 64
-    config.labeled_chunk_size = 16
-    config.mc_passes_labeled = 20
-    config.train.batch_size = 64
-    for field, value in overrides.items():
-        config[field] = value
-    return config
+    return toy_config(**{"iterations": 3, "budget": 12, **overrides})  # 8 initial + 2 in iterations 1 and 3
 
 
 class _Killed(BaseException):

@@ -1,0 +1,36 @@
+"""Test helpers shared by the driver tests: a small toy config, and a person answering a FileOracle round."""
+
+import csv
+
+from experiments.configs import yinyang as yinyang_configs
+
+
+def toy_config(preset="active_semi_supervised", **overrides):
+    """A yin-yang run that takes seconds: 200 pool points, 6 iterations, 14 labels (8 initial + 2 in
+    iterations 1, 3 and 5); `overrides` set top-level config fields."""
+    config = yinyang_configs.get_config(preset)
+    config.data.num_per_class = 100
+    config.initial_epochs = 60
+    config.initial_patience = 0
+    config.iterations = 6
+    config.budget = 14
+    config.chunk_size = 64
+    config.labeled_chunk_size = 16
+    config.mc_passes_labeled = 20
+    config.train.batch_size = 64
+    for field, value in overrides.items():
+        config[field] = value
+    return config
+
+
+def answer_round(folder, hidden) -> int:
+    """Writes answers.csv for the queries.csv in `folder` with labels from `hidden` [N]; returns their number."""
+    with open(folder / "queries.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        row["label"] = int(hidden[int(row["id"])])
+    with open(folder / "answers.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["id", "image", "label"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return len(rows)
