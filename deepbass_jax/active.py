@@ -367,7 +367,7 @@ class Driver:
         dataset = data.load(config.data) if dataset is None else dataset
         if dataset.train_labels is None and config.oracle == "simulated":
             raise ValueError(f"data {config.data.name!r} has no labels: use config.oracle='file'.")
-        self.dataset, self.val_indices, self.pool_indices = self._split(dataset)
+        self.dataset, self.val_indices, self.pool_indices = split_pool(self.config, dataset)
         self.pool_images = jnp.asarray(dataset.train_images[self.pool_indices])
         self.hidden_labels = (  # for metrics only; the driver learns labels through the oracle
             None if dataset.train_labels is None else dataset.train_labels[self.pool_indices]
@@ -405,20 +405,12 @@ class Driver:
         if not path.exists():
             checkpoint.write_json(path, json.loads(self.config.to_json_best_effort(sort_keys=True)))
 
-    def _split(self, dataset: data.Dataset):
-        """Seeded: validation indices, then pool indices (all the rest, or `pool_size` of them)."""
-        return split_pool(self.config, dataset)
-
     def _make_oracle(self) -> oracle_lib.Oracle:
         if self.config.oracle == "simulated":
             return oracle_lib.SimulatedOracle(self.hidden_labels)
         return oracle_lib.FileOracle(
             self.workdir / "oracle", self.num_classes, wait_seconds=self.config.oracle_wait_seconds
         )
-
-    def _setup_keys(self):
-        """Keys of iteration 0: parameter init, the training dropout stream, the initial fit's plans."""
-        return setup_keys(self.key)
 
     def _fresh_train_state(self) -> train.TrainState:
         return initial_train_state(self.module, self.apply_fn, self.key, self.dataset.input_shape, self.config.train)
@@ -514,7 +506,7 @@ class Driver:
         state = RunState(0, self._fresh_train_state(), np.full(num_pool, -1, np.int32), np.full(num_pool, -1, np.int32))
         self._buy(state, self._initial_indices(), iteration=0)
         config = self.config
-        _, _, fit_key = self._setup_keys()
+        _, _, fit_key = setup_keys(self.key)
 
         def epoch_done(*_):
             bar.update(1)
