@@ -12,8 +12,8 @@ from typing import Callable, Optional, Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
+import numpy as np
 
 from deepbass_jax.layers import Conv3x3, HashDropout, max_pool_2x2
 
@@ -114,7 +114,9 @@ def init_params(module: nn.Module, key: jax.Array, input_shape: Sequence[int]):
 @functools.lru_cache(maxsize=None)
 def _jitted_init(module: nn.Module, input_shape: tuple):
     # One compiled program instead of flax's eager init, which compiles every op on its own (8 s for the CNN).
-    dummy = jnp.zeros((1, *input_shape), jnp.float32)
+    # The dummy input is a numpy constant: a jnp array made on a first call under a trace (eval_shape, vmap)
+    # would be a tracer, and caching it here would leak it into every later call.
+    dummy = np.zeros((1, *input_shape), np.float32)
     return jax.jit(lambda key: module.init(key, dummy, deterministic=True)["params"])
 
 

@@ -177,3 +177,12 @@ def test_hash_and_threefry_masks_give_networks_with_the_same_parameters():
     config.dropout_masks = "bitflip"
     with pytest.raises(ValueError, match="dropout_masks='bitflip' is unknown"):
         models.build(config, 10)
+
+
+def test_init_params_first_called_under_a_trace_still_works_eagerly():
+    # init_params caches one jitted init per (module, input shape); a first call under eval_shape must not
+    # leave a tracer in that cache (it did once: UnexpectedTracerError on every later call).
+    module = models.build(models.default_config(), 3)
+    shapes = jax.eval_shape(lambda key: models.init_params(module, key, (12, 12, 2)), jax.random.key(0))
+    params = models.init_params(module, jax.random.key(0), (12, 12, 2))
+    assert jax.tree_util.tree_map(lambda p: p.shape, params) == jax.tree_util.tree_map(lambda s: s.shape, shapes)
