@@ -91,6 +91,8 @@ _MEANINGS = {
     "budget": "total ground-truth labels, initial ones included",
     "theta": "the pseudo-label entropy threshold; -1 computes it by eq. 8",
     "model.dropout_rate": "the dropout rate of training and of MC dropout",
+    "train.augment_degrees": "the maximum rotation of ground-truth augmentation in degrees; 0 is off",
+    "train.augment_scale": "the maximum relative height/width scaling of ground-truth augmentation; 0 is off",
 }
 _EXTRA_FIELDS = ("preset",)  # top-level fields a config file may add to default_config()
 
@@ -137,6 +139,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
          f"one of {sorted(models.DROPOUT_MASKS)}"),
         ("train.upsample", config.train.upsample >= 1, "at least 1"),
         ("train.pseudo_weight", config.train.pseudo_weight > 0, "positive"),
+        ("train.augment_degrees", 0 <= config.train.augment_degrees < 180, "in [0, 180) (the paper: below 10)"),
+        ("train.augment_scale", 0 <= config.train.augment_scale < 1, "in [0, 1) (the paper: 0.05)"),
         ("val_size", config.val_size >= 0, "0 or more"),
         ("pool_size", config.pool_size >= 0, "0 (all) or more"),
         ("test_size", config.test_size >= 0, "0 (all) or more"),
@@ -377,6 +381,12 @@ class Driver:
         self.apply_fn = models.make_apply(self.module)
         self.oracle = self._make_oracle()
         self.mesh = uncertainty.pool_mesh(config.pool_devices)
+        if (config.train.augment_degrees or config.train.augment_scale) and self.pool_images.ndim != 4:
+            raise ConfigError(
+                f"config.train.augment_degrees={config.train.augment_degrees} / augment_scale="
+                f"{config.train.augment_scale} warp images [N, H, W, C], but {config.data.name!r} has samples of "
+                f"shape {tuple(self.pool_images.shape[1:])}; set both to 0."
+            )
         budget_limit = self.pool_images.shape[0]
         if config.active and config.budget > budget_limit:
             raise ConfigError(
@@ -516,7 +526,7 @@ class Driver:
             state.train_state, metrics = train.fit(
                 state.train_state, self.pool_images, jnp.asarray(state.targets()), state.labeled, fit_key,
                 config.initial_epochs, config.train, config.initial_patience, epoch_done,
-            )
+            )  # augments every plan entry (config.train.augment_*): all are ground truth
         self._require_finite(0, "the network's parameters after the initial fit", state.train_state.params)
         logging.info("Initial fit: %d steps, training accuracy %.4f.", int(state.train_state.step), metrics.accuracy)
         return state
@@ -562,8 +572,8 @@ class Driver:
         with self._stop_on_nan(iteration):
             state.train_state, epoch = train.train_epoch(
                 state.train_state, self.pool_images, jnp.asarray(state.targets()), indices, weights,
-                config.train.batch_size,
-            )
+                config.train.batch_size, state.labeled, config.train.augment_degrees, config.train.augment_scale,
+            )  # augments the ground-truth entries only
         self._require_finite(iteration, "the training loss", epoch.loss)
         self._require_finite(iteration, "the network's parameters after training", state.train_state.params)
         state.iteration = iteration

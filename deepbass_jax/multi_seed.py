@@ -362,6 +362,12 @@ def run_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int], dataset: 
             "cannot answer R runs in lockstep); run each seed with experiments.main instead."
         )
     active.validate(config)
+    if config.train.augment_degrees or config.train.augment_scale:
+        raise active.ConfigError(
+            f"config.train.augment_degrees={config.train.augment_degrees} / augment_scale="
+            f"{config.train.augment_scale}: ground-truth augmentation is not supported by many seeds at once; set "
+            "both to 0, or run each seed with experiments.main instead."
+        )
     if len(seeds) == 0:
         raise ValueError("seeds is empty: give at least one seed.")
     if seed_axis not in SEED_AXES:

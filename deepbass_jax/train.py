@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 import optax
 
+from deepbass_jax import augment as augment_lib
 from deepbass_jax import losses
 from deepbass_jax.chunks import padded_chunks
 from deepbass_jax.models import ApplyFn
@@ -29,6 +30,9 @@ def default_config() -> ml_collections.ConfigDict:
     config.l2_weight = 1e-3  # Keras l2(1e-3) on every kernel: lambda * sum w^2
     config.upsample = 20  # each ground-truth sample appears this often in D per epoch
     config.pseudo_weight = 1.0  # mu of eq. 6, the loss weight of a pseudo-labeled sample
+    # Ground-truth augmentation (section 5, "Data Augmentation"); pseudo-labeled samples are never warped.
+    config.augment_degrees = 0.0  # max rotation in degrees, U(-a, a) per sample (0 = off; paper: below 10)
+    config.augment_scale = 0.0  # max relative scaling of height and width, each U(1-s, 1+s) (paper: 0.05)
     return config
 
 
@@ -72,21 +76,50 @@ class StepMetrics(NamedTuple):
     count: jax.Array  # number of samples with weight > 0
 
 
-@jax.jit
-def _gather_batch(images: jax.Array, targets: jax.Array, batch_indices: jax.Array):
-    return images[batch_indices], targets[batch_indices]
+AUGMENT_STREAM = 0x61756721  # fold_in data that separates a step's augmentation key from its dropout key
+
+
+def augment_key(dropout_key: jax.Array, step: jax.Array) -> jax.Array:
+    """The augmentation key of step `step`: fold_in(fold_in(dropout_key, step), AUGMENT_STREAM), a function of
+    the train state alone, so a resumed run warps its batches exactly as an uninterrupted one."""
+    return jax.random.fold_in(jax.random.fold_in(dropout_key, step), AUGMENT_STREAM)
+
+
+@functools.partial(jax.jit, static_argnames=("augment_degrees", "augment_scale"))
+def _gather_batch(images: jax.Array, targets: jax.Array, batch_indices: jax.Array, augment=None, dropout_key=None,
+                  step=None, augment_degrees: float = 0.0, augment_scale: float = 0.0):
+    """images[batch_indices], targets[batch_indices]; with `augment` [B] bool, the rows marked True are warped
+    by `augment_lib.random_affine_where` with key `augment_key(dropout_key, step)`."""
+    x, y = images[batch_indices], targets[batch_indices]
+    if augment is not None:
+        x = augment_lib.random_affine_where(x, augment, augment_key(dropout_key, step), augment_degrees,
+                                            augment_scale)
+    return x, y
 
 
 def train_step(
-    state: TrainState, images: jax.Array, targets: jax.Array, batch_indices: jax.Array, batch_weights: jax.Array
+    state: TrainState,
+    images: jax.Array,
+    targets: jax.Array,
+    batch_indices: jax.Array,
+    batch_weights: jax.Array,
+    augment: Optional[jax.Array] = None,
+    augment_degrees: float = 0.0,
+    augment_scale: float = 0.0,
 ) -> tuple[TrainState, StepMetrics]:
     """One Adam step on the batch images[batch_indices] with labels targets[batch_indices].
 
     images [N, ...] and targets [N] are the whole pool (gathered on device); batch_indices [B] int32,
     batch_weights [B] float32 (0 marks padding). The gather is its own small program, so `batch_step`, the
-    expensive one, compiles once whatever the pool size.
+    expensive one, compiles once whatever the pool size. augment [B] bool (images [N, H, W, C] only) marks the
+    rows to warp by a random rotation of up to `augment_degrees` and scaling of up to `augment_scale` (static
+    floats, config.train's fields of those names); None or both 0: no augmentation.
     """
-    x, y = _gather_batch(images, targets, batch_indices)
+    if augment is None or (augment_degrees == 0 and augment_scale == 0):
+        x, y = _gather_batch(images, targets, batch_indices)
+    else:
+        x, y = _gather_batch(images, targets, batch_indices, augment, state.dropout_key, state.step,
+                             augment_degrees=augment_degrees, augment_scale=augment_scale)
     return batch_step(state, x, y, batch_weights)
 
 
@@ -162,16 +195,28 @@ def train_epoch(
     indices: np.ndarray,
     weights: np.ndarray,
     batch_size: int = 256,
+    labeled: Optional[np.ndarray] = None,
+    augment_degrees: float = 0.0,
+    augment_scale: float = 0.0,
 ) -> tuple[TrainState, EpochMetrics]:
     """One pass over a plan in batches of exactly `batch_size` (the last one padded with weight 0),
-    so `train_step` compiles once whatever the plan's length."""
+    so `train_step` compiles once whatever the plan's length.
+
+    With augment_degrees or augment_scale > 0 (config.train's fields), the plan entries of ground-truth samples,
+    labeled [N] bool over the pool, are warped (images [N, H, W, C]); pseudo-labeled entries are not."""
     if indices.shape[0] == 0:
         raise ValueError("the training plan is empty: label at least one sample before training.")
+    augmenting = augment_degrees != 0 or augment_scale != 0
+    if augmenting and labeled is None:
+        raise ValueError("augmentation warps ground-truth samples only: give train_epoch the `labeled` mask [N].")
+    augment = np.asarray(labeled, bool)[indices] if augmenting else np.zeros(indices.shape[0], bool)
+    augment = np.concatenate([augment, np.zeros(-indices.shape[0] % batch_size, bool)])
     indices, weights = _pad_to_multiple(indices, weights, batch_size)
-    batches = zip(indices.reshape(-1, batch_size), weights.reshape(-1, batch_size))
+    batches = zip(indices.reshape(-1, batch_size), weights.reshape(-1, batch_size), augment.reshape(-1, batch_size))
     total_loss, total_correct, total_count, steps = 0.0, 0, 0, 0
-    for batch_indices, batch_weights in batches:
-        state, metrics = train_step(state, images, targets, batch_indices, batch_weights)
+    for batch_indices, batch_weights, batch_augment in batches:
+        state, metrics = train_step(state, images, targets, batch_indices, batch_weights,
+                                    batch_augment if augmenting else None, augment_degrees, augment_scale)
         # Accumulated on device: no host round trip per step.
         total_loss += metrics.loss
         total_correct += metrics.correct
@@ -197,13 +242,15 @@ def fit(
     """Supervised training (line 2 of Algorithm 3.1): up to `epochs` epochs over the upsampled ground truth.
 
     With `patience` > 0 training stops once the epoch's training accuracy has not exceeded its best for
-    that many epochs ("until the training accuracy stagnates", section 4).
+    that many epochs ("until the training accuracy stagnates", section 4). config.augment_degrees /
+    augment_scale > 0 warp every entry (all are ground truth).
     """
     no_selection = np.zeros_like(np.asarray(labeled, bool))
     best, since_best = -1.0, 0
     for epoch in range(epochs):
         indices, weights = sampling_plan(labeled, no_selection, jax.random.fold_in(key, epoch), config.upsample)
-        state, metrics = train_epoch(state, images, targets, indices, weights, config.batch_size)
+        state, metrics = train_epoch(state, images, targets, indices, weights, config.batch_size, labeled,
+                                     config.augment_degrees, config.augment_scale)
         if on_epoch is not None:
             on_epoch(epoch, metrics)
         best, since_best = (metrics.accuracy, 0) if metrics.accuracy > best else (best, since_best + 1)

@@ -19,6 +19,7 @@ import pathlib
 import platform
 import subprocess
 import time
+import warnings
 from typing import Optional
 
 import jax
@@ -214,10 +215,13 @@ def _curves(group: list[dict], key: str):
 
 
 def _band(axis, iterations, values, label):
-    mean = np.nanmean(values, axis=0)
+    """Mean over runs with a +-1 std band; iterations without a value (NaN, e.g. no pseudo-labels yet) stay empty."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+        mean = np.nanmean(values, axis=0)
+        std = np.nanstd(values, axis=0, ddof=1) if values.shape[0] > 1 else None
     line, = axis.plot(iterations, mean, label=f"{label} ({values.shape[0]} runs)")
-    if values.shape[0] > 1:
-        std = np.nanstd(values, axis=0, ddof=1)
+    if std is not None:
         axis.fill_between(iterations, mean - std, mean + std, color=line.get_color(), alpha=0.2)
 
 

@@ -4,7 +4,7 @@ or the run. A function that retraces every iteration would cost seconds to minut
 import jax
 import numpy as np
 
-from deepbass_jax import active, models, train, uncertainty
+from deepbass_jax import active, data, models, train, uncertainty
 from experiments.configs import yinyang
 
 JITTED = {
@@ -56,3 +56,38 @@ def test_apply_functions_of_equal_modules_are_equal_static_arguments():
     params = models.init_params(a.module, jax.random.key(0), (2,))
     x = jax.numpy.ones((3, 2))
     np.testing.assert_array_equal(a(params, x), b(params, x))
+
+
+def _image_run(num_pool, seed, workdir):
+    """A driver on a tiny image pool [num_pool, 8, 8, 1] with ground-truth augmentation on (MLP: fast)."""
+    rng = np.random.default_rng(seed)
+    labels = (np.arange(num_pool) % 2).astype(np.int32)
+    images = rng.random((num_pool, 8, 8, 1), dtype=np.float32) * 0.5 + labels[:, None, None, None] * 0.5
+    config = active.default_config()
+    config.seed = seed
+    config.model.architecture = "mlp"
+    config.initial_per_class, config.initial_epochs, config.iterations = 2, 3, 4
+    config.acquire_every, config.acquire_count, config.budget = 1, 2, 12
+    config.mc_passes_pool = config.mc_passes_labeled = 4
+    config.chunk_size = config.labeled_chunk_size = 32
+    config.train.batch_size, config.train.upsample = 16, 4
+    config.train.augment_degrees, config.train.augment_scale = 10.0, 0.05
+    dataset = data.Dataset("tiny", images, labels, images[:20], labels[:20], 2)
+    return active.Driver(config, workdir, dataset=dataset)
+
+
+def test_augmentation_compiles_the_step_and_the_gather_once(tmp_path):
+    first = _image_run(60, 0, tmp_path / "a")
+    state = first.initial_state()  # the initial fit: every plan entry augmented
+    first.iterate(state)  # iterations: ground truth augmented, pseudo-labeled samples not
+    compiled = train.batch_step._cache_size(), train._gather_batch._cache_size()
+    for _ in range(3):
+        first.iterate(state)
+    assert (train.batch_step._cache_size(), train._gather_batch._cache_size()) == compiled, "an iteration retraced"
+    assert int(state.labeled.sum()) == 12 and state.selected.any()
+    # Another run and pool size: the gather (which holds the pool's shape) compiles once more, the step never.
+    second = _image_run(70, 1, tmp_path / "b")
+    other = second.initial_state()
+    second.iterate(other)
+    assert train.batch_step._cache_size() == compiled[0], "a new run or pool size retraced batch_step"
+    assert train._gather_batch._cache_size() == compiled[1] + 1

@@ -1,0 +1,237 @@
+"""Ground-truth augmentation (section 5): the affine warp, its randomness, and that training warps only ground truth."""
+
+import flax.serialization
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from deepbass_jax import active, augment, models, multi_seed, train
+from experiments.configs import yinyang as yinyang_configs
+
+
+def _images(batch=4, height=9, width=9, channels=1, seed=0):
+    """Uniform [0, 1) images [B, H, W, C] (numpy's generator: no compilation per shape)."""
+    return jnp.asarray(np.random.default_rng(seed).random((batch, height, width, channels), np.float32))
+
+
+def _square(size=29, side=8):
+    """One image [1, size, size, 1] with a centered side x side square of ones (size - side even)."""
+    image = np.zeros((1, size, size, 1), np.float32)
+    start = (size - side) // 2
+    image[0, start : start + side, start : start + side] = 1.0
+    return jnp.asarray(image)
+
+
+# Jitted: op-by-op dispatch would compile every primitive separately (seconds per new shape on 2 cores).
+_transform = jax.jit(augment.transform)
+_random_affine = jax.jit(augment.random_affine, static_argnames=("max_degrees", "max_scale"))
+_random_affine_where = jax.jit(augment.random_affine_where, static_argnames=("max_degrees", "max_scale"))
+
+
+def _warp(images, degrees=0.0, scale_h=1.0, scale_w=1.0):
+    batch = images.shape[0]
+    return _transform(images, *(np.full(batch, v, np.float32) for v in (degrees, scale_h, scale_w)))
+
+
+# ------------------------------------------------------------------------------------------ the warp
+def test_off_returns_the_input_itself():
+    x = _images()
+    assert augment.random_affine(x, jax.random.key(0), 0.0, 0.0) is x
+    assert augment.random_affine_where(x, jnp.ones(4, bool), jax.random.key(0), 0, 0) is x
+
+
+@pytest.mark.parametrize("size", [7, 8])
+def test_90_degrees_is_rot90_counter_clockwise(size):
+    """Positive angles turn counter-clockwise as displayed (row 0 on top): +90 is np.rot90, -90 its inverse."""
+    x = _images(batch=2, height=size, width=size, channels=2)
+    np.testing.assert_allclose(_warp(x, 90.0), np.rot90(np.asarray(x), k=1, axes=(1, 2)), atol=1e-5)
+    np.testing.assert_allclose(_warp(x, -90.0), np.rot90(np.asarray(x), k=-1, axes=(1, 2)), atol=1e-5)
+    np.testing.assert_array_equal(_warp(x, 0.0), x)  # angle 0, scale 1: integer coordinates, exact
+
+
+@pytest.mark.parametrize("scale_h, scale_w", [(1.25, 1.0), (1.0, 1.25), (0.75, 1.0), (1.1, 0.9)])
+def test_scaling_resizes_a_centered_square_along_the_right_axis(scale_h, scale_w):
+    warped = np.asarray(_warp(_square(), scale_h=scale_h, scale_w=scale_w))[0, ..., 0]
+    center = 14
+    # Bilinear sampling of a box: the profile through the centre integrates to about side * factor.
+    assert warped[:, center].sum() == pytest.approx(8 * scale_h, abs=0.3)  # height
+    assert warped[center, :].sum() == pytest.approx(8 * scale_w, abs=0.3)  # width
+    assert warped.sum() == pytest.approx(64 * scale_h * scale_w, rel=0.06)
+
+
+def test_outputs_stay_within_the_input_range():
+    x = _images(batch=64, height=12, width=10, seed=3)
+    out = _random_affine(x, jax.random.key(1), 30.0, 0.3)
+    assert float(out.min()) >= 0.0  # zero fill, convex bilinear weights
+    assert float(out.max()) <= float(x.max()) + 1e-6
+
+
+def test_same_key_same_output_other_key_other_output():
+    x = _images(batch=8)
+    a = _random_affine(x, jax.random.key(5), 10.0, 0.05)
+    b = _random_affine(x, jax.random.key(5), 10.0, 0.05)
+    c = _random_affine(x, jax.random.key(6), 10.0, 0.05)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_parameters_are_drawn_per_sample_within_their_ranges():
+    degrees, scale_h, scale_w = augment.random_parameters(jax.random.key(0), 256, 10.0, 0.05)
+    for values, low, high in ((degrees, -10, 10), (scale_h, 0.95, 1.05), (scale_w, 0.95, 1.05)):
+        values = np.asarray(values)
+        assert values.shape == (256,) and len(np.unique(values)) == 256
+        assert low <= values.min() < low + 0.1 * (high - low) and high - 0.1 * (high - low) < values.max() <= high
+    assert not np.allclose(scale_h, scale_w)  # height and width are drawn independently
+    same = jnp.broadcast_to(_images(batch=1), (6, 9, 9, 1))  # one image six times: six different warps
+    out = np.asarray(_random_affine(same, jax.random.key(2), 10.0, 0.05)).reshape(6, -1)
+    assert len({row.tobytes() for row in out}) == 6
+
+
+def test_mask_leaves_the_other_rows_bitwise_unchanged():
+    x = _images(batch=6)
+    mask = jnp.array([True, False, True, False, False, True])
+    out = np.asarray(_random_affine_where(x, mask, jax.random.key(0), 10.0, 0.05))
+    np.testing.assert_array_equal(out[~np.asarray(mask)], np.asarray(x)[~np.asarray(mask)])
+    for row in np.flatnonzero(mask):
+        assert not np.array_equal(out[row], np.asarray(x)[row])
+
+
+def test_vmap_under_jit_matches_one_call_per_batch():
+    x = _images(batch=3)
+    stacked, keys = jnp.stack([x, x + 0.1]), jax.random.split(jax.random.key(4), 2)
+    mapped = jax.jit(jax.vmap(lambda images, k: augment.random_affine(images, k, 10.0, 0.05)))(stacked, keys)
+    for i in range(2):
+        np.testing.assert_allclose(mapped[i], _random_affine(stacked[i], keys[i], 10.0, 0.05), atol=1e-6)
+    assert not np.allclose(mapped[0], stacked[0])
+
+
+def test_non_image_input_is_refused():
+    with pytest.raises(ValueError, match=r"\[B, H, W, C\]"):
+        augment.random_affine(jnp.zeros((4, 2)), jax.random.key(0), 10.0, 0.0)
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    half_height=st.integers(1, 5), half_width=st.integers(1, 5), channels=st.sampled_from([1, 3]),
+    degrees=st.floats(-179, 179), scale_h=st.floats(0.5, 1.5), scale_w=st.floats(0.5, 1.5), seed=st.integers(0, 99),
+)
+def test_property_any_warp_keeps_shape_range_and_the_centre_pixel(half_height, half_width, channels, degrees,
+                                                                  scale_h, scale_w, seed):
+    """With odd sides the centre pixel maps onto itself whatever the angle and scales."""
+    height, width = 2 * half_height + 1, 2 * half_width + 1
+    x = _images(batch=2, height=height, width=width, channels=channels, seed=seed)
+    out = np.asarray(_warp(x, degrees, scale_h, scale_w))
+    assert out.shape == x.shape and out.dtype == np.float32
+    assert out.min() >= 0.0 and out.max() <= float(x.max()) + 1e-6
+    np.testing.assert_allclose(out[:, half_height, half_width], np.asarray(x)[:, half_height, half_width], atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ training
+def _image_state(seed=0, height=8, width=8):
+    config = models.default_config()
+    config.architecture = "mlp"  # flattens [H, W, C]: a fast network on images
+    module = models.build(config, 2)
+    params = models.init_params(module, jax.random.key(seed), (height, width, 1))
+    return train.create_train_state(models.make_apply(module), params, jax.random.key(seed + 1),
+                                    train.default_config())
+
+
+def _augmenting(degrees=10.0, scale=0.05, upsample=3, batch_size=16):
+    config = train.default_config()
+    config.augment_degrees, config.augment_scale = degrees, scale
+    config.upsample, config.batch_size = upsample, batch_size
+    return config
+
+
+def _pool(num=40, seed=0):
+    return _images(num, 8, 8, 1, seed), jnp.asarray(np.arange(num) % 2, jnp.int32)
+
+
+def test_epoch_warps_ground_truth_entries_only(monkeypatch):
+    images, targets = _pool()
+    labeled = np.zeros(40, bool)
+    labeled[:6] = True
+    selected = ~labeled & (np.arange(40) < 30)
+    indices, weights = train.sampling_plan(labeled, selected, jax.random.key(0), upsample=3)
+    batches = []
+    original = train._gather_batch
+
+    def spy(images, targets, batch_indices, *args, **kwargs):
+        x, y = original(images, targets, batch_indices, *args, **kwargs)
+        batches.append((np.asarray(batch_indices), np.asarray(x)))
+        return x, y
+
+    monkeypatch.setattr(train, "_gather_batch", spy)
+    state, metrics = train.train_epoch(_image_state(), images, targets, indices, weights, 16, labeled, 10.0, 0.05)
+    assert metrics.steps == len(batches) == -(-(18 + 24) // 16) and np.isfinite(metrics.loss)
+    rows = np.concatenate([i for i, _ in batches])[: len(indices)]
+    gathered = np.concatenate([x for _, x in batches])[: len(indices)]
+    np.testing.assert_array_equal(rows, indices)
+    unchanged = np.all(gathered == np.asarray(images)[rows], axis=(1, 2, 3))
+    np.testing.assert_array_equal(unchanged, ~labeled[rows])  # pseudo-labeled: as given; ground truth: warped
+    # Each view of a ground-truth sample gets its own warp.
+    views = gathered[rows == np.flatnonzero(labeled)[0]].reshape(3, -1)
+    assert len({v.tobytes() for v in views}) == 3
+
+
+def test_fit_with_augmentation_trains_and_repeats_bitwise_after_a_checkpoint_round_trip():
+    images, targets = _pool()
+    labeled = np.arange(40) < 10
+    config = _augmenting()
+    one_go, metrics = train.fit(_image_state(), images, targets, labeled, jax.random.key(3), 2, config)
+    assert metrics.steps == -(-30 // 16) and np.isfinite(metrics.loss) and int(one_go.step) == 4
+    # Epoch by epoch with the state serialized in between (as a checkpoint does): the same warps, bitwise.
+    state = _image_state()
+    for epoch in range(2):
+        plan = train.sampling_plan(labeled, np.zeros(40, bool), jax.random.fold_in(jax.random.key(3), epoch), 3)
+        state, _ = train.train_epoch(state, images, targets, *plan, 16, labeled, 10.0, 0.05)
+        raw = state.replace(dropout_key=jax.random.key_data(state.dropout_key))
+        raw = flax.serialization.from_state_dict(raw, jax.device_get(flax.serialization.to_state_dict(raw)))
+        state = jax.device_put(raw.replace(dropout_key=jax.random.wrap_key_data(raw.dropout_key)))
+    for a, b in zip(jax.tree_util.tree_leaves(one_go.params), jax.tree_util.tree_leaves(state.params)):
+        np.testing.assert_array_equal(a, b)
+    plain, _ = train.fit(_image_state(), images, targets, labeled, jax.random.key(3), 2, _augmenting(0.0, 0.0))
+    assert not np.array_equal(jax.tree_util.tree_leaves(plain.params)[0], jax.tree_util.tree_leaves(one_go.params)[0])
+
+
+def test_augmentation_needs_the_labeled_mask():
+    images, targets = _pool()
+    with pytest.raises(ValueError, match="labeled"):
+        train.train_epoch(_image_state(), images, targets, np.arange(4, dtype=np.int32), np.ones(4, np.float32),
+                          16, None, 10.0, 0.0)
+
+
+# ------------------------------------------------------------------------------------------ config
+@pytest.mark.parametrize("field, value", [("augment_degrees", -1.0), ("augment_degrees", 180.0),
+                                          ("augment_scale", -0.01), ("augment_scale", 1.0),
+                                          ("augment_degrees", float("nan"))])
+def test_validation_rejects_out_of_range_values_naming_the_field(field, value):
+    config = active.default_config()
+    config.train[field] = value
+    with pytest.raises(active.ConfigError, match=rf"config\.train\.{field}=.* it must be in \["):
+        active.validate(config)
+
+
+def test_validation_accepts_the_papers_setting():
+    config = active.default_config()
+    config.train.augment_degrees, config.train.augment_scale = 9.9, 0.05
+    active.validate(config)
+
+
+def _toy_with_augmentation():
+    config = yinyang_configs.get_config()
+    config.data.num_per_class = 20
+    config.train.augment_degrees = 5.0
+    return config
+
+
+def test_driver_refuses_augmentation_of_non_image_data(tmp_path):
+    with pytest.raises(active.ConfigError, match=r"config\.train\.augment_degrees=5\.0 .* shape \(2,\); set both"):
+        active.Driver(_toy_with_augmentation(), tmp_path)
+
+
+def test_multi_seed_refuses_augmentation():
+    with pytest.raises(active.ConfigError, match="experiments.main"):
+        multi_seed.run_seeds(_toy_with_augmentation(), [0, 1])

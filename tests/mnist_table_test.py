@@ -1,0 +1,149 @@
+"""The MNIST presets (paper rows, CPU scale, rows beyond the paper) and the report of experiments/mnist_table.py."""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+
+from deepbass_jax import active, checkpoint
+from experiments import mnist_table
+from experiments.configs import mnist
+
+RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results"
+
+
+def _labels_bought(config) -> int:
+    """Labels a run of `config` ends with: the initial ones plus every acquisition within the budget."""
+    labels = config.initial_per_class * 10
+    for iteration in range(1, config.iterations + 1):
+        labels += active.acquisition_count(config, iteration, labels)
+    return labels
+
+
+@pytest.mark.parametrize("preset", mnist.PRESETS)
+def test_every_preset_is_a_valid_config(preset):
+    config = mnist.get_config(preset)
+    active.validate(config)
+    assert config.preset == preset
+
+
+def test_paper_rows_have_the_papers_settings():
+    config = mnist.get_config("all_data_max_entropy")
+    assert (config.mode, config.policy, config.iterations, config.acquire_every, config.acquire_count) == (
+        "all_data", "max_entropy", 200, 10, 10)
+    assert (config.mc_passes_pool, config.mc_passes_labeled, config.train.upsample) == (10, 100, 20)
+    assert config.model.dropout_rate == pytest.approx(0.33) and config.train.batch_size == 256
+    assert _labels_bought(config) == 300
+    assert _labels_bought(mnist.get_config("all_data_max_entropy_1000")) == 1000
+    assert mnist.get_config("step_wise_above_average").above_average_reference == "mean"  # eq. 14 by default
+    assert mnist.get_config("step_wise_above_average_theta").above_average_reference == "theta"
+    assert mnist.get_config("all_data_bald").policy == "bald"
+    semi = mnist.get_config("semi_supervised_300")
+    assert not semi.active and semi.semi_supervised and _labels_bought(semi) == 300
+    supervised = mnist.get_config("supervised_1000")
+    assert supervised.iterations == 0 and _labels_bought(supervised) == 1000
+    assert mnist.get_config("improved_300").train.augment_degrees == 10.0
+    assert mnist.get_config("augmented_supervised_50").train.augment_scale == 0.05
+    assert mnist.get_config("supervised_50").train.augment_degrees == 0.0
+
+
+@pytest.mark.parametrize("preset", mnist.CPU_PRESETS)
+def test_cpu_scale_buys_the_same_labels_in_a_tenth_of_the_iterations(preset):
+    paper, cpu = mnist.get_config(preset[len(mnist.CPU_PREFIX):]), mnist.get_config(preset)
+    active.validate(cpu)
+    assert cpu.preset == preset and cpu.pool_size == mnist.CPU_POOL_SIZE
+    assert cpu.iterations == paper.iterations // 10
+    assert _labels_bought(cpu) == _labels_bought(paper)
+    for field in ("mode", "policy", "above_average_reference", "mc_passes_pool", "mc_passes_labeled", "active",
+                  "semi_supervised", "initial_per_class", "initial_epochs", "budget"):
+        assert cpu[field] == paper[field], field
+    assert cpu.train.to_dict() == paper.train.to_dict()
+
+
+def test_unknown_and_unscalable_presets_are_refused():
+    for name in ("nosuch", "cpu_supervised_60000", "cpu_smoke", "cpu_cpu_supervised_100"):
+        with pytest.raises(ValueError, match="unknown mnist preset"):
+            mnist.get_config(name)
+
+
+def test_table_row_names():
+    assert mnist_table.table_row("cpu_all_data_max_entropy") == "all_data_max_entropy_300"
+    assert mnist_table.table_row("all_data_max_entropy_1000") == "all_data_max_entropy_1000"
+    assert mnist_table.table_row("cpu_semi_supervised_100") == "semi_supervised_100"
+    assert mnist_table.table_row("step_wise_above_average_theta") == "step_wise_above_average_theta_300"
+    assert mnist_table.table_row("improved_300") == "improved_300"
+
+
+def _record(preset, seed, accuracy, iterations=3, dataset="mnist"):
+    config = mnist.get_config(preset)
+    metrics = [{"iteration": 0, "labels": 100, "test_accuracy": 0.8}] + [
+        {"iteration": t, "labels": 100 + 10 * t, "test_accuracy": 0.8 + (accuracy / 100 - 0.8) * t / iterations,
+         "pseudo_label_accuracy": None if not config.semi_supervised else 0.9 + 0.01 * t,
+         "pseudo_label_coverage": None if not config.semi_supervised else 1.0}
+        for t in range(1, iterations + 1 if config.iterations else 1)]
+    return {
+        "row": mnist_table.table_row(preset), "preset": preset, "seed": seed, "dataset": dataset,
+        "scale": "cpu" if preset.startswith("cpu_") else "paper", "test_accuracy": accuracy,
+        "config": json.loads(config.to_json_best_effort()), "summary": {"labels": metrics[-1]["labels"]},
+        "metrics": metrics, "command": f"python -m experiments.main --config=...:{preset} --config.seed={seed}",
+        "device": "CPU (cpu)", "commit": "abc1234", "seconds": 60.0,
+    }
+
+
+def _write_runs(outdir, records):
+    for record in records:
+        (outdir / "runs" / record["preset"]).mkdir(parents=True, exist_ok=True)
+        checkpoint.write_json(outdir / "runs" / record["preset"] / f"seed_{record['seed']}.json", record)
+
+
+def test_report_from_runs(tmp_path):
+    records = [_record("cpu_supervised_100", s, a) for s, a in enumerate((80.0, 82.0, 84.0))]
+    records += [_record("cpu_semi_supervised_100", s, a) for s, a in enumerate((90.0, 91.0, 92.0))]
+    records += [_record("cpu_all_data_max_entropy", s, a) for s, a in enumerate((95.5, 96.0, 96.5))]
+    records += [_record("all_data_max_entropy", 0, 97.5), _record("cpu_all_data_above_average_theta", 0, 94.0)]
+    _write_runs(tmp_path, records)
+    table = mnist_table.write_report(tmp_path)
+    assert json.loads((tmp_path / "table.json").read_text()) == table
+    supervised = table["supervised_100"]
+    assert supervised["mean"] == 82.0 and supervised["std"] == 2.0 and supervised["runs"] == 3
+    assert supervised["paper"] == 82.03 and supervised["scale"] == "cpu" and supervised["seeds"] == [0, 1, 2]
+    # The same row at both scales: the paper-scale one keeps the name.
+    assert table["all_data_max_entropy_300"]["scale"] == "paper" and table["all_data_max_entropy_300"]["runs"] == 1
+    assert table["all_data_max_entropy_300"]["std"] is None
+    assert table["all_data_max_entropy_300_cpu"]["mean"] == 96.0
+    assert "vs theta (authors' code)" in table["all_data_above_average_theta_300"]["notes"]
+    assert table["all_data_above_average_theta_300"]["paper"] is None
+    readme = (tmp_path / "README.md").read_text()
+    assert "| supervised_100 | cpu | 82.00 (2.00) | 3 | 82.03 (1.95) |" in readme
+    assert "cpu_semi_supervised_100 --config.seed=2" in readme
+    for figure in ("learning_curves.png", "pseudo_labels.png"):
+        assert (tmp_path / figure).stat().st_size > 10_000, figure
+
+
+def test_ordering_check():
+    table = {"supervised_100": {"mean": 80.0}, "semi_supervised_100": {"mean": 90.0},
+             "all_data_max_entropy_300": {"mean": 95.0}}
+    assert mnist_table.ordering_check(table).endswith("holds.")
+    table["all_data_max_entropy_300"]["mean"] = 94.9
+    assert "does NOT hold" in mnist_table.ordering_check(table)
+    table["all_data_max_entropy_300"]["mean"] = 96.0
+    table["semi_supervised_100"]["mean"] = 79.0
+    assert "does NOT hold" in mnist_table.ordering_check(table)
+    assert mnist_table.ordering_check({"supervised_100": {"mean": 80.0}}) is None
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
+def test_checked_in_tables_come_from_checked_in_runs(dataset):
+    """Every number of results/<dataset>/table.json is recomputed from the per-run files beside it."""
+    outdir = RESULTS / dataset
+    if not (outdir / "table.json").exists():
+        pytest.fail(f"{outdir / 'table.json'} is missing: run experiments/mnist_table.py (see its docstring).")
+    records = mnist_table.load_records(outdir)
+    assert records, f"{outdir / 'runs'} holds no runs"
+    assert json.loads((outdir / "table.json").read_text()) == mnist_table.make_table(records)
+    for record in records:
+        assert record["dataset"] == dataset
+        assert record["test_accuracy"] == pytest.approx(100 * record["metrics"][-1]["test_accuracy"])
+        assert record["config"]["seed"] == record["seed"] and record["config"]["preset"] == record["preset"]
+        assert np.isfinite(record["test_accuracy"])
