@@ -217,6 +217,14 @@ CASES = [
          "config.theta=1.5 is invalid (the pseudo-label entropy threshold; -1 computes it by eq. 8): it must be "
          "-1 (computed) or a fixed threshold in [0, 1]; " + _SET.format("theta"),
          "config", _run(_toy_config(theta=1.5))),
+    Case("Augmentation rotation outside [0, 180)", "`--config.train.augment_degrees=180`", active.ConfigError,
+         "config.train.augment_degrees=180.0 is invalid (the maximum rotation of ground-truth augmentation in "
+         "degrees; 0 is off): it must be in [0, 180) (the paper: below 10); " + _SET.format("train.augment_degrees"),
+         "config", _run(_toy_config(**{"train.augment_degrees": 180.0}))),
+    Case("Augmentation scaling outside [0, 1)", "`--config.train.augment_scale=-0.1`", active.ConfigError,
+         "config.train.augment_scale=-0.1 is invalid (the maximum relative height/width scaling of ground-truth "
+         "augmentation; 0 is off): it must be in [0, 1) (the paper: 0.05); " + _SET.format("train.augment_scale"),
+         "config", _run(_toy_config(**{"train.augment_scale": -0.1}))),
     Case("Budget of 0 or less", "`--config.budget=0`", active.ConfigError,
          "config.budget=0 is invalid (total ground-truth labels, initial ones included): it must be at least 1; "
          + _SET.format("budget"),
@@ -247,6 +255,11 @@ CASES = [
          "config.budget=5000 exceeds the pool of 200 samples: the oracle cannot label more than the pool holds; "
          "lower config.budget to at most 200, " + _POOL,
          "setup", _run(_toy_config(budget=5000))),
+    Case("Augmentation of data that are not images", "`--config.train.augment_degrees=10` on the yin-yang toy",
+         active.ConfigError,
+         "config.train.augment_degrees=10.0 / augment_scale=0.0 warp images [N, H, W, C], but 'yinyang' has "
+         "samples of shape (2,); set both to 0.",
+         "setup", _run(_toy_config(**{"train.augment_degrees": 10.0}))),
     Case("Data directory does not exist", "`--config.data.data_dir=nowhere`", data.DataError,
          "…/nowhere: data directory does not exist; check --config.data.data_dir.",
          "data", lambda env: active.Driver(_mnist_config(env.tmp_path / "nowhere"), env.workdir)),
