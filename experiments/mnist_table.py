@@ -232,7 +232,8 @@ def plot_learning_curves(records: list[dict], path: pathlib.Path, title: str) ->
         by_row.setdefault(record["row"], []).append(record)
     panels = [(name, [r for r in rows if r in by_row and by_row[r][0]["metrics"][-1]["iteration"] > 0])
               for name, rows in FIGURE_PANELS]
-    panels = [(name, rows) for name, rows in panels if rows]
+    # A panel that would repeat only DeepBASS's curve is left out (the first one always shows what there is).
+    panels = [(name, rows) for i, (name, rows) in enumerate(panels) if rows and (i == 0 or len(rows) > 1)]
     if not panels:
         return False
     figure, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
@@ -263,10 +264,12 @@ def plot_pseudo_labels(records: list[dict], path: pathlib.Path, title: str) -> b
                              if item[0] in PAPER_ORDER else len(PAPER_ORDER)):
         _band(axes[0], *_curves(group, "pseudo_label_accuracy"), row.replace("_", " "))
         _band(axes[1], *_curves(group, "pseudo_label_coverage"), row.replace("_", " "))
+    axes[1].set_ylim(bottom=0)
     for axis, what in zip(axes, ("pseudo-label accuracy % (on the pseudo-labeled samples)",
                                  "coverage % (pseudo-labeled share of the unlabeled pool)")):
         axis.set_xlabel("iteration")
         axis.set_ylabel(what)
+        axis.set_ylim(top=101)
         axis.grid(alpha=0.3)
         axis.legend(loc="lower right", fontsize=8)
     figure.suptitle(title)
