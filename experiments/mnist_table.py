@@ -85,6 +85,11 @@ FIGURE_PANELS = (
 ORDERING = ("supervised_100", "semi_supervised_100", "all_data_max_entropy_300")  # must rise, the last >= 95 %
 
 
+def _order(row: str) -> int:
+    """Where `row` stands in the table: the paper's order, then the rows beyond it."""
+    return PAPER_ORDER.index(row) if row in PAPER_ORDER else len(PAPER_ORDER)
+
+
 def table_row(preset: str) -> str:
     """The table's name for a preset: scale prefix dropped, the label count added to 300-label active rows."""
     name = preset[len(mnist.CPU_PREFIX):] if preset.startswith(mnist.CPU_PREFIX) else preset
@@ -173,7 +178,7 @@ def make_table(records: list[dict]) -> dict:
         groups.setdefault((record["row"], record["scale"]), []).append(record)
     rows = {row for row, _ in groups}
     table = {}
-    for row in sorted(rows, key=lambda r: (PAPER_ORDER.index(r) if r in PAPER_ORDER else len(PAPER_ORDER), r)):
+    for row in sorted(rows, key=lambda r: (_order(r), r)):
         for scale in ("paper", "cpu"):
             group = sorted(groups.get((row, scale), []), key=lambda r: r["seed"])
             if not group:
@@ -226,6 +231,20 @@ def _band(axis, iterations, values, label):
         axis.fill_between(iterations, mean - std, mean + std, color=line.get_color(), alpha=0.2)
 
 
+def _label(axis, ylabel: str) -> None:
+    axis.set_xlabel("iteration")
+    axis.set_ylabel(ylabel)
+    axis.grid(alpha=0.3)
+    axis.legend(loc="lower right", fontsize=8)
+
+
+def _save(figure, title: str, path: pathlib.Path) -> None:
+    figure.suptitle(title)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
 def plot_learning_curves(records: list[dict], path: pathlib.Path, title: str) -> bool:
     by_row: dict = {}
     for record in records:
@@ -241,14 +260,8 @@ def plot_learning_curves(records: list[dict], path: pathlib.Path, title: str) ->
         for row in rows:
             _band(axis, *_curves(by_row[row], "test_accuracy"), row.replace("_", " "))
         axis.set_title(name)
-        axis.set_xlabel("iteration")
-        axis.set_ylabel("test accuracy % (mean, band: +-1 std)")
-        axis.grid(alpha=0.3)
-        axis.legend(loc="lower right", fontsize=8)
-    figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+        _label(axis, "test accuracy % (mean, band: +-1 std)")
+    _save(figure, title, path)
     return True
 
 
@@ -260,22 +273,15 @@ def plot_pseudo_labels(records: list[dict], path: pathlib.Path, title: str) -> b
     if not by_row:
         return False
     figure, axes = plt.subplots(1, 2, figsize=(13, 4.8))
-    for row, group in sorted(by_row.items(), key=lambda item: PAPER_ORDER.index(item[0])
-                             if item[0] in PAPER_ORDER else len(PAPER_ORDER)):
+    for row, group in sorted(by_row.items(), key=lambda item: _order(item[0])):
         _band(axes[0], *_curves(group, "pseudo_label_accuracy"), row.replace("_", " "))
         _band(axes[1], *_curves(group, "pseudo_label_coverage"), row.replace("_", " "))
     axes[1].set_ylim(bottom=0)
     for axis, what in zip(axes, ("pseudo-label accuracy % (on the pseudo-labeled samples)",
                                  "coverage % (pseudo-labeled share of the unlabeled pool)")):
-        axis.set_xlabel("iteration")
-        axis.set_ylabel(what)
         axis.set_ylim(top=101)
-        axis.grid(alpha=0.3)
-        axis.legend(loc="lower right", fontsize=8)
-    figure.suptitle(title)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+        _label(axis, what)
+    _save(figure, title, path)
     return True
 
 
