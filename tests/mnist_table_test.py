@@ -115,7 +115,7 @@ def test_report_from_runs(tmp_path):
     assert "vs theta (authors' code)" in table["all_data_above_average_theta_300"]["notes"]
     assert table["all_data_above_average_theta_300"]["paper"] is None
     readme = (tmp_path / "README.md").read_text()
-    assert "| supervised_100 | cpu | 82.00 (2.00) | 3 | 82.03 (1.95) |" in readme
+    assert "| supervised_100 | cpu | 82.00 (2.00) | 3 | s0: 80.00, s1: 82.00, s2: 84.00 | 82.03 (1.95) |" in readme
     assert "cpu_semi_supervised_100 --config.seed=2" in readme
     for figure in ("learning_curves.png", "pseudo_labels.png"):
         assert (tmp_path / figure).stat().st_size > 10_000, figure
