@@ -67,7 +67,7 @@ def get_config(preset: str = "all_data_max_entropy"):
     config = active.default_config()  # section 5's setting: 100 initial labels, 200 iterations, 10 every 10
     config.preset = preset  # which table row this is
     config.data.name = "mnist"
-    if preset in ACTIVE_ROWS or preset.startswith(("all_data_", "step_wise_")) and preset != "all_data_max_entropy_1000":
+    if preset.startswith(("all_data_", "step_wise_")) and preset != "all_data_max_entropy_1000":
         config.mode = "step_wise" if preset.startswith("step_wise") else "all_data"
         config.policy = preset[len(config.mode) + 1 :]
         if config.policy.endswith("_theta"):
