@@ -1,9 +1,9 @@
 """Fast building blocks of the paper CNN: hash dropout masks, a 3x3 convolution with a matmul kernel
-gradient, and a reshape-based 2x2 max-pool.
+gradient, and a 2x2 max-pool with a strided-slice gradient.
 
-Each replaces a flax/XLA default that measured slow on CPU (PERF_NOTES.md, experiments/bench.py) and
-computes the same function: masks with the same drop probability, the same convolution and its exact
-gradient, the same pooling.
+Each replaces a flax/XLA default that measured slow on CPU (experiments/bench.py) and computes the same
+function: masks with the same drop probability, the same convolution and its exact gradient, the same
+pooling. The two gradients are tuned for the CPU; on other backends XLA's own are used (`KERNELS`).
 """
 
 from __future__ import annotations
@@ -112,18 +112,48 @@ def _conv3x3_bwd(residuals, dy):
 conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
 
 
+# Which implementation of the convolution and pooling gradients a network uses: "cpu_tuned" (`conv3x3`,
+# `max_pool_2x2`) or "xla" (XLA's own gradients, which on GPU and TPU go to the vendor's convolution kernels);
+# "auto" picks by backend (`resolve_kernels`). Both compute the same function and gradients up to round-off.
+KERNELS = ("auto", "cpu_tuned", "xla")
+
+
+def resolve_kernels(kernels: str, backend: str | None = None) -> str:
+    """"auto" -> "cpu_tuned" on the CPU backend and "xla" on any other; other choices unchanged."""
+    if kernels not in KERNELS:
+        raise ValueError(f"model.kernels={kernels!r} is unknown; choose one of {KERNELS}.")
+    if kernels != "auto":
+        return kernels
+    return "cpu_tuned" if (backend or jax.default_backend()) == "cpu" else "xla"
+
+
+def conv3x3_xla(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """`conv3x3` differentiated by XLA."""
+    return lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_NHWC)
+
+
+def max_pool_2x2_xla(x: jax.Array) -> jax.Array:
+    """`max_pool_2x2` differentiated by XLA (select-and-scatter: a tie gives the whole gradient to one element)."""
+    return lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
+
+
+CONV3X3 = {"cpu_tuned": lambda x, k: conv3x3(x, k), "xla": conv3x3_xla}
+MAX_POOL_2X2 = {"cpu_tuned": lambda x: max_pool_2x2(x), "xla": max_pool_2x2_xla}
+
+
 class Conv3x3(nn.Module):
     """nn.Conv(features, (3, 3), padding='SAME') with the same parameters ('kernel' [3, 3, I, O], 'bias'
-    [O]), computed by `conv3x3`."""
+    [O]), computed by `conv3x3` ("cpu_tuned") or `conv3x3_xla` ("xla")."""
 
     features: int
     kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+    kernels: str = "cpu_tuned"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.param("kernel", self.kernel_init, (3, 3, x.shape[-1], self.features), jnp.float32)
         bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32)
-        return conv3x3(x, kernel.astype(x.dtype)) + bias.astype(x.dtype)
+        return CONV3X3[self.kernels](x, kernel.astype(x.dtype)) + bias.astype(x.dtype)
 
 
 def _max_pool_2x2_strided(x: jax.Array) -> jax.Array:

@@ -15,7 +15,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from deepbass_jax.layers import Conv3x3, HashDropout, max_pool_2x2
+from deepbass_jax.layers import MAX_POOL_2X2, Conv3x3, HashDropout, resolve_kernels
 
 # Keras defaults of the original implementation: glorot-uniform kernels, zero biases.
 _KERNEL_INIT = nn.initializers.glorot_uniform()
@@ -37,15 +37,16 @@ class PaperCNN(nn.Module):
     dropout_rate: float = 0.33
     negative_slope: float = 0.1  # eq. 13
     dropout_masks: str = "hash"  # a key of DROPOUT_MASKS
+    kernels: str = "cpu_tuned"  # "cpu_tuned" or "xla" (layers.KERNELS; models.build resolves "auto")
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
         for block in range(4):
-            x = Conv3x3(self.features, kernel_init=_KERNEL_INIT, name=f"Conv_{block}")(x)
+            x = Conv3x3(self.features, kernel_init=_KERNEL_INIT, kernels=self.kernels, name=f"Conv_{block}")(x)
             x = nn.leaky_relu(x, self.negative_slope)
             x = DROPOUT_MASKS[self.dropout_masks](self.dropout_rate)(x, deterministic=deterministic)
             if block in (1, 3):
-                x = max_pool_2x2(x)
+                x = MAX_POOL_2X2[self.kernels](x)
         x = x.reshape(x.shape[0], -1)
         return nn.Dense(self.num_classes, kernel_init=_KERNEL_INIT)(x)
 
@@ -81,6 +82,8 @@ def default_config() -> ml_collections.ConfigDict:
     config.dropout_rate = 0.33  # dropout after every hidden layer; MC dropout uses the same rate
     config.negative_slope = 0.1  # LeakyReLU slope, eq. 13
     config.dropout_masks = "hash"  # "hash" (fast counter-based masks) or "threefry" (flax's nn.Dropout)
+    # CNN gradients: "cpu_tuned" (layers.conv3x3 / max_pool_2x2), "xla" (XLA's own), "auto" (by backend)
+    config.kernels = "auto"
     return config
 
 
@@ -98,11 +101,13 @@ def build(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
         raise ValueError(
             f"model.dropout_masks={config.dropout_masks!r} is unknown; choose one of {sorted(DROPOUT_MASKS)}."
         )
+    options = {"kernels": resolve_kernels(config.kernels)} if config.architecture == "cnn" else {}
     return ARCHITECTURES[config.architecture](
         num_classes=num_classes,
         dropout_rate=config.dropout_rate,
         negative_slope=config.negative_slope,
         dropout_masks=config.dropout_masks,
+        **options,
     )
 
 

@@ -32,7 +32,7 @@ import copy
 import dataclasses
 import functools
 import time
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -291,6 +291,7 @@ def _iterate(device: _Device, runs: list[_Seed], states, iteration: int):
     """One iteration of Algorithm 3.1 (lines 4-12) for every seed, as `active.Driver.iterate`."""
     config, apply_fn, seed_axis = device.config, device.apply_fn, device.seed_axis
     started = time.perf_counter()
+    phases = _PhaseClock()
     keys = [active.iteration_keys(run.key, iteration) for run in runs]  # pool, labeled, acquire, plan
     pool_keys, labeled_keys, acquire_keys = (jnp.stack([k[i] for k in keys]) for i in range(3))
     labeled = np.stack([run.state.labeled for run in runs])  # [R, N]
@@ -301,12 +302,14 @@ def _iterate(device: _Device, runs: list[_Seed], states, iteration: int):
     # Line 5 and eq. 8: MC-dropout inference on the pool (T') and on the ground truth (T).
     stats = _pool_stats(apply_fn, states.params, device.images, pool_keys, config.mc_passes_pool, config.chunk_size,
                         device.shared_images, seed_axis)
+    phases.lap("pool_inference", stats)
     labeled_images = jnp.asarray(np.stack([run.pool_images[np.flatnonzero(m)] for run, m in zip(runs, labeled)]))
     labeled_stats = _pool_stats(apply_fn, states.params, labeled_images, labeled_keys, config.mc_passes_labeled,
                                 config.labeled_chunk_size, False, seed_axis)
     # theta per seed on the host (eq. 8, or the fixed config.theta), as the driver computes it.
     theta = np.stack([np.asarray(active.threshold(config, e), np.float32)
                       for e in np.asarray(labeled_stats.entropy)])  # [R]
+    phases.lap("labeled_inference")
 
     # Lines 8-11: one schedule for all seeds (they hold the same number of labels).
     bought = [0] * len(runs)
@@ -329,7 +332,9 @@ def _iterate(device: _Device, runs: list[_Seed], states, iteration: int):
     plans = [train.sampling_plan(run.state.labeled, run.state.selected, k[3], config.train.upsample,
                                  config.train.pseudo_weight) for run, k in zip(runs, keys)]
     targets = jnp.asarray(np.stack([run.state.targets() for run in runs]))
-    states, epochs = device.train_epoch(states, targets, plans)
+    phases.lap("acquisition_and_pseudo_labels")
+    states, epochs = device.train_epoch(states, targets, plans)  # returns after the last step's loss reached the host
+    phases.lap("epoch")
     seconds = time.perf_counter() - started
 
     entropy = np.asarray(stats.entropy)
@@ -339,12 +344,28 @@ def _iterate(device: _Device, runs: list[_Seed], states, iteration: int):
         line = active.metrics_line(run.config, apply_fn, run.pool_images, run.hidden_labels, run.state, entropy[r],
                                    theta[r], bought[r], epochs[r].loss, seconds)
         line.update(active.held_out_accuracy(apply_fn, run.state.train_state.params, run.dataset, run.val_indices))
+        line["phase_seconds"] = phases.seconds  # the same dict for every seed: the phases ran for all at once
         run.metrics.append(line)
+    phases.lap("metrics")
     return states
 
 
+class _PhaseClock:
+    """Wall seconds of the phases of one iteration, all seeds together; `lap` waits for the device first."""
+
+    def __init__(self):
+        self.seconds = {}
+        self._last = time.perf_counter()
+
+    def lap(self, phase: str, *results) -> None:
+        jax.block_until_ready(results)
+        now = time.perf_counter()
+        self.seconds[phase] = now - self._last
+        self._last = now
+
+
 def run_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int], dataset: Optional[data.Dataset] = None,
-              seed_axis: str = "vmap") -> list[dict]:
+              seed_axis: str = "vmap", on_iteration: Optional[Callable[[int, list[dict]], None]] = None) -> list[dict]:
     """Runs Algorithm 3.1 for every seed in `seeds` at once (simulated oracle only); see the module docstring.
 
     `dataset` replaces `data.load(config.data)` for every seed; without it each seed loads the data its
@@ -355,6 +376,10 @@ def run_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int], dataset: 
       oracle_log: the driver's oracle log lines {iteration, index, label},
       initial_steps, steps: training steps after the initial fit and in all,
       params: the final parameters; ground_truth, pseudo: [N] int32, -1 where none; pool_indices [N].
+    Iteration lines also hold "phase_seconds": {pool_inference, labeled_inference, acquisition_and_pseudo_labels,
+    epoch, metrics} (the last one is filled in after the lines are made). `on_iteration(iteration, lines)` is
+    called after the initial fit (iteration 0) and after every iteration with each seed's newest metrics line;
+    an exception it raises stops the run.
     """
     if config.oracle != "simulated":
         raise ValueError(
@@ -384,8 +409,12 @@ def run_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int], dataset: 
 
     states = _initial_fit(device, runs, states)
     initial_steps = np.asarray(states.step).tolist()
+    if on_iteration is not None:
+        on_iteration(0, [run.metrics[-1] for run in runs])
     for iteration in range(1, config.iterations + 1):
         states = _iterate(device, runs, states, iteration)
+        if on_iteration is not None:
+            on_iteration(iteration, [run.metrics[-1] for run in runs])
         logging.log_every_n_seconds(logging.INFO, "iteration %d: test accuracy %s", 30, iteration,
                                     [run.metrics[-1].get("test_accuracy") for run in runs])
     steps = np.asarray(states.step).tolist()

@@ -106,3 +106,37 @@ def test_hash_keep_mask_is_the_flat_counter_hash():
     flat = np.asarray(layers.hash_keep_mask((6 * 10 * 4,), seed, 0.5))
     shaped = np.asarray(layers.hash_keep_mask((6, 10, 4), seed, 0.5))
     np.testing.assert_array_equal(shaped.ravel(), flat)
+
+
+def test_resolve_kernels_picks_by_backend():
+    assert layers.resolve_kernels("auto", "cpu") == "cpu_tuned"
+    assert layers.resolve_kernels("auto", "gpu") == "xla"
+    assert layers.resolve_kernels("auto", "tpu") == "xla"
+    assert layers.resolve_kernels("xla", "cpu") == "xla"
+    assert layers.resolve_kernels("cpu_tuned", "gpu") == "cpu_tuned"
+    with pytest.raises(ValueError, match="model.kernels='cudnn' is unknown"):
+        layers.resolve_kernels("cudnn")
+
+
+def test_paper_cnn_kernel_choices_give_the_same_values_and_gradients():
+    """Every `model.kernels` choice computes the same network: logits and the gradient of a loss with respect to
+    parameters and input agree within round-off, with and without dropout."""
+    from deepbass_jax import models
+
+    x = jax.random.uniform(jax.random.key(0), (6, 28, 28, 1))
+    tuned, xla = (models.PaperCNN(num_classes=10, kernels=k) for k in ("cpu_tuned", "xla"))
+    params = models.init_params(tuned, jax.random.key(1), (28, 28, 1))
+    assert jax.tree_util.tree_structure(params) == jax.tree_util.tree_structure(
+        models.init_params(xla, jax.random.key(1), (28, 28, 1)))
+
+    def loss(module, params, x, key):
+        logits = models.make_apply(module)(params, x, key)
+        return jnp.sum(jax.nn.log_softmax(logits)[:, 3]) + jnp.sum(jnp.sin(logits))
+
+    for key in (None, jax.random.key(2)):
+        np.testing.assert_allclose(models.make_apply(tuned)(params, x, key), models.make_apply(xla)(params, x, key),
+                                   rtol=1e-5, atol=1e-5)
+        ours = jax.jit(jax.grad(lambda p, x: loss(tuned, p, x, key), argnums=(0, 1)))(params, x)
+        theirs = jax.jit(jax.grad(lambda p, x: loss(xla, p, x, key), argnums=(0, 1)))(params, x)
+        for a, b in zip(jax.tree_util.tree_leaves(ours), jax.tree_util.tree_leaves(theirs)):
+            np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)

@@ -1,4 +1,4 @@
-"""The MNIST presets (paper rows, CPU scale, rows beyond the paper) and the report of experiments/mnist_table.py."""
+"""The MNIST presets (paper rows, CPU scale, rows beyond the paper) and the report of experiments/mnist_report.py."""
 
 import json
 import pathlib
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from deepbass_jax import active, checkpoint
-from experiments import mnist_table
+from experiments import mnist_report
 from experiments.configs import mnist
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results"
@@ -68,11 +68,11 @@ def test_unknown_and_unscalable_presets_are_refused():
 
 
 def test_table_row_names():
-    assert mnist_table.table_row("cpu_all_data_max_entropy") == "all_data_max_entropy_300"
-    assert mnist_table.table_row("all_data_max_entropy_1000") == "all_data_max_entropy_1000"
-    assert mnist_table.table_row("cpu_semi_supervised_100") == "semi_supervised_100"
-    assert mnist_table.table_row("step_wise_above_average_theta") == "step_wise_above_average_theta_300"
-    assert mnist_table.table_row("improved_300") == "improved_300"
+    assert mnist_report.table_row("cpu_all_data_max_entropy") == "all_data_max_entropy_300"
+    assert mnist_report.table_row("all_data_max_entropy_1000") == "all_data_max_entropy_1000"
+    assert mnist_report.table_row("cpu_semi_supervised_100") == "semi_supervised_100"
+    assert mnist_report.table_row("step_wise_above_average_theta") == "step_wise_above_average_theta_300"
+    assert mnist_report.table_row("improved_300") == "improved_300"
 
 
 def _record(preset, seed, accuracy, iterations=3, dataset="mnist"):
@@ -83,7 +83,7 @@ def _record(preset, seed, accuracy, iterations=3, dataset="mnist"):
          "pseudo_label_coverage": None if not config.semi_supervised else 1.0}
         for t in range(1, iterations + 1 if config.iterations else 1)]
     return {
-        "row": mnist_table.table_row(preset), "preset": preset, "seed": seed, "dataset": dataset,
+        "row": mnist_report.table_row(preset), "preset": preset, "seed": seed, "dataset": dataset,
         "scale": "cpu" if preset.startswith("cpu_") else "paper", "test_accuracy": accuracy,
         "config": json.loads(config.to_json_best_effort()), "summary": {"labels": metrics[-1]["labels"]},
         "metrics": metrics, "command": f"python -m experiments.main --config=...:{preset} --config.seed={seed}",
@@ -103,7 +103,7 @@ def test_report_from_runs(tmp_path):
     records += [_record("cpu_all_data_max_entropy", s, a) for s, a in enumerate((95.5, 96.0, 96.5))]
     records += [_record("all_data_max_entropy", 0, 97.5), _record("cpu_all_data_above_average_theta", 0, 94.0)]
     _write_runs(tmp_path, records)
-    table = mnist_table.write_report(tmp_path)
+    table = mnist_report.write_report(tmp_path)
     assert json.loads((tmp_path / "table.json").read_text()) == table
     supervised = table["supervised_100"]
     assert supervised["mean"] == 82.0 and supervised["std"] == 2.0 and supervised["runs"] == 3
@@ -124,13 +124,13 @@ def test_report_from_runs(tmp_path):
 def test_ordering_check():
     table = {"supervised_100": {"mean": 80.0}, "semi_supervised_100": {"mean": 90.0},
              "all_data_max_entropy_300": {"mean": 95.0}}
-    assert mnist_table.ordering_check(table).endswith("holds.")
+    assert mnist_report.ordering_check(table).endswith("holds.")
     table["all_data_max_entropy_300"]["mean"] = 94.9
-    assert "does NOT hold" in mnist_table.ordering_check(table)
+    assert "does NOT hold" in mnist_report.ordering_check(table)
     table["all_data_max_entropy_300"]["mean"] = 96.0
     table["semi_supervised_100"]["mean"] = 79.0
-    assert "does NOT hold" in mnist_table.ordering_check(table)
-    assert mnist_table.ordering_check({"supervised_100": {"mean": 80.0}}) is None
+    assert "does NOT hold" in mnist_report.ordering_check(table)
+    assert mnist_report.ordering_check({"supervised_100": {"mean": 80.0}}) is None
 
 
 @pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
@@ -138,10 +138,10 @@ def test_checked_in_tables_come_from_checked_in_runs(dataset):
     """Every number of results/<dataset>/table.json is recomputed from the per-run files beside it."""
     outdir = RESULTS / dataset
     if not (outdir / "table.json").exists():
-        pytest.fail(f"{outdir / 'table.json'} is missing: run experiments/mnist_table.py (see its docstring).")
-    records = mnist_table.load_records(outdir)
+        pytest.fail(f"{outdir / 'table.json'} is missing: run experiments/mnist_report.py (see its docstring).")
+    records = mnist_report.load_records(outdir)
     assert records, f"{outdir / 'runs'} holds no runs"
-    assert json.loads((outdir / "table.json").read_text()) == mnist_table.make_table(records)
+    assert json.loads((outdir / "table.json").read_text()) == mnist_report.make_table(records)
     for record in records:
         assert record["dataset"] == dataset
         assert record["test_accuracy"] == pytest.approx(100 * record["metrics"][-1]["test_accuracy"])
