@@ -55,7 +55,8 @@ _BUDGET_S = flags.DEFINE_float("budget_s", 0.0, "Wall seconds for everything: sm
 _OUTDIR = flags.DEFINE_string("outdir", None, "Where campaign.json, progress.jsonl, row.json, runs.tar.gz go.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with MNIST's four IDX files (unset: the download cache).")
 _ROW = flags.DEFINE_string("row", "all_data_max_entropy", "Preset of experiments/configs/mnist.py to run.")
-_MAX_SEEDS = flags.DEFINE_integer("max_seeds", 10, "At most this many seeds (0 ... R-1), run at once.")
+_MAX_SEEDS = flags.DEFINE_integer("max_seeds", 10, "At most this many seeds, run at once.")
+_FIRST_SEED = flags.DEFINE_integer("first_seed", 0, "Seeds first_seed ... first_seed + R - 1 (a later job adds seeds).")
 _SEED_AXIS = flags.DEFINE_enum("seed_axis", "auto", ("auto",) + multi_seed.SEED_AXES,
                                "How seeds share the program; auto: the faster of vmap and map, measured.")
 _SMOKE_ITERATIONS = flags.DEFINE_integer("smoke_iterations", 3, "Iterations of the row the smoke check runs.")
@@ -370,7 +371,8 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
     smoke_config.data.name = "mnist"
     smoke_config.iterations = _SMOKE_ITERATIONS.value
     smoke_started = time.time()
-    _, smoke_lines, _ = run_row(smoke_config, list(range(seeds)), seed_axis, dataset, None, None)
+    seed_range = lambda count: list(range(_FIRST_SEED.value, _FIRST_SEED.value + count))  # noqa: E731
+    _, smoke_lines, _ = run_row(smoke_config, seed_range(seeds), seed_axis, dataset, None, None)
     phases = phase_summary(smoke_lines)
     report["smoke"] = {"seeds": seeds, "iterations": smoke_config.iterations, "pool": num_pool,
                        "wall_seconds": time.time() - smoke_started, "phase_seconds": phases,
@@ -395,14 +397,14 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
         measured = lambda r: config.iterations * phases["iteration_total"] * r / seeds + projection(r)["initial_fit"]  # noqa: E731
         fits = [r for r in range(1, seeds + 1) if measured(r) <= SAFETY * left]
         seeds = max(fits) if fits else 1
-    report["row_seeds"] = seeds
+    report["row_seeds"] = seed_range(seeds)
     print(f"row: {seeds} seeds, {left:.0f} s left", flush=True)
     save()
     row_started = time.time()
-    results, lines, stopped = run_row(config, list(range(seeds)), seed_axis, dataset, outdir / "progress.jsonl",
+    results, lines, stopped = run_row(config, seed_range(seeds), seed_axis, dataset, outdir / "progress.jsonl",
                                       deadline)
     row_seconds = time.time() - row_started
-    report["row_result"] = {"seeds": list(range(seeds)), "wall_seconds": row_seconds, "stopped": stopped,
+    report["row_result"] = {"seeds": seed_range(seeds), "wall_seconds": row_seconds, "stopped": stopped,
                             "iterations_done": lines[-1][0]["iteration"] if lines else 0,
                             "phase_seconds": phase_summary(lines)}
     if results is not None:
