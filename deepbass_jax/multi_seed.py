@@ -22,7 +22,8 @@ chunk of MC inference 20x as long as one seed's under "vmap" (grouped convolutio
 "vmap" is meant for accelerators, where batching seeds fills the device (not measured here). Either way, a
 discrete decision (a label bought, a pseudo-label set, an early-stopping epoch) can differ from the
 driver's only if a score lies within round-off of a tie or of theta.
-No checkpoints or run directories: a run that is interrupted starts again.
+`SeedsRun` advances all seeds one iteration at a time and can be snapshotted and continued in another process;
+run directories are written by the callers (experiments/campaign.py).
 """
 
 from __future__ import annotations
@@ -31,9 +32,11 @@ import collections
 import copy
 import dataclasses
 import functools
+import json
 import time
 from typing import Callable, Optional, Sequence
 
+import flax.serialization
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -364,75 +367,152 @@ class _PhaseClock:
         self._last = now
 
 
-def run_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int], dataset: Optional[data.Dataset] = None,
-              seed_axis: str = "vmap", on_iteration: Optional[Callable[[int, list[dict]], None]] = None) -> list[dict]:
-    """Runs Algorithm 3.1 for every seed in `seeds` at once (simulated oracle only); see the module docstring.
+class SeedsRun:
+    """R runs of Algorithm 3.1 (simulated oracle) advancing together: `step()` runs the initial fit, then one
+    iteration per call. `snapshot()` holds everything needed to continue; `SeedsRun(..., snapshot=s)` continues
+    exactly where it was taken, so a run split over several processes equals an uninterrupted one.
 
     `dataset` replaces `data.load(config.data)` for every seed; without it each seed loads the data its
     config describes (the yin-yang toy draws its sample from the seed). `seed_axis`: "vmap" or "map".
-    Returns per seed a dict with
-      seed, test_accuracy (final; None without test data),
-      metrics: the driver's metrics lines, iteration 0 first ("seconds": the iteration, all seeds together),
-      oracle_log: the driver's oracle log lines {iteration, index, label},
-      initial_steps, steps: training steps after the initial fit and in all,
-      params: the final parameters; ground_truth, pseudo: [N] int32, -1 where none; pool_indices [N].
-    Iteration lines also hold "phase_seconds": {pool_inference, labeled_inference, acquisition_and_pseudo_labels,
-    epoch, metrics} (the last one is filled in after the lines are made). `on_iteration(iteration, lines)` is
-    called after the initial fit (iteration 0) and after every iteration with each seed's newest metrics line;
-    an exception it raises stops the run.
     """
-    if config.oracle != "simulated":
-        raise ValueError(
-            f"config.oracle={config.oracle!r}: many seeds at once needs config.oracle='simulated' (a person "
-            "cannot answer R runs in lockstep); run each seed with experiments.main instead."
-        )
-    active.validate(config)
-    if config.train.augment_degrees or config.train.augment_scale:
-        raise active.ConfigError(
-            f"config.train.augment_degrees={config.train.augment_degrees} / augment_scale="
-            f"{config.train.augment_scale}: ground-truth augmentation is not supported by many seeds at once; set "
-            "both to 0, or run each seed with experiments.main instead."
-        )
-    if len(seeds) == 0:
-        raise ValueError("seeds is empty: give at least one seed.")
-    if seed_axis not in SEED_AXES:
-        raise ValueError(f"seed_axis={seed_axis!r} is unknown; choose one of {SEED_AXES}.")
-    runs = _setup(config, seeds, dataset)
-    first = runs[0]
-    shared = all(run.source is first.source and np.array_equal(run.pool_indices, first.pool_indices) for run in runs)
-    images = jnp.asarray(first.pool_images if shared else np.stack([run.pool_images for run in runs]))
-    module = models.build(config.model, first.dataset.num_classes)
-    apply_fn = models.make_apply(module)
-    device = _Device(config, apply_fn, images, shared, seed_axis)
-    states = _stack([active.initial_train_state(module, apply_fn, run.key, first.dataset.input_shape, config.train)
-                     for run in runs])
 
-    states = _initial_fit(device, runs, states)
-    initial_steps = np.asarray(states.step).tolist()
-    if on_iteration is not None:
-        on_iteration(0, [run.metrics[-1] for run in runs])
-    for iteration in range(1, config.iterations + 1):
-        states = _iterate(device, runs, states, iteration)
-        if on_iteration is not None:
-            on_iteration(iteration, [run.metrics[-1] for run in runs])
-        logging.log_every_n_seconds(logging.INFO, "iteration %d: test accuracy %s", 30, iteration,
-                                    [run.metrics[-1].get("test_accuracy") for run in runs])
-    steps = np.asarray(states.step).tolist()
-    return [
-        {
-            "seed": run.config.seed,
-            "test_accuracy": run.metrics[-1].get("test_accuracy"),
-            "metrics": run.metrics,
-            "oracle_log": run.oracle_log,
-            "initial_steps": initial_steps[r],
-            "steps": steps[r],
-            "params": _unstack(states.params, r),
-            "ground_truth": run.state.ground_truth,
-            "pseudo": run.state.pseudo,
-            "pool_indices": run.pool_indices,
+    def __init__(self, config: ml_collections.ConfigDict, seeds: Sequence[int], dataset: Optional[data.Dataset] = None,
+                 seed_axis: str = "vmap", snapshot: Optional[dict] = None):
+        if config.oracle != "simulated":
+            raise ValueError(
+                f"config.oracle={config.oracle!r}: many seeds at once needs config.oracle='simulated' (a person "
+                "cannot answer R runs in lockstep); run each seed with experiments.main instead."
+            )
+        active.validate(config)
+        if config.train.augment_degrees or config.train.augment_scale:
+            raise active.ConfigError(
+                f"config.train.augment_degrees={config.train.augment_degrees} / augment_scale="
+                f"{config.train.augment_scale}: ground-truth augmentation is not supported by many seeds at once; "
+                "set both to 0, or run each seed with experiments.main instead."
+            )
+        if len(seeds) == 0:
+            raise ValueError("seeds is empty: give at least one seed.")
+        if seed_axis not in SEED_AXES:
+            raise ValueError(f"seed_axis={seed_axis!r} is unknown; choose one of {SEED_AXES}.")
+        self.config, self.seeds, self.seed_axis = config, [int(seed) for seed in seeds], seed_axis
+        self.runs = _setup(config, self.seeds, dataset)
+        first = self.runs[0]
+        shared = all(run.source is first.source and np.array_equal(run.pool_indices, first.pool_indices)
+                     for run in self.runs)
+        images = jnp.asarray(first.pool_images if shared else np.stack([run.pool_images for run in self.runs]))
+        module = models.build(config.model, first.dataset.num_classes)
+        self.apply_fn = models.make_apply(module)
+        self.device = _Device(config, self.apply_fn, images, shared, seed_axis)
+        self.states = _stack([active.initial_train_state(module, self.apply_fn, run.key, first.dataset.input_shape,
+                                                         config.train) for run in self.runs])
+        self.iteration = -1  # -1: before the initial fit; 0: after it; i: after iteration i
+        self.initial_steps = None
+        if snapshot is not None:
+            self._restore(snapshot)
+
+    @property
+    def done(self) -> bool:
+        return self.iteration >= self.config.iterations
+
+    def step(self) -> list[dict]:
+        """The initial fit (first call) or the next iteration; returns each seed's new metrics line."""
+        if self.done:
+            raise RuntimeError(f"the run is done: all {self.config.iterations} iterations ran.")
+        if self.iteration < 0:
+            self.states = _initial_fit(self.device, self.runs, self.states)
+            self.initial_steps = np.asarray(self.states.step).tolist()
+        else:
+            self.states = _iterate(self.device, self.runs, self.states, self.iteration + 1)
+        self.iteration += 1
+        return [run.metrics[-1] for run in self.runs]
+
+    def results(self) -> list[dict]:
+        """Per seed a dict with
+          seed, test_accuracy (final; None without test data),
+          metrics: the driver's metrics lines, iteration 0 first ("seconds": the iteration, all seeds together;
+            "phase_seconds": {pool_inference, labeled_inference, acquisition_and_pseudo_labels, epoch, metrics}),
+          oracle_log: the driver's oracle log lines {iteration, index, label},
+          initial_steps, steps: training steps after the initial fit and in all,
+          params: the final parameters; ground_truth, pseudo: [N] int32, -1 where none; pool_indices [N].
+        """
+        steps = np.asarray(self.states.step).tolist()
+        return [
+            {
+                "seed": run.config.seed,
+                "test_accuracy": run.metrics[-1].get("test_accuracy") if run.metrics else None,
+                "metrics": run.metrics,
+                "oracle_log": run.oracle_log,
+                "initial_steps": None if self.initial_steps is None else self.initial_steps[r],
+                "steps": steps[r],
+                "params": _unstack(self.states.params, r),
+                "ground_truth": run.state.ground_truth,
+                "pseudo": run.state.pseudo,
+                "pool_indices": run.pool_indices,
+            }
+            for r, run in enumerate(self.runs)
+        ]
+
+    def snapshot(self) -> dict:
+        """Everything `SeedsRun(..., snapshot=...)` needs to continue after the current iteration: the stacked
+        train states, each seed's labels, pseudo-labels, oracle state, metrics and oracle log (checkpoint.save
+        writes it)."""
+        states = self.states.replace(dropout_key=jax.random.key_data(self.states.dropout_key))
+        label_type = np.int8 if self.runs[0].dataset.num_classes <= 127 else np.int32  # -1 ... C-1
+        return {
+            "config": self.config.to_json_best_effort(sort_keys=True),
+            "seeds": np.array(self.seeds, np.int64),
+            "seed_axis": self.seed_axis,
+            "iteration": self.iteration,
+            "initial_steps": np.array(self.initial_steps if self.initial_steps is not None else [], np.int64),
+            "states": jax.device_get(flax.serialization.to_state_dict(states)),
+            "runs": {str(r): {"ground_truth": run.state.ground_truth.astype(label_type),
+                              "pseudo": run.state.pseudo.astype(label_type),
+                              "oracle": run.oracle.state_dict(),
+                              "metrics": json.dumps(run.metrics),
+                              "oracle_log": json.dumps(run.oracle_log)}
+                     for r, run in enumerate(self.runs)},
         }
-        for r, run in enumerate(runs)
-    ]
+
+    def _restore(self, snapshot: dict) -> None:
+        expected = {"config": self.config.to_json_best_effort(sort_keys=True), "seeds": self.seeds,
+                    "seed_axis": self.seed_axis}
+        found = {"config": snapshot["config"], "seeds": np.asarray(snapshot["seeds"]).tolist(),
+                 "seed_axis": snapshot["seed_axis"]}
+        differ = [key for key in expected if expected[key] != found[key]]
+        if differ:
+            raise ValueError(f"the snapshot belongs to another run (different {' and '.join(differ)}); continue it "
+                             "with the config, seeds and seed axis it was taken with.")
+        template = self.states.replace(dropout_key=jax.random.key_data(self.states.dropout_key))
+        states = flax.serialization.from_state_dict(template, snapshot["states"])
+        self.states = jax.device_put(states.replace(dropout_key=jax.random.wrap_key_data(states.dropout_key)))
+        self.iteration = int(snapshot["iteration"])
+        self.initial_steps = np.asarray(snapshot["initial_steps"]).tolist() if self.iteration >= 0 else None
+        for r, run in enumerate(self.runs):
+            saved = snapshot["runs"][str(r)]
+            run.state.ground_truth = np.asarray(saved["ground_truth"], np.int32)
+            run.state.pseudo = np.asarray(saved["pseudo"], np.int32)
+            run.state.iteration = max(self.iteration, 0)
+            run.state.train_state = _unstack(self.states, r)
+            run.oracle.load_state_dict(saved["oracle"])
+            run.metrics = json.loads(saved["metrics"])
+            run.oracle_log = json.loads(saved["oracle_log"])
+
+
+def run_seeds(config: ml_collections.ConfigDict, seeds: Sequence[int], dataset: Optional[data.Dataset] = None,
+              seed_axis: str = "vmap", on_iteration: Optional[Callable[[int, list[dict]], None]] = None) -> list[dict]:
+    """Runs Algorithm 3.1 for every seed in `seeds` at once to the end; returns `SeedsRun.results()`.
+
+    `on_iteration(iteration, lines)` is called after the initial fit (iteration 0) and after every iteration
+    with each seed's newest metrics line; an exception it raises stops the run.
+    """
+    run = SeedsRun(config, seeds, dataset, seed_axis)
+    while not run.done:
+        lines = run.step()
+        if on_iteration is not None:
+            on_iteration(run.iteration, lines)
+        logging.log_every_n_seconds(logging.INFO, "iteration %d: test accuracy %s", 30, run.iteration,
+                                    [line.get("test_accuracy") for line in lines])
+    return run.results()
 
 
 def summarize(results: list[dict]) -> dict:

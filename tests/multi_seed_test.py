@@ -210,3 +210,42 @@ def test_summarize_reports_mean_and_sample_std():
     summary = multi_seed.summarize(results)
     assert summary["seeds"] == [0, 1] and summary["test_accuracy"] == [0.8, 0.9]
     assert summary["mean"] == pytest.approx(0.85) and summary["std"] == pytest.approx(np.std([0.8, 0.9], ddof=1))
+
+
+def _without_timings(lines):
+    return [{k: v for k, v in line.items() if k not in ("seconds", "phase_seconds")} for line in lines]
+
+
+@pytest.mark.parametrize("stop_after", [-1, 0, 2])
+def test_a_run_continued_from_a_snapshot_equals_an_uninterrupted_one(tmp_path, stop_after):
+    """Snapshot before the initial fit (-1), after it (0) or after iteration 2, written to disk and read back
+    into a fresh SeedsRun (as the next accelerator job does): the same labels, pseudo-labels, metrics and
+    parameters as the uninterrupted run, bit for bit under seed_axis="map"."""
+    seed_axis = "map"
+    uninterrupted = multi_seed.run_seeds(_toy_config(), SEEDS, seed_axis=seed_axis)
+    first = multi_seed.SeedsRun(_toy_config(), SEEDS, seed_axis=seed_axis)
+    while first.iteration < stop_after:
+        first.step()
+    checkpoint.save(tmp_path / "pending.msgpack", first.snapshot())
+    second = multi_seed.SeedsRun(_toy_config(), SEEDS, seed_axis=seed_axis,
+                                 snapshot=checkpoint.load(tmp_path / "pending.msgpack"))
+    assert second.iteration == stop_after
+    while not second.done:
+        second.step()
+    for result, expected in zip(second.results(), uninterrupted):
+        assert result["oracle_log"] == expected["oracle_log"]
+        assert _without_timings(result["metrics"]) == _without_timings(expected["metrics"])
+        assert (result["initial_steps"], result["steps"]) == (expected["initial_steps"], expected["steps"])
+        np.testing.assert_array_equal(result["ground_truth"], expected["ground_truth"])
+        np.testing.assert_array_equal(result["pseudo"], expected["pseudo"])
+        for leaf, expected_leaf in zip(_leaves(result["params"]), _leaves(expected["params"])):
+            np.testing.assert_array_equal(leaf, expected_leaf)
+
+
+def test_a_snapshot_of_another_run_is_refused():
+    run = multi_seed.SeedsRun(_toy_config(), SEEDS, seed_axis="map")
+    snapshot = run.snapshot()
+    with pytest.raises(ValueError, match=r"another run \(different seeds\)"):
+        multi_seed.SeedsRun(_toy_config(), (0, 1, 3), seed_axis="map", snapshot=snapshot)
+    with pytest.raises(ValueError, match=r"another run \(different config\)"):
+        multi_seed.SeedsRun(_toy_config(iterations=5), SEEDS, seed_axis="map", snapshot=snapshot)

@@ -1,0 +1,89 @@
+"""experiments/campaign.py: the reference check, and the whole cycle of accelerator jobs on the CPU (jobs that
+stop part-way, merges, continuation) giving the results of one uninterrupted job."""
+
+import json
+import pathlib
+
+import numpy as np
+import pytest
+from absl import flags
+from absl.testing import flagsaver
+
+from experiments import campaign
+from experiments.configs import mnist
+
+
+@pytest.mark.parametrize("kernels", ["cpu_tuned", "xla"])
+def test_reference_check_passes_on_the_cpu_for_every_kernel_choice(kernels):
+    check = campaign.check_reference(kernels)
+    assert check["passed"], check
+    assert set(check["relative_errors"]) == {"logits", "dropout_logits", "grad_norms", "grad_first"}
+
+
+def test_reference_check_fails_for_a_different_network(monkeypatch):
+    """A network that computes something else (here: another initialization) fails the check."""
+    original = campaign.models.init_params
+    monkeypatch.setattr(campaign.models, "init_params", lambda module, key, shape: original(module, campaign.jax.random.fold_in(key, 1), shape))
+    assert not campaign.check_reference("cpu_tuned")["passed"]
+
+
+def test_steps_per_epoch_of_the_headline_row():
+    config = mnist.get_config("all_data_max_entropy")
+    # at most 300 labels x 20 + 59,700 pseudo-labels per epoch; the initial fit: 100 labels x 20 = 2,000 views
+    assert campaign._steps_per_epoch(config, 60000) == (-(-(300 * 20 + 59700) // 256), 8)
+
+
+def _job(tmp_path: pathlib.Path, name: str, results: pathlib.Path, mnist_dir, **extra) -> pathlib.Path:
+    outdir = tmp_path / name
+    argv = ["campaign", "--rows=all_data_max_entropy", "--seeds_per_row=2", "--max_seeds=2", "--pool_size=320",
+            "--iterations=5", "--initial_epochs=1", "--test_size=100", "--chunk_size=64", "--seed_axis=map", "--smoke_iterations=0",
+            "--budget_s=900", f"--data_dir={mnist_dir}", f"--results={results}", f"--outdir={outdir}"]
+    argv += [f"--{key}={value}" for key, value in extra.items()]
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(argv)
+        campaign.campaign(outdir, flags.FLAGS.budget_s, smoke_only=False)
+    return outdir
+
+
+def _records(results: pathlib.Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((results / "mnist" / "runs" / "all_data_max_entropy").glob("*"))]
+
+
+def _without_timings(lines):
+    return [{k: v for k, v in line.items() if k not in ("seconds", "phase_seconds")} for line in lines]
+
+
+@pytest.mark.slow  # about 105 s on 2 CPU cores: pytest -m slow
+def test_three_jobs_with_merges_equal_one_uninterrupted_job(tmp_path, mnist_dir):
+    """Jobs limited to 2 iterations each: the first fits and runs iterations 1-2, the second 3-4, the third
+    5 and finishes; each is merged before the next starts, which continues from the merged snapshot. The
+    records equal those of one job run to the end, bit for bit (seed axis map)."""
+    results, reference = tmp_path / "results", tmp_path / "reference"
+    for number, expect_pending in ((1, True), (2, True), (3, False)):
+        job = _job(tmp_path, f"job{number}", results, mnist_dir, max_iterations=2)
+        assert (job / campaign.PENDING).exists() == expect_pending
+        assert (job / "rows.json").exists() == (not expect_pending)
+        if not expect_pending:  # a finished row of a shrunken setting never enters the paper's table by default
+            with pytest.raises(ValueError, match="not the paper's setting"):
+                campaign.merge(job, results)
+        campaign.merge(job, results, allow_reduced=True)
+        assert campaign.pending_path(results).exists() == expect_pending
+        report = json.loads((job / "campaign.json").read_text())
+        assert report["jobs"][0]["iteration"] == min(2 * number, 5)
+    assert len(list(job.iterdir())) <= 8
+    # Nothing is left to do: a fourth job runs no row.
+    assert json.loads((_job(tmp_path, "job4", results, mnist_dir) / "campaign.json").read_text())["jobs"] == []
+
+    campaign.merge(_job(tmp_path, "uninterrupted", reference, mnist_dir), reference, allow_reduced=True)
+    split, whole = _records(results), _records(reference)
+    assert [r["seed"] for r in split] == [r["seed"] for r in whole] == [0, 1]
+    for ours, expected in zip(split, whole):
+        assert ours["scale"] == "reduced"
+        assert len(ours["metrics"]) == 6
+        assert _without_timings(ours["metrics"]) == _without_timings(expected["metrics"])
+        assert ours["test_accuracy"] == expected["test_accuracy"]
+    table = json.loads((results / "mnist" / "table.json").read_text())
+    assert table["all_data_max_entropy_300"]["scale"] == "reduced"
+    assert table["all_data_max_entropy_300"]["mean"] == pytest.approx(np.mean([r["test_accuracy"] for r in whole]),
+                                                                      abs=0.01)
