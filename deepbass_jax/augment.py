@@ -31,7 +31,7 @@ def transform(images: jax.Array, degrees: jax.Array, scale_h: jax.Array, scale_w
     """Warps images [B, H, W, C] by per-sample degrees, scale_h, scale_w [B] -> [B, H, W, C] (see module doc).
 
     `map_coordinates(order=1, mode="constant")` vmapped over samples and channels: on CPU it was faster than a
-    hand-written 4-corner gather (1.9 vs 2.6 ms for 256x28x28x1 under jit) and equal to it bitwise.
+    hand-written 4-corner gather and equal to it bitwise.
     """
     _, height, width, _ = images.shape
 

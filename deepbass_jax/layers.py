@@ -43,7 +43,7 @@ def hash_keep_mask(shape, seed: jax.Array, rate: float) -> jax.Array:
 class HashDropout(nn.Module):
     """Inverted dropout whose masks come from a counter-based hash rather than threefry.
 
-    Why: threefry mask generation took about three quarters of MC-dropout inference time (PERF_NOTES).
+    Why: threefry mask generation took about three quarters of MC-dropout inference time on a CPU.
     One threefry draw per call gives a 64-bit seed; `hash_keep_mask` turns it into the mask.
     """
 
@@ -62,8 +62,8 @@ def conv3x3_kernel_grad(x: jax.Array, dy: jax.Array, rows_per_step: int = 7200) 
     """Gradient of a 3x3 'SAME' convolution with respect to its kernel: x [N, H, W, I], dy [N, H, W, O]
     -> [3, 3, I, O], dW[i, j, c, o] = sum_{n, y, x} xpad[n, y + i, x + j, c] dy[n, y, x, o].
 
-    Why not XLA's own: on CPU it lowers this to a convolution with an H x W window that ran at about 5
-    GFLOP/s (half of a training step). Here each image is zero-padded to (H+2) x (W+2) and flattened, so tap
+    Why not XLA's own: on CPU it lowers this to a convolution with an H x W window that took half of a training
+    step. Here each image is zero-padded to (H+2) x (W+2) and flattened, so tap
     (i, j) is the contiguous slice starting at i * (W+2) + j; the nine slices side by side are an im2col
     matrix and the gradient is one matmul. A scan over groups of images (about `rows_per_step` padded
     pixels each, the fastest size measured) keeps that matrix in cache; built for a whole batch of 256 at

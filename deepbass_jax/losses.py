@@ -26,10 +26,3 @@ def l2_penalty(params, weight: float) -> jax.Array:
         if getattr(path[-1], "key", None) == "kernel"
     ]
     return weight * sum(jnp.sum(jnp.square(kernel)) for kernel in kernels)
-
-
-def accuracy(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Array:
-    """Fraction of samples with weight > 0 whose argmax equals the label."""
-    valid = weights > 0
-    correct = (logits.argmax(axis=-1) == labels) & valid
-    return correct.sum() / jnp.maximum(valid.sum(), 1)

@@ -1,4 +1,4 @@
-"""Training: the jit-compiled step, epochs over a sampling plan with a static batch shape, evaluation.
+"""Training: the jit-compiled step, sampling plans, evaluation; `algorithm.train_epoch` runs the epochs.
 
 Line 12 of Algorithm 3.1 trains one epoch on D = ground truth repeated `upsample` times (section 4,
 "intentional overfitting") plus the pseudo-labeled samples, each at most once. Sets are boolean masks
@@ -8,7 +8,7 @@ over a fixed pool; a plan is a shuffled array of pool indices with per-entry los
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple, Optional
+from typing import Any, NamedTuple, Optional
 
 import flax.struct
 import jax
@@ -51,7 +51,7 @@ class TrainState(flax.struct.PyTreeNode):
 @functools.lru_cache(maxsize=None)
 def adam(learning_rate: float) -> optax.GradientTransformation:
     """optax.adam, one object per learning rate: TrainState holds it as a static field, so a fresh (unequal)
-    optimizer per run would make `batch_step` compile again for every run."""
+    optimizer per run would make the training step compile again for every run."""
     return optax.adam(learning_rate)
 
 
@@ -86,7 +86,7 @@ def augment_key(dropout_key: jax.Array, step: jax.Array) -> jax.Array:
 
 
 @functools.partial(jax.jit, static_argnames=("augment_degrees", "augment_scale"))
-def _gather_batch(images: jax.Array, targets: jax.Array, batch_indices: jax.Array, augment=None, dropout_key=None,
+def gather_batch(images: jax.Array, targets: jax.Array, batch_indices: jax.Array, augment=None, dropout_key=None,
                   step=None, augment_degrees: float = 0.0, augment_scale: float = 0.0):
     """images[batch_indices], targets[batch_indices]; with `augment` [B] bool, the rows marked True are warped
     by `augment_lib.random_affine_where` with key `augment_key(dropout_key, step)`."""
@@ -110,15 +110,15 @@ def train_step(
     """One Adam step on the batch images[batch_indices] with labels targets[batch_indices].
 
     images [N, ...] and targets [N] are the whole pool (gathered on device); batch_indices [B] int32,
-    batch_weights [B] float32 (0 marks padding). The gather is its own small program, so `batch_step`, the
-    expensive one, compiles once whatever the pool size. augment [B] bool (images [N, H, W, C] only) marks the
+    batch_weights [B] float32 (0 marks padding). Called alone, the gather and `batch_step` are two programs;
+    `algorithm.seeds_train_step` traces both into one. augment [B] bool (images [N, H, W, C] only) marks the
     rows to warp by a random rotation of up to `augment_degrees` and scaling of up to `augment_scale` (static
     floats, config.train's fields of those names); None or both 0: no augmentation.
     """
     if augment is None or (augment_degrees == 0 and augment_scale == 0):
-        x, y = _gather_batch(images, targets, batch_indices)
+        x, y = gather_batch(images, targets, batch_indices)
     else:
-        x, y = _gather_batch(images, targets, batch_indices, augment, state.dropout_key, state.step,
+        x, y = gather_batch(images, targets, batch_indices, augment, state.dropout_key, state.step,
                              augment_degrees=augment_degrees, augment_scale=augment_scale)
     return batch_step(state, x, y, batch_weights)
 
@@ -174,104 +174,30 @@ def sampling_plan(
     return indices[order], weights[order]
 
 
-def _pad_to_multiple(indices: np.ndarray, weights: np.ndarray, batch_size: int):
-    padding = -indices.shape[0] % batch_size
-    return (
-        np.concatenate([indices, np.zeros(padding, np.int32)]),
-        np.concatenate([weights, np.zeros(padding, np.float32)]),
-    )
-
-
 class EpochMetrics(NamedTuple):
     loss: float  # mean batch loss
     accuracy: float  # training accuracy over the plan (pseudo-labels count as labels)
     steps: int
 
 
-def train_epoch(
-    state: TrainState,
-    images: jax.Array,
-    targets: jax.Array,
-    indices: np.ndarray,
-    weights: np.ndarray,
-    batch_size: int = 256,
-    labeled: Optional[np.ndarray] = None,
-    augment_degrees: float = 0.0,
-    augment_scale: float = 0.0,
-) -> tuple[TrainState, EpochMetrics]:
-    """One pass over a plan in batches of exactly `batch_size` (the last one padded with weight 0),
-    so `train_step` compiles once whatever the plan's length.
-
-    With augment_degrees or augment_scale > 0 (config.train's fields), the plan entries of ground-truth samples,
-    labeled [N] bool over the pool, are warped (images [N, H, W, C]); pseudo-labeled entries are not."""
-    if indices.shape[0] == 0:
-        raise ValueError("the training plan is empty: label at least one sample before training.")
-    augmenting = augment_degrees != 0 or augment_scale != 0
-    if augmenting and labeled is None:
-        raise ValueError("augmentation warps ground-truth samples only: give train_epoch the `labeled` mask [N].")
-    augment = np.asarray(labeled, bool)[indices] if augmenting else np.zeros(indices.shape[0], bool)
-    augment = np.concatenate([augment, np.zeros(-indices.shape[0] % batch_size, bool)])
-    indices, weights = _pad_to_multiple(indices, weights, batch_size)
-    batches = zip(indices.reshape(-1, batch_size), weights.reshape(-1, batch_size), augment.reshape(-1, batch_size))
-    total_loss, total_correct, total_count, steps = 0.0, 0, 0, 0
-    for batch_indices, batch_weights, batch_augment in batches:
-        state, metrics = train_step(state, images, targets, batch_indices, batch_weights,
-                                    batch_augment if augmenting else None, augment_degrees, augment_scale)
-        # Accumulated on device: no host round trip per step.
-        total_loss += metrics.loss
-        total_correct += metrics.correct
-        total_count += metrics.count
-        steps += 1
-    loss = float(total_loss) / steps
-    if not np.isfinite(loss):
-        raise FloatingPointError(f"training loss became {loss} at step {int(state.step)}.")
-    return state, EpochMetrics(loss=loss, accuracy=float(total_correct) / float(total_count), steps=steps)
-
-
-def fit(
-    state: TrainState,
-    images: jax.Array,
-    targets: jax.Array,
-    labeled: np.ndarray,
-    key: jax.Array,
-    epochs: int,
-    config: ml_collections.ConfigDict,
-    patience: int = 0,
-    on_epoch: Optional[Callable[[int, EpochMetrics], None]] = None,
-) -> tuple[TrainState, EpochMetrics]:
-    """Supervised training (line 2 of Algorithm 3.1): up to `epochs` epochs over the upsampled ground truth.
-
-    With `patience` > 0 training stops once the epoch's training accuracy has not exceeded its best for
-    that many epochs ("until the training accuracy stagnates", section 4). config.augment_degrees /
-    augment_scale > 0 warp every entry (all are ground truth).
-    """
-    no_selection = np.zeros_like(np.asarray(labeled, bool))
-    best, since_best = -1.0, 0
-    for epoch in range(epochs):
-        indices, weights = sampling_plan(labeled, no_selection, jax.random.fold_in(key, epoch), config.upsample)
-        state, metrics = train_epoch(state, images, targets, indices, weights, config.batch_size, labeled,
-                                     config.augment_degrees, config.augment_scale)
-        if on_epoch is not None:
-            on_epoch(epoch, metrics)
-        best, since_best = (metrics.accuracy, 0) if metrics.accuracy > best else (best, since_best + 1)
-        if patience and since_best >= patience:
-            break
-    return state, metrics
-
-
 @functools.partial(jax.jit, static_argnames=("apply_fn",))
-def _predict_chunk(apply_fn: ApplyFn, params, images: jax.Array) -> jax.Array:
-    return apply_fn(params, images).argmax(axis=-1)
+def _predict_chunk(apply_fn: ApplyFn, params, images: jax.Array):
+    """Deterministic predictions [B] of a chunk [B, ...] and whether each row's logits are finite [B]."""
+    logits = apply_fn(params, images)
+    return logits.argmax(axis=-1), jnp.isfinite(logits).all(axis=-1)
 
 
-def predict(apply_fn: ApplyFn, params, images, chunk_size: int = 2048) -> np.ndarray:
-    """Deterministic (dropout off) class predictions [N] for images [N, ...], in padded fixed-size chunks."""
-    predictions = []
+def accuracy(apply_fn: ApplyFn, params, images, labels, what: str = "test", chunk_size: int = 2048) -> float:
+    """Accuracy in [0, 1] of the deterministic network (dropout off) on images [N, ...] with labels [N], in padded
+    fixed-size chunks; FloatingPointError naming `what` when the logits of a prediction hold NaN or Inf."""
+    predictions, finite = [], []
     for _, chunk, valid in padded_chunks(images, chunk_size):
-        predictions.append(_predict_chunk(apply_fn, params, chunk)[:valid])
-    return np.asarray(jnp.concatenate(predictions))
-
-
-def accuracy(apply_fn: ApplyFn, params, images, labels, chunk_size: int = 2048) -> float:
-    """Test accuracy of the deterministic network, a float in [0, 1]."""
-    return float(np.mean(predict(apply_fn, params, images, chunk_size) == np.asarray(labels)))
+        chunk_predictions, chunk_finite = _predict_chunk(apply_fn, params, chunk)
+        predictions.append(chunk_predictions[:valid])
+        finite.append(chunk_finite[:valid])
+    finite = np.asarray(jnp.concatenate(finite))
+    if not finite.all():
+        raise FloatingPointError(
+            f"NaN or Inf in the {what} predictions ({int((~finite).sum())} of {len(finite)} samples)"
+        )
+    return float(np.mean(np.asarray(jnp.concatenate(predictions)) == np.asarray(labels)))

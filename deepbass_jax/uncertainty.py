@@ -1,7 +1,8 @@
 """MC-dropout inference (section 3.2) and the uncertainty scores built on it.
 
 Shapes: `probs` are MC samples [T, N, C] (T stochastic passes, N samples, C classes); `mean_probs` are [N, C].
-All scores are normalized by log(C), so each lies in [0, 1].
+All scores are normalized by log(C), so each lies in [0, 1]. `chunk_stats` scores one fixed-size chunk;
+`algorithm.pool_stats` runs it over a whole pool.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import entr
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh
 
-from deepbass_jax.chunks import padded_chunks
 from deepbass_jax.models import ApplyFn
 
 
@@ -88,8 +88,8 @@ def chunk_stats(apply_fn: ApplyFn, params, images, sample_ids, key, num_passes: 
 
 
 def pool_mesh(num_devices: int = 0) -> Optional[Mesh]:
-    """A 1-D mesh over the first `num_devices` local devices (0 = all of them) for `pool_stats`; None when
-    that is a single device."""
+    """A 1-D mesh over the first `num_devices` local devices (0 = all of them) for `algorithm.pool_stats`; None
+    when that is a single device."""
     available = jax.local_devices()
     if num_devices < 0 or num_devices > len(available):
         raise ValueError(
@@ -98,54 +98,3 @@ def pool_mesh(num_devices: int = 0) -> Optional[Mesh]:
         )
     devices = available[: num_devices or len(available)]
     return Mesh(np.array(devices), (POOL_AXIS,)) if len(devices) > 1 else None
-
-
-def pool_stats(
-    apply_fn: ApplyFn,
-    params,
-    images,
-    key: jax.Array,
-    num_passes: int,
-    chunk_size: int = 256,
-    mesh: Optional[Mesh] = None,
-) -> UncertaintyStats:
-    """MC-dropout scores for a pool of any size in fixed-size padded chunks; fields are numpy arrays.
-
-    `images` [N, ...] is anything with `.shape` whose slices `images[a:b]` give arrays: a device array, a
-    numpy array, an `np.memmap` or a lazy pool that makes images on demand. Compiles once per chunk shape,
-    whatever N is. Each sample's dropout masks depend only on `key` and its index in the pool, so the
-    result does not depend on `chunk_size`. Working memory is O(chunk_size * T) plus the O(N * C) result:
-    chunk i + 1 is dispatched before chunk i's scores are copied into preallocated host arrays.
-
-    With a `mesh` (see `pool_mesh`) every device takes `chunk_size` samples per step: one step covers
-    chunk_size * devices samples, split along the sample axis. Each device then runs the same program on the
-    same shapes as a single device would, so the scores are bitwise those of one device with the same
-    `chunk_size` (on CPU the last float bits of a sample's scores can depend on the chunk size).
-    """
-    num_samples = images.shape[0]
-    if num_samples == 0:
-        raise ValueError("pool_stats got an empty pool: there is nothing to run MC-dropout inference on.")
-    result = None
-    in_flight = None  # (start, valid rows, device scores) of the chunk dispatched last
-
-    def collect(start, valid, scores):
-        nonlocal result
-        if result is None:
-            result = UncertaintyStats(*(np.empty((num_samples, *f.shape[1:]), f.dtype) for f in scores))
-        for out, field in zip(result, scores):
-            out[start : start + valid] = np.asarray(field[:valid])
-
-    if mesh is not None:
-        chunk_size *= mesh.size
-        sharded = NamedSharding(mesh, PartitionSpec(POOL_AXIS))
-        params = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
-    for start, chunk, valid in padded_chunks(images, chunk_size):
-        sample_ids = np.arange(start, start + chunk_size, dtype=np.uint32)
-        if mesh is not None:
-            chunk, sample_ids = jax.device_put((chunk, sample_ids), sharded)
-        scores = chunk_stats(apply_fn, params, chunk, sample_ids, key, num_passes)
-        if in_flight is not None:
-            collect(*in_flight)
-        in_flight = (start, valid, scores)
-    collect(*in_flight)
-    return result

@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from deepbass_jax import active, models, train, uncertainty
+from deepbass_jax import active, algorithm, config as config_lib, models, train
+from experiments import provenance
 
 _QUICK = flags.DEFINE_bool("quick", False, "Small sizes and one repetition: finishes in under a minute.")
 _JSON = flags.DEFINE_string("json", None, "Write the results as one JSON object to this file.")
@@ -35,6 +36,8 @@ _MEMORY_POOLS = flags.DEFINE_list("memory_pools", ["60000", "1000000"], "Pool si
 _MEMORY_CHILD = flags.DEFINE_integer("memory_child", 0, "Internal: measure one pool size in this process.")
 
 PASSES = 10  # T'
+CHUNK_SIZE = config_lib.default_config().chunk_size  # the driver's pool inference chunk
+SEED_AXIS = "map"  # one seed: "map" and "vmap" run the same program
 
 
 def _best_seconds(fn, repeats: int) -> float:
@@ -52,21 +55,23 @@ def _jax_figures(pool_size: int, train_samples: int, repeats: int) -> dict:
     module = models.build(models.default_config(), 10)
     apply_fn = models.make_apply(module)
     params = models.init_params(module, jax.random.key(0), (28, 28, 1))
+    seed_params = algorithm.stack([params])  # one seed
     pool = jax.random.uniform(jax.random.key(1), (pool_size, 28, 28, 1))
     keys = iter(jax.random.split(jax.random.key(2), 1000))
 
-    def mc():
-        jax.block_until_ready(uncertainty.pool_stats(apply_fn, params, pool, next(keys), PASSES).entropy)
+    def mc():  # one run's pool inference; the scores arrive on the host
+        algorithm.pool_stats(apply_fn, seed_params, pool, next(keys)[None], PASSES, CHUNK_SIZE, shared=True,
+                             seed_axis=SEED_AXIS)
 
     mc_seconds = _best_seconds(mc, repeats)
-    targets = jnp.zeros(pool_size, jnp.int32)
-    state = train.create_train_state(apply_fn, params, jax.random.key(3), train.default_config())
+    targets = jnp.zeros((1, pool_size), jnp.int32)
+    states = algorithm.stack([train.create_train_state(apply_fn, params, jax.random.key(3), train.default_config())])
     indices = np.random.default_rng(0).integers(0, pool_size, train_samples).astype(np.int32)
-    weights = np.ones(train_samples, np.float32)
+    plan = (indices, np.ones(train_samples, np.float32))
 
-    def epoch():
-        nonlocal state
-        state, metrics = train.train_epoch(state, pool, targets, indices, weights, 256)
+    def epoch():  # one run's epoch; returns once the loss is on the host
+        nonlocal states
+        states, _ = algorithm.train_epoch(states, pool, targets, [plan], 256, shared=True, seed_axis=SEED_AXIS)
 
     train_seconds = _best_seconds(epoch, repeats)
     return {
@@ -93,9 +98,10 @@ def _memory_child(pool_size: int) -> None:
     apply_fn = models.make_apply(module)
     params = models.init_params(module, jax.random.key(0), (28, 28, 1))
     started = time.perf_counter()
-    stats = uncertainty.pool_stats(apply_fn, params, SyntheticPool(pool_size), jax.random.key(1), PASSES)
+    stats = algorithm.pool_stats(apply_fn, algorithm.stack([params]), SyntheticPool(pool_size), jax.random.key(1)[None],
+                                 PASSES, CHUNK_SIZE, shared=True, seed_axis=SEED_AXIS)
     seconds = time.perf_counter() - started
-    assert stats.entropy.shape == (pool_size,) and np.isfinite(stats.entropy).all()
+    assert stats.entropy.shape == (1, pool_size) and np.isfinite(stats.entropy).all()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"pool_size": pool_size, "peak_rss_mb": peak, "seconds": seconds}))
 
@@ -177,22 +183,15 @@ def _iteration_seconds() -> float:
     rng = np.random.default_rng(0)
     dataset = data.Dataset("synthetic", rng.uniform(size=(60000, 28, 28, 1)).astype(np.float32),
                            rng.integers(0, 10, 60000).astype(np.int32), None, None, 10)
-    config = active.default_config()
+    config = config_lib.default_config()
     config.initial_epochs = 1
     with tempfile.TemporaryDirectory() as workdir:
         driver = active.Driver(config, workdir, dataset=dataset)
-        state = driver.initial_state()
-        driver.iterate(state)  # compiles
+        driver.initial_fit()
+        driver.iterate()  # compiles
         started = time.perf_counter()
-        driver.iterate(state)
+        driver.iterate()
         return time.perf_counter() - started
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    except OSError:
-        return ""
 
 
 def main(argv):
@@ -203,8 +202,8 @@ def main(argv):
     pool_size, train_samples, repeats = (512, 1024, 1) if quick else (_POOL.value, _TRAIN.value, _REPEATS.value)
     results = {
         "command": " ".join(["python -m experiments.bench", *sys.argv[1:]]),
-        "commit": _commit(),
-        "device": str(jax.devices()[0]),
+        "commit": provenance.commit(),
+        "device": provenance.device(),
         "cpu": platform.processor() or platform.machine(),
         "jax_version": jax.__version__,
         "quick": quick,

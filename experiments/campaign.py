@@ -14,16 +14,17 @@ the faster axis, runs `--smoke_iterations` iterations of the first row on its fu
 per-phase times and the projected wall time of a full 10-seed row.
 
 With --budget_s the campaign goes on from what results/ records: first the row pending in
-results/mnist/pending.msgpack (a multi_seed.SeedsRun snapshot), then each row of --rows (ROW_ORDER) whose seeds
-0 ... --seeds_per_row - 1 are not all recorded, at most --max_seeds seeds at once. Every finished iteration is
-appended to OUTDIR/progress.jsonl as it happens. Before the budget runs out it stops after an iteration and
-writes OUTDIR/pending.msgpack, which --merge puts where the next job finds it.
+results/mnist/pending.tar.gz, then each row of --rows (ROW_ORDER) whose seeds 0 ... --seeds_per_row - 1 are
+not all recorded, up to --max_seeds consecutive seeds at once (`--config.num_seeds` of the driver, in run
+folders under --workroot). Every finished iteration's lines are appended to OUTDIR/progress.jsonl as it
+happens. Before the budget runs out the driver stops after a checkpoint and OUTDIR/pending.tar.gz takes the run
+folder (checkpoint and per-seed logs), which --merge puts where the next job finds it.
 
 OUTDIR ends with at most five files, one folder deep: campaign.json (device, versions, commit, reference check,
 timings, projection, what each row did), progress.jsonl, rows.json (finished rows; per seed every metrics
-line, the oracle log and the final test accuracy), runs.tar.gz (run folders PRESET/seed_S/: config.json,
-metrics.jsonl, oracle_log.jsonl, summary.json, curves.png) and pending.msgpack; plus any log the caller
-writes there.
+line, the oracle log and the final test accuracy), runs.tar.gz (their run folders PRESET/seed_S/: config.json,
+metrics.jsonl, oracle_log.jsonl, summary.json, curves.png) and pending.tar.gz; plus any log the caller writes
+there.
 """
 
 from __future__ import annotations
@@ -34,22 +35,19 @@ import math
 import os
 import pathlib
 import platform
+import shutil
 import sys
 import tarfile
 import time
 
-from absl import app, flags, logging
-
 import jax
 import jax.numpy as jnp
-import matplotlib
+import numpy as np
+from absl import app, flags
 
-matplotlib.use("Agg")
-import numpy as np  # noqa: E402
-
-from deepbass_jax import active, checkpoint, data, layers, models, multi_seed, plots  # noqa: E402
-from experiments import mnist_report  # noqa: E402
-from experiments.configs import mnist  # noqa: E402
+from deepbass_jax import active, algorithm, checkpoint, data, layers, models, runfolder
+from experiments import mnist_report, provenance
+from experiments.configs import mnist
 
 # The campaign's rows in order (Table 2 and Table 3; experiments/configs/mnist.py presets).
 ROW_ORDER = (
@@ -58,7 +56,8 @@ ROW_ORDER = (
     "semi_supervised_1000", "semi_supervised_3000", "supervised_600", "supervised_1000", "supervised_3000",
     "supervised_60000",
 )
-PENDING = "pending.msgpack"  # the snapshot of an unfinished row (multi_seed.SeedsRun.snapshot)
+PENDING = "pending.tar.gz"  # the folder of an unfinished row: its checkpoint and per-seed logs
+PENDING_ROW = "campaign_row.json"  # inside it: the preset, seeds and seed axis it runs
 START_MARGIN_S = 20.0  # compilation and set-up of a new row, beyond its projected initial fit
 SAVE_MARGIN_S = 10.0  # writing the snapshot, rows.json and runs.tar.gz at the end of a job
 
@@ -72,7 +71,7 @@ _SEEDS_PER_ROW = flags.DEFINE_integer("seeds_per_row", 10, "Seeds 0 ... S-1 of e
 _MAX_SEEDS = flags.DEFINE_integer("max_seeds", 10, "At most this many seeds run at once.")
 _MAX_ITERATIONS = flags.DEFINE_integer("max_iterations", 0, "Stop after this many iterations (initial fits aside) "
                                        "in this job, e.g. for fixed-length job slots (0: no limit).")
-_SEED_AXIS = flags.DEFINE_enum("seed_axis", "auto", ("auto",) + multi_seed.SEED_AXES,
+_SEED_AXIS = flags.DEFINE_enum("seed_axis", "auto", ("auto",) + algorithm.SEED_AXES,
                                "How seeds share the program; auto: the faster of vmap and map, measured.")
 _SMOKE_ITERATIONS = flags.DEFINE_integer("smoke_iterations", 3, "Iterations of the row the smoke check runs.")
 _CHUNK_SIZE = flags.DEFINE_integer("chunk_size", 0, "Pool inference chunk per seed (0: by backend).")
@@ -85,6 +84,7 @@ _MERGE = flags.DEFINE_string("merge", None, "Fold a job's OUTDIR into --results 
 _RESULTS = flags.DEFINE_string("results", "results", "The results folder: done seeds and the pending row are read "
                                "from it; --merge writes into it.")
 _ALLOW_REDUCED = flags.DEFINE_bool("allow_reduced", False, "--merge a job run with smaller settings (scale 'reduced').")
+_WORKROOT = flags.DEFINE_string("workroot", "/tmp/deepbass_campaign", "Run folders of this job (checkpoints).")
 _WRITE_REFERENCE = flags.DEFINE_bool("write_reference", False, "Write experiments/reference_cnn.json (CPU only).")
 
 REFERENCE = pathlib.Path(__file__).with_name("reference_cnn.json")
@@ -97,21 +97,14 @@ DEVICE_LABELED_CHUNK = 128
 
 
 # ------------------------------------------------------------------------------------------ provenance
-def commit() -> str:
-    """The commit the code came from: $DEEPBASS_COMMIT (set where the checkout has no .git), else git's."""
-    if os.environ.get("DEEPBASS_COMMIT"):
-        return os.environ["DEEPBASS_COMMIT"]
-    try:
-        return mnist_report.commit() or "unknown"
-    except OSError:
-        return "unknown"
+commit = provenance.commit
 
 
 def device_facts() -> dict:
     device = jax.devices()[0]
     return {"backend": jax.default_backend(), "device_kind": device.device_kind, "devices": jax.device_count(),
             "jax": jax.__version__, "python": platform.python_version(), "host_cores": os.cpu_count(),
-            "description": mnist_report.device()}
+            "description": provenance.device()}
 
 
 # ------------------------------------------------------------------------------ reference numbers
@@ -204,26 +197,27 @@ def time_device_functions(config, dataset: data.Dataset, num_seeds: int, seed_ax
     """Seconds of one pool chunk of MC inference and of one training step for `num_seeds` seeds at once."""
     module = models.build(config.model, dataset.num_classes)
     apply_fn = models.make_apply(module)
-    states = multi_seed._stack([active.initial_train_state(module, apply_fn, jax.random.key(r), dataset.input_shape,
-                                                           config.train) for r in range(num_seeds)])
+    states = algorithm.stack([algorithm.initial_train_state(module, apply_fn, jax.random.key(r), dataset.input_shape,
+                                                            config.train) for r in range(num_seeds)])
     chunk = config.chunk_size
     images = jnp.asarray(dataset.train_images[:chunk])
     keys = jax.random.split(jax.random.key(0), num_seeds)
     ids = np.arange(chunk, dtype=np.uint32)
-    chunk_seconds = _timed(lambda: multi_seed._seeds_chunk_stats(
+    chunk_seconds = _timed(lambda: algorithm.seeds_chunk_stats(
         apply_fn, states.params, images, ids, keys, num_passes=config.mc_passes_pool, shared_images=True,
         seed_axis=seed_axis), repeats=3)
     batch = config.train.batch_size
-    rng = np.random.default_rng(0)
-    indices = rng.integers(0, chunk, (num_seeds, batch)).astype(np.int32)
+    indices = np.random.default_rng(0).integers(0, chunk, (num_seeds, batch)).astype(np.int32)
     weights = np.ones((num_seeds, batch), np.float32)
+    no_augment = np.zeros((num_seeds, batch), bool)
     take = np.ones(num_seeds, bool)
     targets = jnp.asarray(np.tile(dataset.train_labels[:chunk], (num_seeds, 1)))
     holder = {"states": states}
 
     def step():
-        holder["states"], metrics = multi_seed._seeds_train_step(
-            holder["states"], images, targets, indices, weights, take, shared_images=True, seed_axis=seed_axis)
+        holder["states"], metrics = algorithm.seeds_train_step(
+            holder["states"], images, targets, indices, weights, no_augment, take, shared_images=True,
+            seed_axis=seed_axis)
         return metrics.loss
 
     step_seconds = _timed(step, repeats=10)
@@ -259,50 +253,73 @@ def phase_summary(lines: list[list[dict]]) -> dict:
     return phases
 
 
-def _run_folders(rows: dict, device: str) -> bytes:
-    """A tar.gz of per-seed run folders PRESET/seed_S/ as the driver writes them (checkpoint aside)."""
-    buffer = io.BytesIO()
-    figure = pathlib.Path(f"/tmp/deepbass_campaign_curves_{os.getpid()}.png")
-    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for preset, row in rows.items():
-            for result in row["results"]:
-                last = result["metrics"][-1]
-                summary = {"iterations": last["iteration"], "labels": last["labels"], "final": last,
-                           "test_accuracy": result["test_accuracy"], "oracle_queries": len(result["oracle_log"]),
-                           "device": device}
-                plots.curves(result["metrics"], figure)
-                contents = {
-                    active.CONFIG: json.dumps(dict(row["config"], seed=result["seed"]), indent=2, sort_keys=True),
-                    active.METRICS: "".join(checkpoint.dumps(line) + "\n" for line in result["metrics"]),
-                    active.ORACLE_LOG: "".join(checkpoint.dumps(line) + "\n" for line in result["oracle_log"]),
-                    active.SUMMARY: json.dumps(summary, indent=2, sort_keys=True),
-                    "curves.png": figure.read_bytes(),
-                }
-                for name, content in contents.items():
-                    content = content.encode() if isinstance(content, str) else content
-                    info = tarfile.TarInfo(f"{preset}/seed_{result['seed']}/{name}")
-                    info.size, info.mtime = len(content), int(time.time())
-                    archive.addfile(info, io.BytesIO(content))
-    figure.unlink(missing_ok=True)
-    return buffer.getvalue()
-
-
-def _scale_matches(config: dict, reference) -> bool:
-    return all(config[field] == reference[field] for field in SCALE_FIELDS)
-
-
 def seeds_done(results_dir: pathlib.Path, preset: str, config) -> set[int]:
     """Seeds of `preset` recorded under results_dir/mnist/runs at the scale of `config`."""
     done = set()
     for path in (results_dir / "mnist" / "runs" / preset).glob("seed_*.json"):
         record = json.loads(path.read_text())
-        if _scale_matches(record["config"], config):
+        if all(record["config"][field] == config[field] for field in SCALE_FIELDS):
             done.add(record["seed"])
     return done
 
 
 def pending_path(results_dir: pathlib.Path) -> pathlib.Path:
     return results_dir / "mnist" / PENDING
+
+
+def run_config(preset: str, first_seed: int, num_seeds: int, seed_axis: str):
+    config = row_config(preset)
+    config.seed, config.num_seeds, config.seed_axis = first_seed, num_seeds, seed_axis
+    return config
+
+
+def seed_records(workdir: pathlib.Path, config) -> list[dict]:
+    """Per seed of a finished run in `workdir`: seed, test_accuracy, every metrics line, the oracle log."""
+    records = []
+    for r in range(config.num_seeds):
+        folder = runfolder.seed_folder(workdir, config.seed + r, config.num_seeds)
+        summary = json.loads((folder / runfolder.SUMMARY).read_text())
+        records.append({"seed": config.seed + r, "test_accuracy": summary["test_accuracy"],
+                        "metrics": checkpoint.read_jsonl(folder / runfolder.METRICS),
+                        "oracle_log": checkpoint.read_jsonl(folder / runfolder.ORACLE_LOG)})
+    return records
+
+
+def _tar(sources: dict, skip=(".lock", "checkpoint.prev.msgpack")) -> bytes:
+    """A tar.gz of folders {name in the archive: path}, leaving out the lock and the previous checkpoint."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        for name, path in sources.items():
+            archive.add(path, arcname=name, filter=lambda info: None if pathlib.Path(info.name).name in skip else info)
+    return buffer.getvalue()
+
+
+def _stash_pending(workdir: pathlib.Path, config, outdir: pathlib.Path) -> None:
+    """OUTDIR/pending.tar.gz: the unfinished run folder (checkpoint, per-seed logs) and how to run it on."""
+    (workdir / PENDING_ROW).write_text(json.dumps({"preset": config.preset, "seed": config.seed,
+                                                   "num_seeds": config.num_seeds, "seed_axis": config.seed_axis}))
+    (outdir / PENDING).write_bytes(_tar({".": workdir}, skip=(".lock", "checkpoint.prev.msgpack")))
+
+
+def _unstash_pending(archive: pathlib.Path, workroot: pathlib.Path):
+    """Extracts a pending run folder; returns (its config, its workdir)."""
+    with tarfile.open(archive) as pending:
+        row = json.loads(pending.extractfile(f"./{PENDING_ROW}").read())
+        workdir = workroot / row["preset"]
+        shutil.rmtree(workdir, ignore_errors=True)
+        pending.extractall(workdir, filter="data")
+    return run_config(row["preset"], row["seed"], row["num_seeds"], row["seed_axis"]), workdir
+
+
+def _missing_block(done: set, seeds_per_row: int, max_seeds: int) -> list[int]:
+    """The first run of consecutive seeds (at most max_seeds) of 0 ... seeds_per_row - 1 not yet done."""
+    missing = [s for s in range(seeds_per_row) if s not in done]
+    block = missing[:1]
+    for seed in missing[1:max_seeds]:
+        if seed != block[-1] + 1:
+            break
+        block.append(seed)
+    return block
 
 
 def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
@@ -312,6 +329,7 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
     deadline = started + budget_s if budget_s else None
     outdir.mkdir(parents=True, exist_ok=True)
     results_dir = pathlib.Path(_RESULTS.value)
+    workroot = pathlib.Path(_WORKROOT.value)
     report = {"command": " ".join(["python -m experiments.campaign"] + sys.argv[1:]), "commit": commit(),
               "device": device_facts(), "budget_s": budget_s, "jobs": [],
               "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started))}
@@ -322,8 +340,10 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
 
     print(f"backend {report['device']['backend']}, device {report['device']['device_kind']} "
           f"(x{report['device']['devices']}), jax {jax.__version__}, commit {report['commit']}", flush=True)
-    pending = checkpoint.load(pending_path(results_dir)) if pending_path(results_dir).exists() else None
-    first_row = json.loads(pending["config"])["preset"] if pending is not None else _ROWS.value[0]
+    pending = None
+    if pending_path(results_dir).exists():
+        pending = _unstash_pending(pending_path(results_dir), workroot)
+    first_row = pending[0].preset if pending is not None else _ROWS.value[0]
     config = row_config(first_row)
     kernels = layers.resolve_kernels(config.model.kernels)
     report["reference"] = check_reference(kernels)
@@ -335,12 +355,13 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
     max_seeds = _MAX_SEEDS.value
 
     # Which seed axis, and how the time grows with the number of seeds.
-    axes = multi_seed.SEED_AXES if _SEED_AXIS.value == "auto" else (_SEED_AXIS.value,)
+    axes = algorithm.SEED_AXES if _SEED_AXIS.value == "auto" else (_SEED_AXIS.value,)
     timings = [time_device_functions(config, dataset, seeds, axis) for axis in axes for seeds in sorted({1, max_seeds})]
     report["device_function_seconds"] = timings
     for timing in timings:
         print(f"  {timing['seed_axis']:>4} x{timing['seeds']:>2} seeds: pool chunk of {config.chunk_size} "
-              f"{1e3 * timing['chunk_seconds']:.2f} ms, training step {1e3 * timing['step_seconds']:.2f} ms", flush=True)
+              f"{1e3 * timing['chunk_seconds']:.2f} ms, training step {1e3 * timing['step_seconds']:.2f} ms",
+              flush=True)
 
     def projection_for(axis):
         by_seeds = {t["seeds"]: t for t in timings if t["seed_axis"] == axis}
@@ -360,17 +381,17 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
 
     # The smoke check proper: a few real iterations of the first row on its full pool.
     if _SMOKE_ITERATIONS.value:
-        smoke_config = row_config(first_row)
+        smoke_config = run_config(first_row, 0, max_seeds, seed_axis)
         smoke_config.iterations = _SMOKE_ITERATIONS.value
+        smoke_dir = workroot / "smoke"
+        shutil.rmtree(smoke_dir, ignore_errors=True)
         smoke_started = time.time()
-        lines = []
-        smoke = multi_seed.SeedsRun(smoke_config, list(range(max_seeds)), dataset, seed_axis)
-        while not smoke.done:
-            lines.append(smoke.step())
-        phases = phase_summary(lines)
+        active.Driver(smoke_config, smoke_dir, dataset=dataset).run()
+        records = seed_records(smoke_dir, smoke_config)
+        phases = phase_summary([[r["metrics"][i] for r in records] for i in range(len(records[0]["metrics"]))])
         report["smoke"] = {"row": first_row, "seeds": max_seeds, "iterations": smoke_config.iterations,
                            "pool": num_pool, "wall_seconds": time.time() - smoke_started, "phase_seconds": phases,
-                           "test_accuracy": [line.get("test_accuracy") for line in lines[-1]]}
+                           "test_accuracy": [r["test_accuracy"] for r in records]}
         if phases:
             # Per-seed cost grows at most linearly: scaled by 10/R when R < 10 (an upper bound).
             row_10 = (config.iterations * phases["iteration_total"] * max(10 / max_seeds, 1.0)
@@ -385,79 +406,78 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
         return report
 
     # The campaign: continue the pending row, then the rows in order, until the budget is spent.
-    finished: dict = {}  # preset -> row of this job
+    finished: dict = {}  # preset -> row finished in this job
     iterations_run = 0
     while True:
         if pending is not None:
-            preset = json.loads(pending["config"])["preset"]
-            seeds = np.asarray(pending["seeds"]).tolist()
-            row_seed_axis = pending["seed_axis"]
+            config, workdir = pending
+            resumed = True
         else:
-            preset, seeds = None, []
-            for candidate in _ROWS.value:
-                candidate_config = row_config(candidate)
-                done = seeds_done(results_dir, candidate, candidate_config) | set(
-                    finished.get(candidate, {}).get("seeds", []))
-                missing = [s for s in range(_SEEDS_PER_ROW.value) if s not in done]
-                if missing:
-                    preset, seeds = candidate, missing[:max_seeds]
+            config, resumed = None, False
+            for preset in _ROWS.value:
+                done = seeds_done(results_dir, preset, row_config(preset))
+                done |= {r["seed"] for r in finished.get(preset, {}).get("results", [])}
+                block = _missing_block(done, _SEEDS_PER_ROW.value, max_seeds)
+                if block:
+                    config = run_config(preset, block[0], len(block), seed_axis)
                     break
-            row_seed_axis = seed_axis
-        if preset is None:
-            print("campaign: every row has its seeds", flush=True)
-            break
-        config = row_config(preset)
-        if deadline is not None and pending is None:
-            estimate = projection(config, len(seeds))
-            if time.time() + estimate["initial_fit"] + 3 * estimate["iteration"] + START_MARGIN_S > deadline:
-                print(f"campaign: no time left to start {preset}", flush=True)
+            if config is None:
+                print("campaign: every row has its seeds", flush=True)
                 break
-        job = {"row": preset, "seeds": seeds, "seed_axis": row_seed_axis,
-               "resumed_after": int(pending["iteration"]) if pending is not None else None}
-        report["jobs"].append(job)
-        print(f"{preset}: seeds {seeds}, " + (f"continuing after iteration {job['resumed_after']}"
-                                            if pending is not None else "from the start"), flush=True)
-        run = multi_seed.SeedsRun(config, seeds, dataset, row_seed_axis, snapshot=pending)
+            workdir = workroot / config.preset
+            shutil.rmtree(workdir, ignore_errors=True)
+            if deadline is not None:
+                estimate = projection(config, config.num_seeds)
+                if time.time() + estimate["initial_fit"] + 3 * estimate["iteration"] + START_MARGIN_S > deadline:
+                    print(f"campaign: no time left to start {config.preset}", flush=True)
+                    break
         pending = None
-        row_started, lines, recent = time.time(), [], []
-        while not run.done:
-            step_started = time.time()
-            seed_lines = run.step()
-            recent.append(time.time() - step_started)
-            lines.append(seed_lines)
-            iterations_run += run.iteration >= 1  # the initial fit does not count
-            checkpoint.append_jsonl(outdir / "progress.jsonl", [{"row": preset, "iteration": run.iteration,
-                                                                 "time": time.time() - started, "seeds": seeds,
-                                                                 "lines": seed_lines}])
-            logging.info("%s iteration %d: %.2f s, test accuracy %s", preset, run.iteration, recent[-1],
-                         [round(100 * (line.get("test_accuracy") or 0.0), 2) for line in seed_lines])
-            typical = float(np.median(recent[-5:]))
-            out_of_time = deadline is not None and time.time() + 1.5 * typical + SAVE_MARGIN_S > deadline
-            at_limit = bool(_MAX_ITERATIONS.value) and iterations_run >= _MAX_ITERATIONS.value
-            if not run.done and (out_of_time or at_limit):
-                break
-        job.update(iteration=run.iteration, wall_seconds=time.time() - row_started,
-                   phase_seconds=phase_summary(lines))
-        if not run.done:
-            checkpoint.save(outdir / PENDING, run.snapshot(), keep_previous=False)
+        seeds = list(range(config.seed, config.seed + config.num_seeds))
+        job = {"row": config.preset, "seeds": seeds, "seed_axis": config.seed_axis, "resumed": resumed}
+        report["jobs"].append(job)
+        print(f"{config.preset}: seeds {seeds}, " + ("continuing" if resumed else "from the start"), flush=True)
+        row_started = time.time()
+        clock = {"last": None, "recent": []}
+
+        def should_stop() -> bool:  # asked after every checkpoint: stop before the budget or the iteration limit
+            nonlocal iterations_run
+            now = time.time()
+            if clock["last"] is not None:
+                clock["recent"].append(now - clock["last"])
+                iterations_run += 1
+            clock["last"] = now
+            folders = [runfolder.seed_folder(workdir, seed, config.num_seeds) for seed in seeds]
+            lines = [checkpoint.read_jsonl(folder / runfolder.METRICS)[-1] for folder in folders]
+            checkpoint.append_jsonl(outdir / "progress.jsonl", [{"row": config.preset, "time": now - started,
+                                                                 "seeds": seeds, "lines": lines}])
+            job["iteration"] = lines[0]["iteration"]
+            typical = float(np.median(clock["recent"][-5:])) if clock["recent"] else 0.0
+            out_of_time = deadline is not None and now + 1.5 * typical + SAVE_MARGIN_S > deadline
+            return out_of_time or (bool(_MAX_ITERATIONS.value) and iterations_run >= _MAX_ITERATIONS.value)
+
+        summary = active.Driver(config, workdir, dataset=dataset).run(should_stop=should_stop)
+        job["wall_seconds"] = time.time() - row_started
+        if summary is None:
+            _stash_pending(workdir, config, outdir)
             job["pending"] = True
-            print(f"{preset}: stopped after iteration {run.iteration} of {config.iterations}; "
-                  f"{outdir / PENDING} continues it", flush=True)
+            print(f"{config.preset}: stopped part-way; {outdir / PENDING} continues it", flush=True)
             save()
             break
-        results = run.results()
-        summary = multi_seed.summarize(results) if all(r["test_accuracy"] is not None for r in results) else {}
-        job.update(test_accuracy=summary.get("test_accuracy"), mean=summary.get("mean"), std=summary.get("std"))
-        print(f"{preset} done: {summary.get('mean', float('nan')):.4f} +- {summary.get('std', float('nan')):.4f} "
-              f"over seeds {seeds}: {summary.get('test_accuracy')}", flush=True)
-        finished[preset] = {
-            "row": preset, "config": json.loads(config.to_json_best_effort(sort_keys=True)), "seeds": seeds,
-            "seed_axis": row_seed_axis, "device": report["device"], "commit": report["commit"],
-            "command": report["command"], "wall_seconds": job["wall_seconds"],
-            "results": [{key: result[key] for key in ("seed", "test_accuracy", "metrics", "oracle_log",
-                                                      "initial_steps", "steps")} for result in results]}
+        records = seed_records(workdir, config)
+        job["iteration"] = records[0]["metrics"][-1]["iteration"]
+        job["phase_seconds"] = phase_summary([[r["metrics"][i] for r in records]
+                                              for i in range(len(records[0]["metrics"]))])
+        accuracies = [r["test_accuracy"] for r in records]
+        job.update(test_accuracy=accuracies, mean=float(np.mean(accuracies)),
+                   std=float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else None)
+        print(f"{config.preset} done: mean {job['mean']:.4f} over seeds {seeds}: {accuracies}", flush=True)
+        finished[config.preset] = {
+            "row": config.preset, "config": json.loads(config.to_json_best_effort(sort_keys=True)), "seeds": seeds,
+            "seed_axis": config.seed_axis, "device": report["device"], "commit": report["commit"],
+            "command": report["command"], "wall_seconds": job["wall_seconds"], "results": records}
         checkpoint.write_json(outdir / "rows.json", finished)
-        (outdir / "runs.tar.gz").write_bytes(_run_folders(finished, report["device"]["description"]))
+        (outdir / "runs.tar.gz").write_bytes(_tar({preset: workroot / preset for preset in finished},
+                                                  skip=(".lock", runfolder.CHECKPOINT, "checkpoint.prev.msgpack")))
         save()
         if _MAX_ITERATIONS.value and iterations_run >= _MAX_ITERATIONS.value:
             break
@@ -504,7 +524,8 @@ def merge(job: pathlib.Path, results_dir: pathlib.Path, allow_reduced: bool = Fa
                 "summary": {"iterations": last["iteration"], "labels": last["labels"], "final": last,
                             "test_accuracy": result["test_accuracy"], "oracle_queries": len(result["oracle_log"])},
                 "metrics": result["metrics"],
-                "command": row["command"] + f"  # seed {result['seed']} of {row['seeds']}, seed axis {row['seed_axis']}",
+                "command": (row["command"]
+                            + f"  # seed {result['seed']} of {row['seeds']}, seed axis {row['seed_axis']}"),
                 "device": row["device"]["description"], "jax": row["device"]["jax"], "commit": row["commit"],
                 # the row's seeds ran at once: each record carries its share of the wall time of this job
                 "seconds": row["wall_seconds"] / num_seeds, "row_wall_seconds": row["wall_seconds"],
@@ -518,7 +539,7 @@ def merge(job: pathlib.Path, results_dir: pathlib.Path, allow_reduced: bool = Fa
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes((job / PENDING).read_bytes())
         written.append(target)
-    elif target.exists() and any(j.get("resumed_after") is not None for j in report["jobs"]):
+    elif target.exists() and any(j.get("resumed") for j in report["jobs"]):
         target.unlink()  # the job finished the row it continued
     if rows:
         mnist_report.write_report(results_dir / "mnist")

@@ -3,6 +3,7 @@
   python -m experiments.main --config=experiments/configs/yinyang.py --workdir=/tmp/yinyang
   python -m experiments.main --config=experiments/configs/mnist.py:all_data_max_entropy \
       --config.data.data_dir=PATH/TO/mnist --workdir=/tmp/mnist
+  python -m experiments.main --config=experiments/configs/yinyang.py --config.num_seeds=10 --workdir=/tmp/seeds
 
 Running the same command again resumes an unfinished run from its last checkpoint.
 """
@@ -13,7 +14,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from deepbass_jax import active, checkpoint, oracle, rundir
+from deepbass_jax import active, checkpoint, config as config_lib, oracle, rundir, runfolder
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file, optionally with :preset.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: config, metrics, oracle log, checkpoints, plots.")
@@ -33,7 +34,15 @@ def main(argv):
         return
     except (rundir.WorkdirError, checkpoint.CheckpointError) as error:  # busy, unwritable, full, no checkpoint
         sys.exit(f"error: {error}")
-    print(f"test accuracy {summary['test_accuracy']:.4f} with {summary['labels']} labels; see {_WORKDIR.value}")
+    for seed_summary, folder in zip(summary if isinstance(summary, list) else [summary], _seed_folders()):
+        accuracy = seed_summary["test_accuracy"]
+        shown = "no test set" if accuracy is None else f"test accuracy {accuracy:.4f}"
+        print(f"{shown} with {seed_summary['labels']} labels; see {folder}")
+
+
+def _seed_folders():
+    config = _CONFIG.value
+    return [runfolder.seed_folder(_WORKDIR.value, config.seed + r, config.num_seeds) for r in range(config.num_seeds)]
 
 
 def parse_flags(argv, flag_values=flags.FLAGS):
@@ -64,7 +73,7 @@ def _unknown_field_message(argv, error: Exception) -> str:
     parent = path.split(".")[: path.split(".").index(key)] if key in path.split(".") else []
     where = ".".join(["config", *parent])
     try:
-        node = active.default_config()
+        node = config_lib.default_config()
         for part in parent:
             node = node[part]
         fields = f"; the fields of {where} are {', '.join(sorted(node.keys()))}."

@@ -1,5 +1,5 @@
 """The MNIST / Fashion-MNIST report: paper numbers, the table, figures and README made from per-run records
-(`OUTDIR/runs/PRESET/seed_S.json`), and the commit and device provenance every record carries.
+(`OUTDIR/runs/PRESET/seed_S.json`, each with its commit and device from experiments/provenance.py).
 
 No flags: experiments/mnist_table.py (CPU runs) and experiments/campaign.py (accelerator jobs) both write
 records and call `write_report`.
@@ -8,22 +8,17 @@ records and call `write_report`.
 from __future__ import annotations
 
 import json
-import os
 import pathlib
-import platform
-import subprocess
 import warnings
 from typing import Optional
 
-import jax
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+from deepbass_jax import checkpoint
+from experiments import provenance
+from experiments.configs import mnist
 
-from deepbass_jax import checkpoint  # noqa: E402
-from experiments.configs import mnist  # noqa: E402
+plt = provenance.pyplot()
 
 # Table 2 (10 runs each) and Table 3: mean and sample std of the test accuracy in %, by table row.
 PAPER = {
@@ -44,7 +39,7 @@ PAPER = {
     "semi_supervised_3000": (98.14, 0.26),
     "all_data_max_entropy_1000": (98.94, None),  # Table 3
     "augmented_supervised_50": (85.0, None),  # "around 85%", the paper's Data Augmentation paragraph
-    "improved_300": (98.5, None),  # the issue's aims, not paper results
+    "improved_300": (98.5, None),  # aims for augmented DeepBASS, not paper results
     "improved_1000": (99.0, None),
 }
 PAPER_IN_WORDS = {"augmented_supervised_50": "about 85 (text, not a table)"}  # README cell instead of a number
@@ -80,11 +75,8 @@ def _order(row: str) -> int:
 
 
 def table_row(preset: str) -> str:
-    """The table's name for a preset: scale prefix dropped, the label count added to 300-label active rows."""
-    name = preset[len(mnist.CPU_PREFIX):] if preset.startswith(mnist.CPU_PREFIX) else preset
-    if name.startswith(("all_data_", "step_wise_")) and not name[-1].isdigit():
-        name += "_300"
-    return name
+    """The table's name for a preset (the same at every scale), e.g. all_data_max_entropy_300."""
+    return mnist.row(preset)
 
 
 def describe(config: dict) -> str:
@@ -106,19 +98,6 @@ def describe(config: dict) -> str:
         notes.append(f"{config['pool_size']:,}-image pool" + (f", {config['iterations']} iterations"
                                                              if config["iterations"] else ""))
     return "; ".join(notes)
-
-
-def commit() -> str:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "deepbass_jax", "experiments"], capture_output=True,
-                           text=True).stdout.strip()
-    return commit + (" (with uncommitted changes)" if dirty else "")
-
-
-def device() -> str:
-    device = jax.devices()[0]
-    return (f"{device.platform.upper()} ({device.device_kind}), {os.cpu_count()} host cores, {platform.machine()}, "
-            f"JAX {jax.__version__}")
 
 
 def load_records(outdir: pathlib.Path) -> list[dict]:
@@ -162,7 +141,7 @@ def make_table(records: list[dict]) -> dict:
 
 
 def ordering_check(table: dict) -> Optional[str]:
-    """The issue's CPU-scale requirement, in words: supervised 100 < semi-supervised 100 < DeepBASS 300 >= 95 %."""
+    """The expected ordering at CPU scale, in words: supervised 100 < semi-supervised 100 < DeepBASS 300 >= 95 %."""
     if not all(row in table for row in ORDERING):
         return None
     means = [table[row]["mean"] for row in ORDERING]

@@ -4,7 +4,8 @@
       --seeds=0,1,2 --data_dir=../shared/data/mnist --outdir=results/mnist
   python -m experiments.mnist_table --report_only --outdir=results/mnist   # tables and figures only
 
-Rows are presets of experiments/configs/mnist.py (`cpu_NAME`: NAME at CPU scale). Each finished run is kept as
+Rows are presets of experiments/configs/mnist.py (`cpu_NAME`: NAME at CPU scale); the seeds of a row run at once
+(config.num_seeds, the seed axis). Each finished run is kept as
 `OUTDIR/runs/PRESET/seed_S.json` (config, summary, every metrics line, command, device, commit) and is not run
 again; the run directories with checkpoints live under --workroot, so an interrupted invocation resumes. The
 report (`README.md`, `table.json`, `learning_curves.png`, `pseudo_labels.png`) is made from those JSON files
@@ -20,8 +21,8 @@ from typing import Optional
 
 from absl import app, flags, logging
 
-from deepbass_jax import active, checkpoint, data
-from experiments import mnist_report
+from deepbass_jax import active, checkpoint, data, runfolder
+from experiments import mnist_report, provenance
 from experiments.configs import mnist
 
 _ROWS = flags.DEFINE_list("rows", [], "Presets of experiments/configs/mnist.py to run, in this order.")
@@ -33,37 +34,54 @@ _WORKROOT = flags.DEFINE_string("workroot", "/tmp/deepbass_mnist_table", "Run di
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rebuild the report from OUTDIR/runs.")
 
 
-def run_one(preset: str, seed: int, dataset: data.Dataset, data_dir: Optional[str], workroot: pathlib.Path) -> dict:
-    """Runs (or resumes) one preset with one seed; returns its record."""
+def run_seeds(preset: str, seeds: list[int], dataset: data.Dataset, data_dir: Optional[str],
+              workroot: pathlib.Path) -> list[dict]:
+    """Runs (or resumes) one preset for consecutive `seeds` at once (config.num_seeds); returns their records."""
     config = mnist.get_config(preset)
-    config.seed = seed
+    config.seed, config.num_seeds = seeds[0], len(seeds)
     config.data.name = dataset.name
     config.data.data_dir = data_dir
-    workdir = workroot / dataset.name / preset / f"seed_{seed}"
+    workdir = workroot / dataset.name / preset / f"seeds_{seeds[0]}_{seeds[-1]}"
     started = time.time()
-    if (workdir / active.SUMMARY).exists():
-        summary = json.loads((workdir / active.SUMMARY).read_text())
-    else:
-        summary = active.Driver(config, workdir, dataset=dataset).run()
-    command = (f"python -m experiments.main --config=experiments/configs/mnist.py:{preset} --config.seed={seed} "
-               f"--config.data.name={dataset.name}" + (f" --config.data.data_dir={data_dir}" if data_dir else "")
-               + f" --workdir=/tmp/{dataset.name}_{preset}_seed{seed}")
-    return {
-        "row": mnist_report.table_row(preset),
-        "preset": preset,
-        "seed": seed,
-        "dataset": dataset.name,
-        "scale": "cpu" if preset.startswith(mnist.CPU_PREFIX) else "paper",
-        "test_accuracy": 100 * summary["test_accuracy"],
-        "config": json.loads(config.to_json_best_effort(sort_keys=True)),
-        "summary": summary,
-        "metrics": checkpoint.read_jsonl(workdir / active.METRICS),
-        "command": command,
-        "device": mnist_report.device(),
-        "commit": mnist_report.commit(),
-        "seconds": time.time() - started,
-    }
+    folders = [runfolder.seed_folder(workdir, seed, len(seeds)) for seed in seeds]
+    if not all((folder / runfolder.SUMMARY).exists() for folder in folders):
+        active.Driver(config, workdir, dataset=dataset).run()
+    seconds = (time.time() - started) / len(seeds)  # the seeds ran at once: each gets its share
+    records = []
+    for seed, folder in zip(seeds, folders):
+        summary = json.loads((folder / runfolder.SUMMARY).read_text())
+        seed_config = json.loads(config.to_json_best_effort(sort_keys=True))
+        seed_config.update(seed=seed, num_seeds=1)
+        command = (f"python -m experiments.main --config=experiments/configs/mnist.py:{preset} --config.seed={seed} "
+                   f"--config.data.name={dataset.name}" + (f" --config.data.data_dir={data_dir}" if data_dir else "")
+                   + f" --workdir=/tmp/{dataset.name}_{preset}_seed{seed}")
+        records.append({
+            "row": mnist_report.table_row(preset),
+            "preset": preset,
+            "seed": seed,
+            "dataset": dataset.name,
+            "scale": "cpu" if preset.startswith(mnist.CPU_PREFIX) else "paper",
+            "test_accuracy": 100 * summary["test_accuracy"],
+            "config": seed_config,
+            "summary": summary,
+            "metrics": checkpoint.read_jsonl(folder / runfolder.METRICS),
+            "command": command,  # the same run as one seed of the seed axis (lax.map on the CPU: bit for bit)
+            "device": provenance.device(),
+            "commit": provenance.commit(),
+            "seconds": seconds,
+        })
+    return records
 
+
+def _consecutive(seeds: list[int]) -> list[list[int]]:
+    """[0, 1, 2, 5, 6] -> [[0, 1, 2], [5, 6]]."""
+    blocks = []
+    for seed in seeds:
+        if blocks and seed == blocks[-1][-1] + 1:
+            blocks[-1].append(seed)
+        else:
+            blocks.append([seed])
+    return blocks
 
 
 def main(argv):
@@ -77,17 +95,17 @@ def main(argv):
         config = mnist.get_config(_ROWS.value[0])
         config.data.name, config.data.data_dir = _DATASET.value, _DATA_DIR.value
         dataset = data.load(config.data)
-        for seed in (int(s) for s in _SEEDS.value):
-            for preset in _ROWS.value:
-                path = outdir / "runs" / preset / f"seed_{seed}.json"
-                if path.exists():
-                    logging.info("%s seed %d: done before (%s).", preset, seed, path)
-                    continue
-                record = run_one(preset, seed, dataset, _DATA_DIR.value, pathlib.Path(_WORKROOT.value))
-                path.parent.mkdir(parents=True, exist_ok=True)
-                checkpoint.write_json(path, record)
-                logging.info("%s seed %d: %.2f %% test accuracy in %.0f s.", preset, seed, record["test_accuracy"],
-                             record["seconds"])
+        seeds = sorted(int(s) for s in _SEEDS.value)
+        for preset in _ROWS.value:
+            missing = [seed for seed in seeds if not (outdir / "runs" / preset / f"seed_{seed}.json").exists()]
+            if len(missing) < len(seeds):
+                logging.info("%s: seeds %s done before.", preset, sorted(set(seeds) - set(missing)))
+            for block in _consecutive(missing):
+                for record in run_seeds(preset, block, dataset, _DATA_DIR.value, pathlib.Path(_WORKROOT.value)):
+                    path = outdir / "runs" / preset / f"seed_{record['seed']}.json"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    checkpoint.write_json(path, record)
+                    logging.info("%s seed %d: %.2f %% test accuracy.", preset, record["seed"], record["test_accuracy"])
                 mnist_report.write_report(outdir)
     table = mnist_report.write_report(outdir)
     logging.info("Table: %s", json.dumps(table, indent=1))

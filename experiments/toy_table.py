@@ -1,33 +1,34 @@
 """Reproduces Table 1 and Figs. 1-2 of the paper (the yin-yang toy) and writes them under results/toy/.
 
   python -m experiments.toy_table --runs=10 --outdir=results/toy
+  python -m experiments.toy_table --report_only --outdir=results/toy   # README.md and table.json only
 
 Each row of Table 1 is a preset of experiments/configs/yinyang.py, run with seeds 0..runs-1 (the seed
 re-samples the data, the 8 initial labels and the network). The four rows of Figs. 1-2 share their initial
 model for a given seed. The easiest and the most ill-posed seed (highest / lowest initial accuracy) get a
-four-panel figure each.
+four-panel figure each. Every run is kept as `OUTDIR/runs/ROW_seedS.json` (summary and metrics lines) and the
+invocation's commit, device and duration as `OUTDIR/runs/invocation.json`; README.md and table.json are made
+from those files alone. The figures need the trained networks, so only a full run redraws them.
 """
 
 import json
 import pathlib
-import platform
-import subprocess
+import shutil
 import time
 
-import jax
-import matplotlib
+import numpy as np
+from absl import app, flags, logging
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
+from deepbass_jax import active, checkpoint, plots, runfolder
+from experiments import provenance
+from experiments.configs import yinyang
 
-from deepbass_jax import active, checkpoint, plots  # noqa: E402
-from experiments.configs import yinyang  # noqa: E402
+plt = provenance.pyplot()
 
 _RUNS = flags.DEFINE_integer("runs", 10, "Runs (seeds 0..runs-1) per row.")
 _OUTDIR = flags.DEFINE_string("outdir", "results/toy", "Where the table, per-run JSON and figures go.")
 _WORKROOT = flags.DEFINE_string("workroot", "/tmp/deepbass_toy_table", "Run directories (checkpoints etc.).")
+_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rebuild README.md and table.json from OUTDIR/runs.")
 
 PAPER = {  # Table 1, mean test accuracy over 10 runs, %
     "initial": 83.27,
@@ -39,28 +40,31 @@ PAPER = {  # Table 1, mean test accuracy over 10 runs, %
 }
 FIGURE_ROWS = ("initial", "semi_supervised", "active", "active_semi_supervised")
 FIGURE_TITLES = ("8 labels", "8 labels + pseudo-labels", "active, 80 labels", "active semi-supervised, 80 labels")
+INVOCATION = "invocation.json"  # in OUTDIR/runs: commit, device and minutes of the run that made the records
 
 
-def _run(row: str, seed: int, workroot: pathlib.Path) -> active.Driver:
+def _run(row: str, runs: int, workroot: pathlib.Path) -> active.Driver:
+    """Seeds 0..runs-1 of `row` at once (the seed axis): the driver, after its run."""
     config = yinyang.get_config(row)
-    config.seed = seed
-    workdir = workroot / row / f"seed_{seed}"
-    if (workdir / active.SUMMARY).exists():  # a previous invocation finished it: start it afresh
-        for path in sorted(workdir.rglob("*"), reverse=True):
-            path.unlink() if path.is_file() else path.rmdir()
+    config.seed, config.num_seeds = 0, runs
+    workdir = workroot / row
+    if workdir.exists():  # a previous invocation's run: start afresh
+        shutil.rmtree(workdir)
     driver = active.Driver(config, workdir)
     driver.run()
     return driver
 
 
-def _figure(drivers: dict, path: pathlib.Path, title: str) -> None:
+def _figure(panels: dict, path: pathlib.Path, title: str) -> None:
+    """panels: {row: (driver, seed index)} for FIGURE_ROWS."""
     figure, axes = plt.subplots(1, 4, figsize=(18, 4.8))
     for axis, row, panel_title in zip(axes, FIGURE_ROWS, FIGURE_TITLES):
-        driver = drivers[row]
-        accuracy = checkpoint.read_jsonl(driver.workdir / active.METRICS)[-1]["test_accuracy"]
+        driver, r = panels[row]
+        seed, state = driver.seeds[r], driver.seed_state(r)
+        accuracy = checkpoint.read_jsonl(seed.folder / runfolder.METRICS)[-1]["test_accuracy"]
         plots.draw_decision_boundary(
-            axis, driver.apply_fn, driver.state.train_state.params, np.asarray(driver.pool_images),
-            driver.state.labeled, driver.hidden_labels, f"{panel_title}: {100 * accuracy:.1f}%",
+            axis, driver.apply_fn, state.train_state.params, seed.pool_images, state.labeled, seed.hidden_labels,
+            f"{panel_title}: {100 * accuracy:.1f}%",
         )
     figure.suptitle(title)
     figure.tight_layout()
@@ -70,65 +74,108 @@ def _figure(drivers: dict, path: pathlib.Path, title: str) -> None:
 
 def main(argv):
     del argv
-    outdir, workroot = pathlib.Path(_OUTDIR.value), pathlib.Path(_WORKROOT.value)
+    outdir = pathlib.Path(_OUTDIR.value)
+    if not _REPORT_ONLY.value:
+        _run_all(outdir, pathlib.Path(_WORKROOT.value), _RUNS.value)
+    table = write_report(outdir)
+    logging.info("Table: %s", json.dumps(table, indent=1))
+
+
+def _run_all(outdir: pathlib.Path, workroot: pathlib.Path, runs: int) -> None:
+    """Runs every row with seeds 0..runs-1, keeps each run's record and draws the two figures."""
     (outdir / "runs").mkdir(parents=True, exist_ok=True)
-    accuracies = {row: [] for row in PAPER}
-    figure_drivers = {}  # seed -> {row: driver}, for the figure rows only
+    for stale in (outdir / "runs").glob("*.json"):  # the report describes this invocation's runs only
+        stale.unlink()
     started = time.time()
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "status", "--porcelain", "deepbass_jax", "experiments"], capture_output=True,
-                           text=True).stdout.strip()
-    commit += " (with uncommitted changes)" if dirty else ""
-    for seed in range(_RUNS.value):
-        for row in PAPER:
-            driver = _run(row, seed, workroot)
-            summary = json.loads((driver.workdir / active.SUMMARY).read_text())
-            accuracies[row].append(100 * summary["test_accuracy"])
-            record = {"row": row, "seed": seed, "summary": summary,
-                      "metrics": checkpoint.read_jsonl(driver.workdir / active.METRICS)}
-            checkpoint.write_json(outdir / "runs" / f"{row}_seed{seed}.json", record)
-            if row in FIGURE_ROWS:
-                figure_drivers.setdefault(seed, {})[row] = driver
-            logging.info("%s seed %d: %.2f%% (%.0f s so far)", row, seed, accuracies[row][-1], time.time() - started)
-        # Keep only what the figures can still need: the current best and worst initial models.
-        initial = {s: accuracies["initial"][s] for s in figure_drivers}
-        keep = {max(initial, key=initial.get), min(initial, key=initial.get)}
-        figure_drivers = {s: d for s, d in figure_drivers.items() if s in keep}
+    drivers = {}
+    for row in PAPER:
+        drivers[row] = driver = _run(row, runs, workroot)
+        for seed in driver.seeds:
+            summary = json.loads((seed.folder / runfolder.SUMMARY).read_text())
+            record = {"row": row, "seed": seed.config.seed, "summary": summary,
+                      "metrics": checkpoint.read_jsonl(seed.folder / runfolder.METRICS)}
+            checkpoint.write_json(outdir / "runs" / f"{row}_seed{seed.config.seed}.json", record)
+        logging.info("%s: %s %% (%.0f s so far)", row, [round(100 * json.loads((s.folder / runfolder.SUMMARY).read_text())
+                                                              ["test_accuracy"], 2) for s in driver.seeds],
+                     time.time() - started)
+        if row not in FIGURE_ROWS:
+            drivers.pop(row)
+    initial_accuracy = {s.config.seed: checkpoint.read_jsonl(s.folder / runfolder.METRICS)[-1]["test_accuracy"]
+                        for s in drivers["initial"].seeds}
+    easy, hard = _easy_and_hard(initial_accuracy)
+    for seed, path, title in ((easy, "fig1_easy.png", f"Fig. 1 style: seed {easy} (easy initial labels)"),
+                              (hard, "fig2_ill_posed.png", f"Fig. 2 style: seed {hard} (ill-posed initial labels)")):
+        _figure({row: (drivers[row], seed) for row in FIGURE_ROWS}, outdir / path, title)
+    invocation = {"commit": provenance.commit(), "device": provenance.device(), "minutes": (time.time() - started) / 60}
+    checkpoint.write_json(outdir / "runs" / INVOCATION, invocation)
 
-    table = {
-        row: {"mean": float(np.mean(v)), "std": float(np.std(v)), "runs": len(v), "paper": PAPER[row]}
-        for row, v in accuracies.items()
-    }
+
+def _easy_and_hard(initial_accuracy: dict) -> tuple[int, int]:
+    """The seeds with the highest and the lowest initial accuracy."""
+    return max(initial_accuracy, key=initial_accuracy.get), min(initial_accuracy, key=initial_accuracy.get)
+
+
+def load_records(outdir: pathlib.Path) -> list[dict]:
+    return [json.loads(path.read_text()) for path in sorted((outdir / "runs").glob("*_seed*.json"))]
+
+
+def make_table(records: list[dict]) -> dict:
+    """{row: {mean, std, runs, paper}}, test accuracy in %; std is the sample std over the seeds (None for one)."""
+    table = {}
+    for row in PAPER:
+        group = sorted((r for r in records if r["row"] == row), key=lambda r: r["seed"])
+        if not group:
+            continue
+        accuracies = np.array([100 * r["summary"]["test_accuracy"] for r in group])
+        table[row] = {"mean": float(np.mean(accuracies)),
+                      "std": float(np.std(accuracies, ddof=1)) if len(group) > 1 else None,
+                      "runs": len(group), "paper": PAPER[row]}
+    return table
+
+
+def _shown(outdir: pathlib.Path) -> str:
+    """`outdir` as a command in the README shows it: relative to the repository when it lies in results/."""
+    return f"results/{outdir.name}" if outdir.resolve().parent.name == "results" else str(outdir)
+
+
+def write_report(outdir: pathlib.Path) -> dict:
+    """README.md and table.json of `outdir`, from `outdir/runs` alone; returns the table."""
+    records = load_records(outdir)
+    if not records:
+        raise FileNotFoundError(f"no runs under {outdir / 'runs'}; run the table first (without --report_only).")
+    if not (outdir / "runs" / INVOCATION).exists():
+        raise FileNotFoundError(f"{outdir / 'runs' / INVOCATION} is missing: the run that made {outdir / 'runs'} "
+                                "did not finish; run the table again (without --report_only).")
+    invocation = json.loads((outdir / "runs" / INVOCATION).read_text())
+    table = make_table(records)
     checkpoint.write_json(outdir / "table.json", table)
-    initial = {s: accuracies["initial"][s] for s in figure_drivers}
-    easy, hard = max(initial, key=initial.get), min(initial, key=initial.get)
-    _figure(figure_drivers[easy], outdir / "fig1_easy.png", f"Fig. 1 style: seed {easy} (easy initial labels)")
-    _figure(figure_drivers[hard], outdir / "fig2_ill_posed.png", f"Fig. 2 style: seed {hard} (ill-posed initial labels)")
-    _write_readme(outdir, table, easy, hard, time.time() - started, commit)
-
-
-def _write_readme(outdir: pathlib.Path, table: dict, easy: int, hard: int, seconds: float, commit: str) -> None:
+    initial = sorted((r for r in records if r["row"] == "initial"), key=lambda r: r["seed"])
+    easy, hard = _easy_and_hard({r["seed"]: 100 * r["summary"]["test_accuracy"] for r in initial})
     lines = [
         "# Table 1 of the paper: the yin-yang toy",
         "",
-        "Generated by `experiments/toy_table.py`; do not edit by hand.",
+        "Generated by `experiments/toy_table.py` from the per-run files in `runs/`; do not edit by hand.",
         "",
         "| row | preset | ours: mean (std) % | runs | paper % |",
         "|---|---|---|---|---|",
     ]
     for row, entry in table.items():
-        lines.append(f"| {row.replace('_', ' ')} | `yinyang.py:{row}` | {entry['mean']:.2f} ({entry['std']:.2f}) "
-                     f"| {entry['runs']} | {entry['paper']:.2f} |")
-    runs = table["initial"]["runs"]
+        ours = f"{entry['mean']:.2f}" + (f" ({entry['std']:.2f})" if entry["std"] is not None else "")
+        lines.append(f"| {row.replace('_', ' ')} | `yinyang.py:{row}` | {ours} | {entry['runs']} | "
+                     f"{entry['paper']:.2f} |")
+    runs = max(entry["runs"] for entry in table.values())
     lines += [
         "",
-        "Test accuracy on a held-out sample of 1,000 points drawn like the pool, after the last iteration.",
+        "Test accuracy on a held-out sample of 1,000 points drawn like the pool, after the last iteration; std is "
+        "the sample standard deviation over the runs.",
         f"Seeds 0..{runs - 1}; each seed re-samples the pool, the test sample, the 8 initial labels and the network.",
         "",
         "Commands:",
         "",
         "```bash",
-        f"python -m experiments.toy_table --runs={runs} --outdir={outdir}",
+        f"python -m experiments.toy_table --runs={runs} --outdir={_shown(outdir)}",
+        "# rebuild README.md and table.json from runs/:",
+        f"python -m experiments.toy_table --report_only --outdir={_shown(outdir)}",
         "# one run of one row, e.g.:",
         "python -m experiments.main --config=experiments/configs/yinyang.py:active_semi_supervised "
         "--config.seed=0 --workdir=/tmp/toy",
@@ -138,10 +185,10 @@ def _write_readme(outdir: pathlib.Path, table: dict, easy: int, hard: int, secon
         f"(seed {hard}, the lowest), panels as in Figs. 1-2: initial model, semi-supervised, active, "
         "active semi-supervised; crosses mark ground-truth labels, the white line is the decision boundary.",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {jax.devices()[0].platform.upper()}, JAX {jax.__version__}; "
-        f"commit {commit}; {seconds / 60:.0f} minutes in all.",
+        f"Machine: {invocation['device']}; commit {invocation['commit']}; {invocation['minutes']:.0f} minutes in all.",
     ]
     (outdir / "README.md").write_text("\n".join(lines) + "\n")
+    return table
 
 
 if __name__ == "__main__":

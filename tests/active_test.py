@@ -6,30 +6,31 @@ import jax
 import numpy as np
 import pytest
 
-from deepbass_jax import active, checkpoint, oracle, train, uncertainty
+from deepbass_jax import active, algorithm, checkpoint, oracle, runfolder
 from experiments.configs import mnist as mnist_configs
 from experiments.configs import yinyang as yinyang_configs
+from tests.compilations import count_compilations
 from tests.helpers import answer_round, toy_config
 
 
 def _run_tracking_states(config, workdir):
     """Runs the driver iteration by iteration, returning the states (copied) after each iteration."""
     driver = active.Driver(config, workdir)
-    state = driver.initial_state()
-    history = [(state.ground_truth.copy(), state.pseudo.copy())]
+    driver.initial_fit()
+    history = [(driver.state.ground_truth.copy(), driver.state.pseudo.copy())]
     for _ in range(config.iterations):
-        driver.iterate(state)
-        history.append((state.ground_truth.copy(), state.pseudo.copy()))
+        driver.iterate()
+        history.append((driver.state.ground_truth.copy(), driver.state.pseudo.copy()))
     return history
 
 
 def _oracle_log(workdir):
-    return checkpoint.read_jsonl(workdir / active.ORACLE_LOG)
+    return checkpoint.read_jsonl(workdir / runfolder.ORACLE_LOG)
 
 
 def test_toy_run_writes_a_complete_run_directory(tmp_path):
     summary = active.run(toy_config(), tmp_path)
-    metrics = checkpoint.read_jsonl(tmp_path / active.METRICS)
+    metrics = checkpoint.read_jsonl(tmp_path / runfolder.METRICS)
     assert [m["iteration"] for m in metrics] == list(range(7))
     assert [m["labels"] for m in metrics] == [8, 10, 10, 12, 12, 14, 14]
     line = metrics[-1]
@@ -39,7 +40,7 @@ def test_toy_run_writes_a_complete_run_directory(tmp_path):
     assert 0 <= line["theta"] <= 1 and 0 <= line["pseudo_label_coverage"] <= 1
     assert summary["labels"] == 14 and summary["test_accuracy"] == line["test_accuracy"]
     assert line["test_accuracy"] > 0.6  # well above chance on the toy
-    for name in ("config.json", "summary.json", "curves.png", "decision_boundary.png", active.CHECKPOINT):
+    for name in ("config.json", "summary.json", "curves.png", "decision_boundary.png", runfolder.CHECKPOINT):
         assert (tmp_path / name).exists(), name
     log = _oracle_log(tmp_path)
     assert len(log) == 14 and len({e["index"] for e in log}) == 14
@@ -89,17 +90,17 @@ def test_semi_supervised_off_trains_on_ground_truth_only(tmp_path):
 def test_iterations_do_not_recompile(tmp_path):
     config = toy_config(iterations=0)
     driver = active.Driver(config, tmp_path)
-    state = driver.initial_state()
+    driver.initial_fit()
     for _ in range(2):
-        driver.iterate(state)
-    sizes = (uncertainty.chunk_stats._cache_size(), train.batch_step._cache_size())
-    for _ in range(3):
-        driver.iterate(state)
-    assert (uncertainty.chunk_stats._cache_size(), train.batch_step._cache_size()) == sizes
+        driver.iterate()
+    with count_compilations() as compiled:
+        for _ in range(3):
+            driver.iterate()
+    assert compiled[algorithm.seeds_chunk_stats.__name__] == compiled[algorithm.seeds_train_step.__name__] == 0
 
 
 def _comparable(metrics):
-    return [{k: v for k, v in m.items() if k != "seconds"} for m in metrics]
+    return [{k: v for k, v in m.items() if k not in ("seconds", "phase_seconds")} for m in metrics]
 
 
 @pytest.fixture(scope="module")
@@ -116,10 +117,10 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, monkeyp
     config = toy_config()
     original = active.Driver.iterate
 
-    def interrupted(self, state):
-        if state.iteration == stop_after:
+    def interrupted(self):
+        if self.iteration == stop_after:
             raise KeyboardInterrupt
-        return original(self, state)
+        return original(self)
 
     monkeypatch.setattr(active.Driver, "iterate", interrupted)
     with pytest.raises(KeyboardInterrupt):
@@ -127,12 +128,12 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, monkeyp
     monkeypatch.setattr(active.Driver, "iterate", original)
     active.run(config, tmp_path)
 
-    straight = checkpoint.read_jsonl(straight_run / active.METRICS)
-    resumed = checkpoint.read_jsonl(tmp_path / active.METRICS)
+    straight = checkpoint.read_jsonl(straight_run / runfolder.METRICS)
+    resumed = checkpoint.read_jsonl(tmp_path / runfolder.METRICS)
     assert _comparable(resumed) == _comparable(straight)
     assert _oracle_log(tmp_path) == _oracle_log(straight_run)
-    a = checkpoint.load(straight_run / active.CHECKPOINT)["train_state"]["params"]
-    b = checkpoint.load(tmp_path / active.CHECKPOINT)["train_state"]["params"]
+    a = checkpoint.load(straight_run / runfolder.CHECKPOINT)["train_state"]["params"]
+    b = checkpoint.load(tmp_path / runfolder.CHECKPOINT)["train_state"]["params"]
     for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
         np.testing.assert_array_equal(x, y)
 
@@ -142,11 +143,11 @@ def test_labels_bought_before_a_crash_are_reused_not_asked_again(tmp_path, monke
     original = active.Driver._save
     saves = []
 
-    def crash_on_second_save(self, state):
-        saves.append(state.iteration)
+    def crash_on_second_save(self):
+        saves.append(self.iteration)
         if len(saves) == 2:  # after iteration 1 bought its labels, before its checkpoint
             raise KeyboardInterrupt
-        return original(self, state)
+        return original(self)
 
     monkeypatch.setattr(active.Driver, "_save", crash_on_second_save)
     with pytest.raises(KeyboardInterrupt):
@@ -220,7 +221,7 @@ def test_mnist_driver_on_a_few_hundred_images(tmp_path, mnist_dir):
     config.chunk_size = 128
     config.mc_passes_labeled = 10
     summary = active.run(config, tmp_path)
-    metrics = checkpoint.read_jsonl(tmp_path / active.METRICS)
+    metrics = checkpoint.read_jsonl(tmp_path / runfolder.METRICS)
     assert [m["labels"] for m in metrics] == [20, 25, 30, 35]
     assert all(m["pseudo_labeled"] == 300 - m["labels"] for m in metrics[1:])
     assert summary["test_accuracy"] > 0.3  # 35 labels, 10 classes: far above chance (0.1)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from deepbass_jax import active, augment, models, multi_seed, train
+from deepbass_jax import active, algorithm, augment, config as config_lib, models, train
 from experiments.configs import yinyang as yinyang_configs
 
 
@@ -149,6 +149,14 @@ def _pool(num=40, seed=0):
     return _images(num, 8, 8, 1, seed), jnp.asarray(np.arange(num) % 2, jnp.int32)
 
 
+def _epoch(states, images, targets, plan, labeled, degrees=10.0, scale=0.05, batch_size=16):
+    """One epoch of one run: `algorithm.train_epoch` with a single seed (R = 1) on the shared pool."""
+    states, [metrics] = algorithm.train_epoch(states, images, targets[None], [plan], batch_size, shared=True,
+                                              seed_axis="map", labeled=None if labeled is None else labeled[None],
+                                              augment_degrees=degrees, augment_scale=scale)
+    return states, metrics
+
+
 def test_epoch_warps_ground_truth_entries_only(monkeypatch):
     images, targets = _pool()
     labeled = np.zeros(40, bool)
@@ -156,15 +164,23 @@ def test_epoch_warps_ground_truth_entries_only(monkeypatch):
     selected = ~labeled & (np.arange(40) < 30)
     indices, weights = train.sampling_plan(labeled, selected, jax.random.key(0), upsample=3)
     batches = []
-    original = train._gather_batch
+    original = train.gather_batch
 
-    def spy(images, targets, batch_indices, *args, **kwargs):
-        x, y = original(images, targets, batch_indices, *args, **kwargs)
+    def record(batch_indices, x):
         batches.append((np.asarray(batch_indices), np.asarray(x)))
+
+    def spy(images, targets, batch_indices, *args, **kwargs):  # runs while the step is traced
+        x, y = original(images, targets, batch_indices, *args, **kwargs)
+        jax.debug.callback(record, batch_indices, x, ordered=True)  # runs at every step
         return x, y
 
-    monkeypatch.setattr(train, "_gather_batch", spy)
-    state, metrics = train.train_epoch(_image_state(), images, targets, indices, weights, 16, labeled, 10.0, 0.05)
+    monkeypatch.setattr(train, "gather_batch", spy)
+    state = _image_state()
+    apply_fn = state.apply_fn
+    # A new (unequal) apply function: the step is traced anew, through the spy, not taken from the cache.
+    state = state.replace(apply_fn=lambda params, x, key=None: apply_fn(params, x, key))
+    _, metrics = _epoch(algorithm.stack([state]), images, targets, (indices, weights), labeled)
+    jax.effects_barrier()
     assert metrics.steps == len(batches) == -(-(18 + 24) // 16) and np.isfinite(metrics.loss)
     rows = np.concatenate([i for i, _ in batches])[: len(indices)]
     gathered = np.concatenate([x for _, x in batches])[: len(indices)]
@@ -176,31 +192,40 @@ def test_epoch_warps_ground_truth_entries_only(monkeypatch):
     assert len({v.tobytes() for v in views}) == 3
 
 
-def test_fit_with_augmentation_trains_and_repeats_bitwise_after_a_checkpoint_round_trip():
+def _fit(labeled, config, serialize=False):
+    """Two epochs of the initial fit (every plan entry ground truth); with `serialize`, the states go through a
+    checkpoint's state dict after each epoch, as a resumed run's do."""
     images, targets = _pool()
-    labeled = np.arange(40) < 10
-    config = _augmenting()
-    one_go, metrics = train.fit(_image_state(), images, targets, labeled, jax.random.key(3), 2, config)
-    assert metrics.steps == -(-30 // 16) and np.isfinite(metrics.loss) and int(one_go.step) == 4
-    # Epoch by epoch with the state serialized in between (as a checkpoint does): the same warps, bitwise.
-    state = _image_state()
+    states = algorithm.stack([_image_state()])
     for epoch in range(2):
-        plan = train.sampling_plan(labeled, np.zeros(40, bool), jax.random.fold_in(jax.random.key(3), epoch), 3)
-        state, _ = train.train_epoch(state, images, targets, *plan, 16, labeled, 10.0, 0.05)
-        raw = state.replace(dropout_key=jax.random.key_data(state.dropout_key))
-        raw = flax.serialization.from_state_dict(raw, jax.device_get(flax.serialization.to_state_dict(raw)))
-        state = jax.device_put(raw.replace(dropout_key=jax.random.wrap_key_data(raw.dropout_key)))
-    for a, b in zip(jax.tree_util.tree_leaves(one_go.params), jax.tree_util.tree_leaves(state.params)):
+        plan = train.sampling_plan(labeled, np.zeros_like(labeled), jax.random.fold_in(jax.random.key(3), epoch),
+                                   config.upsample)
+        states, metrics = _epoch(states, images, targets, plan, labeled, config.augment_degrees, config.augment_scale,
+                                 config.batch_size)
+        if serialize:
+            raw = states.replace(dropout_key=jax.random.key_data(states.dropout_key))
+            raw = flax.serialization.from_state_dict(raw, jax.device_get(flax.serialization.to_state_dict(raw)))
+            states = jax.device_put(raw.replace(dropout_key=jax.random.wrap_key_data(raw.dropout_key)))
+    return states, metrics
+
+
+def test_fit_with_augmentation_trains_and_repeats_bitwise_after_a_checkpoint_round_trip():
+    labeled = np.arange(40) < 10
+    one_go, metrics = _fit(labeled, _augmenting())
+    assert metrics.steps == -(-30 // 16) and np.isfinite(metrics.loss) and int(one_go.step[0]) == 4
+    # The state serialized between the epochs (as a checkpoint does): the same warps, bitwise.
+    resumed, _ = _fit(labeled, _augmenting(), serialize=True)
+    for a, b in zip(jax.tree_util.tree_leaves(one_go.params), jax.tree_util.tree_leaves(resumed.params)):
         np.testing.assert_array_equal(a, b)
-    plain, _ = train.fit(_image_state(), images, targets, labeled, jax.random.key(3), 2, _augmenting(0.0, 0.0))
+    plain, _ = _fit(labeled, _augmenting(0.0, 0.0))
     assert not np.array_equal(jax.tree_util.tree_leaves(plain.params)[0], jax.tree_util.tree_leaves(one_go.params)[0])
 
 
 def test_augmentation_needs_the_labeled_mask():
     images, targets = _pool()
+    plan = np.arange(4, dtype=np.int32), np.ones(4, np.float32)
     with pytest.raises(ValueError, match="labeled"):
-        train.train_epoch(_image_state(), images, targets, np.arange(4, dtype=np.int32), np.ones(4, np.float32),
-                          16, None, 10.0, 0.0)
+        _epoch(algorithm.stack([_image_state()]), images, targets, plan, None, 10.0, 0.0)
 
 
 # ------------------------------------------------------------------------------------------ config
@@ -208,16 +233,16 @@ def test_augmentation_needs_the_labeled_mask():
                                           ("augment_scale", -0.01), ("augment_scale", 1.0),
                                           ("augment_degrees", float("nan"))])
 def test_validation_rejects_out_of_range_values_naming_the_field(field, value):
-    config = active.default_config()
+    config = config_lib.default_config()
     config.train[field] = value
-    with pytest.raises(active.ConfigError, match=rf"config\.train\.{field}=.* it must be in \["):
-        active.validate(config)
+    with pytest.raises(config_lib.ConfigError, match=rf"config\.train\.{field}=.* it must be in \["):
+        config_lib.validate(config)
 
 
 def test_validation_accepts_the_papers_setting():
-    config = active.default_config()
+    config = config_lib.default_config()
     config.train.augment_degrees, config.train.augment_scale = 9.9, 0.05
-    active.validate(config)
+    config_lib.validate(config)
 
 
 def _toy_with_augmentation():
@@ -228,10 +253,5 @@ def _toy_with_augmentation():
 
 
 def test_driver_refuses_augmentation_of_non_image_data(tmp_path):
-    with pytest.raises(active.ConfigError, match=r"config\.train\.augment_degrees=5\.0 .* shape \(2,\); set both"):
+    with pytest.raises(config_lib.ConfigError, match=r"config\.train\.augment_degrees=5\.0 .* shape \(2,\); set both"):
         active.Driver(_toy_with_augmentation(), tmp_path)
-
-
-def test_multi_seed_refuses_augmentation():
-    with pytest.raises(active.ConfigError, match="experiments.main"):
-        multi_seed.run_seeds(_toy_with_augmentation(), [0, 1])

@@ -25,14 +25,14 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from deepbass_jax import active, checkpoint, data, oracle, train, uncertainty
+from deepbass_jax import active, algorithm, checkpoint, config as config_lib, data, oracle, runfolder
 from experiments import main as main_module
 from experiments.configs import mnist as mnist_configs
 from experiments.configs import yinyang as yinyang_configs
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 SECTION = "## Bad input and what you see"
-RUN_FILES = (active.CONFIG, active.CHECKPOINT, active.METRICS, active.ORACLE_LOG, active.SUMMARY)
+RUN_FILES = (runfolder.CONFIG, runfolder.CHECKPOINT, runfolder.METRICS, runfolder.ORACLE_LOG, runfolder.SUMMARY)
 
 
 # ------------------------------------------------------------------------------------------- the cases
@@ -195,54 +195,54 @@ CASES = [
     Case("Misspelt config field (command line)", "`--config.model.dropout_rat=0.5`", ValueError,
          "--config.model.dropout_rat: unknown config field 'dropout_rat' (Did you mean \"dropout_rate\" instead "
          "of \"dropout_rat\"?); the fields of config.model are architecture, dropout_masks, dropout_rate, "
-         "negative_slope.",
+         "kernels, negative_slope.",
          "flags", _flags("--config=experiments/configs/yinyang.py", "--config.model.dropout_rat=0.5")),
-    Case("Unknown config field (Python)", "`config.model.dropout = 0.5` in Python", active.ConfigError,
+    Case("Unknown config field (Python)", "`config.model.dropout = 0.5` in Python", config_lib.ConfigError,
          "config.model.dropout: unknown config field 'dropout' (a typo?); the fields of config.model are "
-         "architecture, dropout_masks, dropout_rate, negative_slope.",
+         "architecture, dropout_masks, dropout_rate, kernels, negative_slope.",
          "config", _python_typo),
-    Case("T < 1", "`--config.mc_passes_labeled=0`", active.ConfigError,
+    Case("T < 1", "`--config.mc_passes_labeled=0`", config_lib.ConfigError,
          "config.mc_passes_labeled=0 is invalid (T, the MC-dropout passes on the ground truth for theta (eq. 8)): "
          "it must be at least 1; " + _SET.format("mc_passes_labeled"),
          "config", _run(_toy_config(mc_passes_labeled=0))),
-    Case("T' < 1", "`--config.mc_passes_pool=0`", active.ConfigError,
+    Case("T' < 1", "`--config.mc_passes_pool=0`", config_lib.ConfigError,
          "config.mc_passes_pool=0 is invalid (T', the MC-dropout passes on the pool): it must be at least 1; "
          + _SET.format("mc_passes_pool"),
          "config", _run(_toy_config(mc_passes_pool=0))),
-    Case("Dropout rate outside (0, 1)", "`--config.model.dropout_rate=1.0`", active.ConfigError,
+    Case("Dropout rate outside (0, 1)", "`--config.model.dropout_rate=1.0`", config_lib.ConfigError,
          "config.model.dropout_rate=1.0 is invalid (the dropout rate of training and of MC dropout): it must be "
          "strictly between 0 and 1; " + _SET.format("model.dropout_rate"),
          "config", _run(_toy_config(**{"model.dropout_rate": 1.0}))),
-    Case("theta outside [0, 1]", "`--config.theta=1.5`", active.ConfigError,
+    Case("theta outside [0, 1]", "`--config.theta=1.5`", config_lib.ConfigError,
          "config.theta=1.5 is invalid (the pseudo-label entropy threshold; -1 computes it by eq. 8): it must be "
          "-1 (computed) or a fixed threshold in [0, 1]; " + _SET.format("theta"),
          "config", _run(_toy_config(theta=1.5))),
-    Case("Augmentation rotation outside [0, 180)", "`--config.train.augment_degrees=180`", active.ConfigError,
+    Case("Augmentation rotation outside [0, 180)", "`--config.train.augment_degrees=180`", config_lib.ConfigError,
          "config.train.augment_degrees=180.0 is invalid (the maximum rotation of ground-truth augmentation in "
          "degrees; 0 is off): it must be in [0, 180) (the paper: below 10); " + _SET.format("train.augment_degrees"),
          "config", _run(_toy_config(**{"train.augment_degrees": 180.0}))),
-    Case("Augmentation scaling outside [0, 1)", "`--config.train.augment_scale=-0.1`", active.ConfigError,
+    Case("Augmentation scaling outside [0, 1)", "`--config.train.augment_scale=-0.1`", config_lib.ConfigError,
          "config.train.augment_scale=-0.1 is invalid (the maximum relative height/width scaling of ground-truth "
          "augmentation; 0 is off): it must be in [0, 1) (the paper: 0.05); " + _SET.format("train.augment_scale"),
          "config", _run(_toy_config(**{"train.augment_scale": -0.1}))),
-    Case("Budget of 0 or less", "`--config.budget=0`", active.ConfigError,
+    Case("Budget of 0 or less", "`--config.budget=0`", config_lib.ConfigError,
          "config.budget=0 is invalid (total ground-truth labels, initial ones included): it must be at least 1; "
          + _SET.format("budget"),
          "config", _run(_toy_config(budget=0))),
-    Case("k (acquire_every) of 0 or less", "`--config.acquire_every=0`", active.ConfigError,
+    Case("k (acquire_every) of 0 or less", "`--config.acquire_every=0`", config_lib.ConfigError,
          "config.acquire_every=0 is invalid (k: acquire every k-th iteration): it must be at least 1; "
          + _SET.format("acquire_every"),
          "config", _run(_toy_config(acquire_every=0))),
-    Case("n (acquire_count) of 0 or less", "`--config.acquire_count=-2`", active.ConfigError,
+    Case("n (acquire_count) of 0 or less", "`--config.acquire_count=-2`", config_lib.ConfigError,
          "config.acquire_count=-2 is invalid (n: labels bought per acquisition): it must be at least 1; "
          + _SET.format("acquire_count"),
          "config", _run(_toy_config(acquire_count=-2))),
-    Case("Unknown acquisition policy", "`--config.policy=most_confused`", active.ConfigError,
+    Case("Unknown acquisition policy", "`--config.policy=most_confused`", config_lib.ConfigError,
          "config.policy='most_confused' is invalid: it must be one of ['above_average', …]; "
          + _SET.format("policy"),
          "config", _run(_toy_config(policy="most_confused"))),
     Case("More initial labels than the pool holds", "`--config.initial_per_class=25` with a 40-sample pool",
-         active.ConfigError,
+         config_lib.ConfigError,
          "config.initial_per_class=25 asks for 50 initial labels (2 classes), more than the pool of 40 samples "
          "holds; lower config.initial_per_class to at most 20, " + _POOL,
          "setup", _run(_toy_config(**{"data.num_per_class": 20, "initial_per_class": 25}))),
@@ -251,12 +251,12 @@ CASES = [
          "class 1 has only 5 samples, fewer than the 6 initial labels asked per class; lower "
          "config.initial_per_class to at most 5 (class 1 is the rarest), " + _POOL,
          "setup", _rare_class),
-    Case("Budget larger than the pool", "`--config.budget=5000` with a 200-sample pool", active.ConfigError,
+    Case("Budget larger than the pool", "`--config.budget=5000` with a 200-sample pool", config_lib.ConfigError,
          "config.budget=5000 exceeds the pool of 200 samples: the oracle cannot label more than the pool holds; "
          "lower config.budget to at most 200, " + _POOL,
          "setup", _run(_toy_config(budget=5000))),
     Case("Augmentation of data that are not images", "`--config.train.augment_degrees=10` on the yin-yang toy",
-         active.ConfigError,
+         config_lib.ConfigError,
          "config.train.augment_degrees=10.0 / augment_scale=0.0 warp images [N, H, W, C], but 'yinyang' has "
          "samples of shape (2,); set both to 0.",
          "setup", _run(_toy_config(**{"train.augment_degrees": 10.0}))),
@@ -342,8 +342,9 @@ def _contains_in_order(message: str, expected: str) -> bool:
 # ------------------------------------------------------------------------------------------- the tests
 @pytest.fixture
 def spies(monkeypatch):
-    """Counts calls of the data loader and of the initial fit (the first piece of work of a run)."""
-    calls = {"data.load": 0, "train.fit": 0}
+    """Counts calls of the data loader and of the training epoch (the initial fit's, the first piece of work of a
+    run)."""
+    calls = {"data.load": 0, "algorithm.train_epoch": 0}
 
     def spy(name, function):
         def counted(*args, **kwargs):
@@ -353,7 +354,7 @@ def spies(monkeypatch):
         return counted
 
     monkeypatch.setattr(data, "load", spy("data.load", data.load))
-    monkeypatch.setattr(train, "fit", spy("train.fit", train.fit))
+    monkeypatch.setattr(algorithm, "train_epoch", spy("algorithm.train_epoch", algorithm.train_epoch))
     return calls
 
 
@@ -368,7 +369,7 @@ def test_bad_input_fails_early_with_a_clear_message(case, tmp_path, request, spi
         assert spies["data.load"] == 0 and not env.workdir.exists()
     if case.stage in ("data", "setup"):
         assert spies["data.load"] == 1
-    assert spies["train.fit"] == 0
+    assert spies["algorithm.train_epoch"] == 0
     for name in RUN_FILES:  # no config.json either: a rerun with the corrected config may use the same workdir
         assert not (env.workdir / name).exists(), name
     if case.stage == "oracle":  # the valid row was kept: only the missing answers are needed now
@@ -380,11 +381,11 @@ def test_bad_input_fails_early_with_a_clear_message(case, tmp_path, request, spi
 
 def test_a_refused_config_does_not_pin_the_workdir(tmp_path):
     """After a config is refused, the corrected one runs in the same workdir (config.json was not written)."""
-    with pytest.raises(active.ConfigError):
+    with pytest.raises(config_lib.ConfigError):
         active.Driver(_toy_config(budget=5000), tmp_path)
-    assert not (tmp_path / active.CONFIG).exists()
+    assert not (tmp_path / runfolder.CONFIG).exists()
     active.Driver(_toy_config(), tmp_path)  # not refused as "a different config"
-    assert (tmp_path / active.CONFIG).exists()
+    assert (tmp_path / runfolder.CONFIG).exists()
 
 
 def _readme_table_rows() -> list[str]:
@@ -423,30 +424,30 @@ def _nan_tree(tree):
 
 
 def _in_iteration(monkeypatch, iteration, before=None):
-    """Tracks the iteration the driver runs (current[0]); calls before(driver, state) when `iteration` starts."""
+    """Tracks the iteration the driver runs (current[0]); calls before(driver) when `iteration` starts."""
     current = [0]
     original = active.Driver.iterate
 
-    def tracked(self, state):
-        current[0] = state.iteration + 1
+    def tracked(self):
+        current[0] = self.iteration + 1
         if current[0] == iteration and before is not None:
-            before(self, state)
-        return original(self, state)
+            before(self)
+        return original(self)
 
     monkeypatch.setattr(active.Driver, "iterate", tracked)
     return current
 
 
 def _poison_params(monkeypatch):
-    def before(driver, state):
-        state.train_state = state.train_state.replace(params=_nan_tree(state.train_state.params))
+    def before(driver):
+        driver.states = driver.states.replace(params=_nan_tree(driver.states.params))
 
     _in_iteration(monkeypatch, 3, before)
 
 
 def _poison_pool_stats(monkeypatch):
     current = _in_iteration(monkeypatch, 3)
-    original = uncertainty.pool_stats
+    original = algorithm.pool_stats
 
     def pool_stats(*args, **kwargs):
         stats = original(*args, **kwargs)
@@ -454,30 +455,30 @@ def _poison_pool_stats(monkeypatch):
             stats = stats._replace(mean_probs=np.full_like(stats.mean_probs, np.nan))
         return stats
 
-    monkeypatch.setattr(uncertainty, "pool_stats", pool_stats)
+    monkeypatch.setattr(algorithm, "pool_stats", pool_stats)
 
 
 def _poison_loss(raises):
     def poison(monkeypatch):
         current = _in_iteration(monkeypatch, 3)
-        original = train.train_epoch
+        original = algorithm.train_epoch
 
         def train_epoch(*args, **kwargs):
-            state, metrics = original(*args, **kwargs)
+            states, metrics = original(*args, **kwargs)
             if current[0] == 3:
                 if raises:  # what train_epoch itself does on a NaN loss
-                    raise FloatingPointError(f"training loss became nan at step {int(state.step)}.")
-                metrics = metrics._replace(loss=float("nan"))
-            return state, metrics
+                    raise FloatingPointError("training loss became nan.")
+                metrics = [m._replace(loss=float("nan")) for m in metrics]
+            return states, metrics
 
-        monkeypatch.setattr(train, "train_epoch", train_epoch)
+        monkeypatch.setattr(algorithm, "train_epoch", train_epoch)
 
     return poison
 
 
 def _poison_test_images(monkeypatch):
-    def before(driver, state):
-        driver.dataset.test_images[5] = np.inf  # the arrays of a frozen Dataset are still writable
+    def before(driver):
+        driver.seeds[0].dataset.test_images[5] = np.inf  # the arrays of a frozen Dataset are still writable
 
     _in_iteration(monkeypatch, 3, before)
 
@@ -487,7 +488,7 @@ def _poison_test_images(monkeypatch):
     [
         (_poison_params, "iteration 3: NaN or Inf in the pool's MC-dropout mean probabilities."),
         (_poison_pool_stats, "iteration 3: NaN or Inf in the pool's MC-dropout mean probabilities."),
-        (_poison_loss(raises=True), "iteration 3: training loss became nan at step "),
+        (_poison_loss(raises=True), "iteration 3: training loss became nan. "),
         (_poison_loss(raises=False), "iteration 3: NaN or Inf in the training loss."),
         (_poison_test_images, "iteration 3: NaN or Inf in the test predictions (1 of 200 samples)."),
     ],
@@ -500,14 +501,14 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypa
         active.run(config, tmp_path)
     message = str(raised.value)
     assert message.startswith(problem), message
-    assert (f"the last good checkpoint {tmp_path / active.CHECKPOINT} (after iteration 2) is intact and "
-            f"{active.METRICS} has no line for iteration 3") in message
+    assert (f"the last good checkpoint {tmp_path / runfolder.CHECKPOINT} (after iteration 2) is intact and "
+            f"{runfolder.METRICS} has no line for iteration 3") in message
     assert "lower config.train.learning_rate" in message
-    saved = checkpoint.load(tmp_path / active.CHECKPOINT)
+    saved = checkpoint.load(tmp_path / runfolder.CHECKPOINT)
     assert int(saved["iteration"]) == 2
     assert all(np.isfinite(leaf).all() for leaf in jax.tree_util.tree_leaves(saved["train_state"]["params"]))
-    assert [m["iteration"] for m in checkpoint.read_jsonl(tmp_path / active.METRICS)] == [0, 1, 2]
-    assert not (tmp_path / active.SUMMARY).exists()
+    assert [m["iteration"] for m in checkpoint.read_jsonl(tmp_path / runfolder.METRICS)] == [0, 1, 2]
+    assert not (tmp_path / runfolder.SUMMARY).exists()
 
 
 def test_run_resumes_from_the_intact_checkpoint_after_a_nan(tmp_path, monkeypatch):
@@ -518,31 +519,31 @@ def test_run_resumes_from_the_intact_checkpoint_after_a_nan(tmp_path, monkeypatc
             active.run(config, tmp_path)
     summary = active.run(config, tmp_path)  # the cause is gone: iterations 3 and 4 run from checkpoint 2
     assert summary["iterations"] == 4
-    assert [m["iteration"] for m in checkpoint.read_jsonl(tmp_path / active.METRICS)] == [0, 1, 2, 3, 4]
+    assert [m["iteration"] for m in checkpoint.read_jsonl(tmp_path / runfolder.METRICS)] == [0, 1, 2, 3, 4]
 
 
 def test_nan_in_the_initial_fit_says_so_and_saves_nothing(tmp_path, monkeypatch):
-    original, calls = train.train_epoch, []
+    original, calls = algorithm.train_epoch, []
 
     def train_epoch(*args, **kwargs):
         calls.append(1)
         if len(calls) == 3:
-            raise FloatingPointError("training loss became inf at step 3.")
+            raise FloatingPointError("training loss became inf.")
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(train, "train_epoch", train_epoch)
+    monkeypatch.setattr(algorithm, "train_epoch", train_epoch)
     with pytest.raises(FloatingPointError) as raised:
         active.run(_toy_config(), tmp_path)
     message = str(raised.value)
-    assert message.startswith("the initial fit: training loss became inf at step 3. The run stopped; no checkpoint "
+    assert message.startswith("the initial fit: training loss became inf. The run stopped; no checkpoint "
                               "was written yet"), message
-    assert not (tmp_path / active.CHECKPOINT).exists() and not (tmp_path / active.METRICS).exists()
+    assert not (tmp_path / runfolder.CHECKPOINT).exists() and not (tmp_path / runfolder.METRICS).exists()
 
 
 def test_fixed_theta_is_used_instead_of_eq_8(tmp_path):
     config = _toy_config(theta=0.25, mode="step_wise", iterations=2)
     active.run(config, tmp_path)
-    metrics = checkpoint.read_jsonl(tmp_path / active.METRICS)
+    metrics = checkpoint.read_jsonl(tmp_path / runfolder.METRICS)
     assert [m["theta"] for m in metrics[1:]] == [0.25, 0.25]
 
 

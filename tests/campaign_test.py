@@ -37,7 +37,8 @@ def _job(tmp_path: pathlib.Path, name: str, results: pathlib.Path, mnist_dir, **
     outdir = tmp_path / name
     argv = ["campaign", "--rows=all_data_max_entropy", "--seeds_per_row=2", "--max_seeds=2", "--pool_size=320",
             "--iterations=5", "--initial_epochs=1", "--test_size=100", "--chunk_size=64", "--seed_axis=map", "--smoke_iterations=0",
-            "--budget_s=900", f"--data_dir={mnist_dir}", f"--results={results}", f"--outdir={outdir}"]
+            "--budget_s=900", f"--data_dir={mnist_dir}", f"--results={results}", f"--outdir={outdir}",
+            f"--workroot={tmp_path / 'work'}"]
     argv += [f"--{key}={value}" for key, value in extra.items()]
     with flagsaver.flagsaver():
         flags.FLAGS.unparse_flags()
@@ -52,6 +53,30 @@ def _records(results: pathlib.Path) -> list[dict]:
 
 def _without_timings(lines):
     return [{k: v for k, v in line.items() if k not in ("seconds", "phase_seconds")} for line in lines]
+
+
+def test_smoke_check_reports_device_check_timings_and_projection(tmp_path, mnist_dir):
+    """--smoke on tiny settings: the device, the reference check, the micro-benchmark of both seed axes, a few
+    real iterations with per-phase times and the projection of a 10-seed row; no row is run."""
+    outdir = tmp_path / "smoke"
+    argv = ["campaign", "--smoke", "--max_seeds=1", "--seed_axis=map", "--pool_size=320", "--iterations=5", "--initial_epochs=1",
+            "--test_size=100", "--chunk_size=64", "--smoke_iterations=2", f"--data_dir={mnist_dir}",
+            f"--results={tmp_path / 'results'}", f"--workroot={tmp_path / 'work'}", f"--outdir={outdir}"]
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(argv)
+        report = campaign.campaign(outdir, 0.0, smoke_only=True)
+    assert json.loads((outdir / "campaign.json").read_text())["smoke"] == json.loads(json.dumps(report["smoke"]))
+    assert report["device"]["backend"] == "cpu" and report["reference"]["passed"]
+    # Given one seed axis, only it is timed (auto times both and takes the faster: vmap is slow to compile here).
+    assert [(t["seed_axis"], t["seeds"]) for t in report["device_function_seconds"]] == [("map", 1)]
+    assert report["seed_axis"] == "map"
+    smoke = report["smoke"]
+    assert smoke["seeds"] == 1 and smoke["iterations"] == 2 and len(smoke["test_accuracy"]) == 1
+    assert set(smoke["phase_seconds"]) == {"pool_inference", "labeled_inference", "acquisition_and_pseudo_labels",
+                                           "epoch", "metrics", "iteration_total"}
+    assert smoke["projected_10_seed_row_seconds"] > 0
+    assert report["jobs"] == [] and not (outdir / "rows.json").exists()
 
 
 @pytest.mark.slow  # about 105 s on 2 CPU cores: pytest -m slow

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from deepbass_jax import active, checkpoint, data, rundir
+from deepbass_jax import active, checkpoint, data, rundir, runfolder
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -239,7 +239,7 @@ def test_a_second_process_on_the_workdir_refuses_and_a_killed_holder_frees_it(tm
         refused = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
         assert refused.returncode == 1, refused.stderr[-2000:]
         assert f"error: {workdir} is in use by another run (process {holder.pid}" in refused.stderr
-        assert not (workdir / active.CONFIG).exists()  # it wrote nothing
+        assert not (workdir / runfolder.CONFIG).exists()  # it wrote nothing
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()

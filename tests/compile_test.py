@@ -1,22 +1,23 @@
-"""Compile once: the jitted functions of an iteration are traced once, whatever the iteration, the pool size
-or the run. A function that retraces every iteration would cost seconds to minutes each time."""
+"""Compile once: the jitted functions of an iteration are traced once, whatever the iteration or the run; only
+those that take the whole pool's arrays compile again, once, for a pool of another size. A function that
+retraces every iteration would cost seconds to minutes each time."""
 
 import jax
 import numpy as np
 
-from deepbass_jax import active, data, models, train, uncertainty
+from deepbass_jax import active, algorithm, config as config_lib, data, models, train
 from experiments.configs import yinyang
+from tests.compilations import count_compilations
 
-JITTED = {
-    "chunk_stats": uncertainty.chunk_stats,
-    "batch_step": train.batch_step,
-    "predict": train._predict_chunk,
-    "checked_predict": active._checked_predict_chunk,
-}
+# Eager jax.numpy ops on arrays whose size changes each iteration compile too; these must not.
+JITTED = [algorithm.seeds_chunk_stats, algorithm.seeds_queries, algorithm.seeds_pseudo_labels,
+          algorithm.seeds_train_step, train._predict_chunk]
+# Functions of the whole pool's arrays compile once more for a pool of another size; the others never.
+POOL_SHAPED = {fn.__name__ for fn in (algorithm.seeds_queries, algorithm.seeds_pseudo_labels, algorithm.seeds_train_step)}
 
 
-def _cache_sizes():
-    return {name: fn._cache_size() for name, fn in JITTED.items()}
+def _jitted_compilations(compiled):
+    return {fn.__name__: compiled[fn.__name__] for fn in JITTED}
 
 
 def _config(num_per_class, seed):
@@ -30,20 +31,28 @@ def _config(num_per_class, seed):
 
 def test_iterations_pool_sizes_and_runs_share_one_compilation(tmp_path):
     first = active.Driver(_config(num_per_class=50, seed=0), tmp_path / "a")
-    state = first.initial_state()
-    first.iterate(state)  # compiles everything an iteration needs
-    compiled = _cache_sizes()
-    for _ in range(3):
-        first.iterate(state)
-    assert _cache_sizes() == compiled, "an iteration retraced"
+    first.initial_fit()
+    first.iterate()  # compiles everything an iteration needs
+    with count_compilations() as compiled:
+        for _ in range(3):
+            first.iterate()
+    assert not any(_jitted_compilations(compiled).values()), "an iteration retraced"
     # Another run: a different seed and a pool of another size (130 vs 100 samples, other chunk counts).
-    second = active.Driver(_config(num_per_class=65, seed=1), tmp_path / "b")
+    with count_compilations() as compiled:
+        second = active.Driver(_config(num_per_class=65, seed=1), tmp_path / "b")
+        second.initial_fit()
+        for _ in range(2):
+            second.iterate()
+    assert _jitted_compilations(compiled) == {fn.__name__: int(fn.__name__ in POOL_SHAPED) for fn in JITTED}, \
+        "a new run or pool size retraced more than the pool-shaped functions, or those more than once"
     assert second.pool_images.shape[0] != first.pool_images.shape[0]
-    other = second.initial_state()
-    for _ in range(2):
-        second.iterate(other)
-    assert _cache_sizes() == compiled, "a new run or pool size retraced"
-    assert not np.array_equal(other.ground_truth, state.ground_truth)  # really another run
+    assert not np.array_equal(second.state.ground_truth, first.state.ground_truth)  # really another run
+    # Another run with a pool of the same size compiles nothing.
+    with count_compilations() as compiled:
+        third = active.Driver(_config(num_per_class=65, seed=2), tmp_path / "c")
+        third.initial_fit()
+        third.iterate()
+    assert not any(_jitted_compilations(compiled).values()), "a new run retraced"
 
 
 def test_apply_functions_of_equal_modules_are_equal_static_arguments():
@@ -63,7 +72,7 @@ def _image_run(num_pool, seed, workdir):
     rng = np.random.default_rng(seed)
     labels = (np.arange(num_pool) % 2).astype(np.int32)
     images = rng.random((num_pool, 8, 8, 1), dtype=np.float32) * 0.5 + labels[:, None, None, None] * 0.5
-    config = active.default_config()
+    config = config_lib.default_config()
     config.seed = seed
     config.model.architecture = "mlp"
     config.initial_per_class, config.initial_epochs, config.iterations = 2, 3, 4
@@ -76,18 +85,19 @@ def _image_run(num_pool, seed, workdir):
     return active.Driver(config, workdir, dataset=dataset)
 
 
-def test_augmentation_compiles_the_step_and_the_gather_once(tmp_path):
+def test_augmentation_compiles_once_per_pool_size(tmp_path):
     first = _image_run(60, 0, tmp_path / "a")
-    state = first.initial_state()  # the initial fit: every plan entry augmented
-    first.iterate(state)  # iterations: ground truth augmented, pseudo-labeled samples not
-    compiled = train.batch_step._cache_size(), train._gather_batch._cache_size()
-    for _ in range(3):
-        first.iterate(state)
-    assert (train.batch_step._cache_size(), train._gather_batch._cache_size()) == compiled, "an iteration retraced"
+    first.initial_fit()  # every plan entry augmented
+    first.iterate()  # iterations: ground truth augmented, pseudo-labeled samples not
+    with count_compilations() as compiled:
+        for _ in range(3):
+            first.iterate()
+    assert not any(_jitted_compilations(compiled).values()), "an iteration retraced"
+    state = first.state
     assert int(state.labeled.sum()) == 12 and state.selected.any()
-    # Another run and pool size: the gather (which holds the pool's shape) compiles once more, the step never.
-    second = _image_run(70, 1, tmp_path / "b")
-    other = second.initial_state()
-    second.iterate(other)
-    assert train.batch_step._cache_size() == compiled[0], "a new run or pool size retraced batch_step"
-    assert train._gather_batch._cache_size() == compiled[1] + 1
+    # Another run and pool size: the pool-shaped functions compile once more, nothing else.
+    with count_compilations() as compiled:
+        second = _image_run(70, 1, tmp_path / "b")
+        second.initial_fit()
+        second.iterate()
+    assert _jitted_compilations(compiled) == {fn.__name__: int(fn.__name__ in POOL_SHAPED) for fn in JITTED}

@@ -43,11 +43,17 @@ def test_fashion_mnist(fashion_mnist_dir):
     assert fashion.train_images.mean(dtype=np.float64) * 255 == pytest.approx(72.94, abs=1e-2)
 
 
+def _payload(folder, stem) -> bytes:
+    """The decompressed IDX file `stem` of a fixture's folder, which may hold it gzipped or raw."""
+    gzipped = folder / f"{stem}.gz"
+    return gzip.decompress(gzipped.read_bytes()) if gzipped.is_file() else (folder / stem).read_bytes()
+
+
 def _copy_raw(source_dir, target_dir, stems=data.IDX_FILES):
     """Decompressed copies of the shared files: raw IDX that tests may damage."""
     target_dir.mkdir(parents=True, exist_ok=True)
     for stem in stems:
-        (target_dir / stem).write_bytes(gzip.decompress((source_dir / f"{stem}.gz").read_bytes()))
+        (target_dir / stem).write_bytes(_payload(source_dir, stem))
     return target_dir
 
 
@@ -129,7 +135,8 @@ def test_checksum_mismatch_names_the_file(mnist_dir, tmp_path):
     path.write_bytes(bytes(payload))
     with pytest.raises(data.DataError, match=r"t10k-labels-idx1-ubyte: checksum mismatch .* corrupted"):
         data.load_idx_dir("mnist", folder)
-    changed = data.read_idx(path) != data.read_idx(mnist_dir / f"{path.name}.gz")  # readable without a digest
+    original = data.read_idx(_copy_raw(mnist_dir, tmp_path / "original", [path.name]) / path.name)
+    changed = data.read_idx(path) != original  # readable without a digest
     np.testing.assert_array_equal(np.flatnonzero(changed), [100 - 8])  # the one label after the 8-byte header
 
 
@@ -175,12 +182,13 @@ class _Server:
 @pytest.fixture(scope="module")
 def servers(mnist_dir, tmp_path_factory):
     """URL of a mirror that is down; a server with corrupted copies of the files; a good one."""
-    corrupted = tmp_path_factory.mktemp("corrupted")
+    corrupted, intact = tmp_path_factory.mktemp("corrupted"), tmp_path_factory.mktemp("intact")
     for stem in data.IDX_FILES:
-        payload = bytearray(gzip.decompress((mnist_dir / f"{stem}.gz").read_bytes()))
+        payload = bytearray(_payload(mnist_dir, stem))
+        (intact / f"{stem}.gz").write_bytes(gzip.compress(bytes(payload), compresslevel=1))
         payload[-1] ^= 0x01  # a valid IDX file with one wrong byte
         (corrupted / f"{stem}.gz").write_bytes(gzip.compress(bytes(payload), compresslevel=1))
-    bad, good = _Server(corrupted), _Server(mnist_dir)
+    bad, good = _Server(corrupted), _Server(intact)
     down = _Server(tmp_path_factory.mktemp("down"))
     down.close()  # nothing listens there any more
     yield down.url, bad, good

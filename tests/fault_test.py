@@ -20,7 +20,7 @@ import time
 import numpy as np
 import pytest
 
-from deepbass_jax import active, checkpoint, oracle, rundir
+from deepbass_jax import active, checkpoint, oracle, rundir, runfolder
 from tests.helpers import answer_round, toy_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -47,7 +47,7 @@ def jax_cache(tmp_path_factory):
     return tmp_path_factory.mktemp("jax_cache")
 
 
-def _attempt(workdir, jax_cache, iterations=ITERATIONS, fault=None, kill=None) -> tuple[int, str]:
+def _attempt(workdir, jax_cache, iterations=ITERATIONS, fault=None, kill=None, num_seeds=1) -> tuple[int, str]:
     """One invocation of the run's command (resuming whatever `workdir` holds): (return code, its output).
 
     fault: `DEEPBASS_FAULT_AT` for the process; kill(process): called while it runs, may SIGKILL it.
@@ -60,7 +60,8 @@ def _attempt(workdir, jax_cache, iterations=ITERATIONS, fault=None, kill=None) -
     log = workdir.parent / f"{workdir.name}.attempt.log"
     with open(log, "w") as output:
         process = subprocess.Popen([sys.executable, "-m", "experiments.main", *_flags(iterations),
-                                    f"--workdir={workdir}"], cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
+                                    f"--config.num_seeds={num_seeds}", f"--workdir={workdir}"],
+                                   cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT)
         try:
             if kill is not None:
                 kill(process)
@@ -84,7 +85,7 @@ def _kill_while_iterating(workdir, delay):
     """SIGKILLs the run `delay` seconds after its checkpoint next changes (it is then in the iterations)."""
 
     def kill(process):
-        path = workdir / active.CHECKPOINT
+        path = workdir / runfolder.CHECKPOINT
         before, deadline = _stamp(path), time.monotonic() + 300
         while _stamp(path) == before and process.poll() is None and time.monotonic() < deadline:
             time.sleep(0.005)
@@ -106,27 +107,32 @@ def _kill_after(seconds):
     return kill
 
 
-def _result(workdir) -> dict:
-    """What must be bitwise equal between runs: metrics without wall times, the oracle log, the final checkpoint
-    (parameters, optimizer state, label sets, oracle state)."""
-    metrics = [{k: v for k, v in m.items() if k != "seconds"} for m in checkpoint.read_jsonl(workdir / active.METRICS)]
+def _folders(workdir, num_seeds=1):
+    return [runfolder.seed_folder(workdir, seed, num_seeds) for seed in range(num_seeds)]
+
+
+def _result(workdir, num_seeds=1) -> dict:
+    """What must be bitwise equal between runs: each seed's metrics without wall times and oracle log, the final
+    checkpoint (parameters, optimizer states, label sets, oracle states)."""
     return {
-        "metrics": metrics,
-        "oracle_log": (workdir / active.ORACLE_LOG).read_bytes(),
-        "checkpoint": (workdir / active.CHECKPOINT).read_bytes(),
+        "metrics": [[{k: v for k, v in m.items() if k not in ("seconds", "phase_seconds")}
+                     for m in checkpoint.read_jsonl(folder / runfolder.METRICS)] for folder in _folders(workdir, num_seeds)],
+        "oracle_log": [(folder / runfolder.ORACLE_LOG).read_bytes() for folder in _folders(workdir, num_seeds)],
+        "checkpoint": (workdir / runfolder.CHECKPOINT).read_bytes(),
     }
 
 
-def _assert_same_run(workdir, reference):
-    got, expected = _result(workdir), _result(reference)
+def _assert_same_run(workdir, reference, num_seeds=1):
+    got, expected = _result(workdir, num_seeds), _result(reference, num_seeds)
     assert got["metrics"] == expected["metrics"]
     assert got["oracle_log"] == expected["oracle_log"]
     assert got["checkpoint"] == expected["checkpoint"], "final parameters or state differ"
-    log = checkpoint.read_jsonl(workdir / active.ORACLE_LOG)
-    indices = [e["index"] for e in log]
-    assert len(set(indices)) == len(indices), "a label was bought twice"
-    assert sorted(indices) == sorted(e["index"] for e in checkpoint.read_jsonl(reference / active.ORACLE_LOG))
-    assert [p.name for p in workdir.iterdir() if p.name.endswith(".tmp")] == []
+    for folder, reference_folder in zip(_folders(workdir, num_seeds), _folders(reference, num_seeds)):
+        log = checkpoint.read_jsonl(folder / runfolder.ORACLE_LOG)
+        indices = [e["index"] for e in log]
+        assert len(set(indices)) == len(indices), "a label was bought twice"
+        assert sorted(indices) == sorted(e["index"] for e in checkpoint.read_jsonl(reference_folder / runfolder.ORACLE_LOG))
+        assert [p.name for p in folder.iterdir() if p.name.endswith(".tmp")] == []
 
 
 @pytest.fixture(scope="module")
@@ -142,7 +148,7 @@ def test_two_fresh_runs_with_one_seed_are_bitwise_identical(reference, jax_cache
     code, output = _attempt(tmp_path / "run", jax_cache)
     assert code == 0, output[-3000:]
     _assert_same_run(tmp_path / "run", reference)
-    assert json.loads((tmp_path / "run" / active.SUMMARY).read_text())["labels"] == 20
+    assert json.loads((tmp_path / "run" / runfolder.SUMMARY).read_text())["labels"] == 20
 
 
 def _corrupt(path):
@@ -164,17 +170,36 @@ def test_a_run_killed_six_times_equals_the_uninterrupted_run(reference, jax_cach
     ]
     for number, (fault, kill, report) in enumerate(rounds):
         if number == 5:
-            _corrupt(workdir / active.CHECKPOINT)
+            _corrupt(workdir / runfolder.CHECKPOINT)
         code, output = _attempt(workdir, jax_cache, fault=fault, kill=kill)
         assert code == -signal.SIGKILL, f"attempt {number} ({fault}) was not killed:\n{output[-3000:]}"
         if report:
             assert report in output, f"attempt {number} did not report {report!r}:\n{output[-3000:]}"
         if number in (4, 5):
             assert "Resuming from the previous checkpoint" in output
-    assert (workdir / (active.CHECKPOINT + ".bad")).exists()  # the corrupted one, kept for inspection
+    assert (workdir / (runfolder.CHECKPOINT + ".bad")).exists()  # the corrupted one, kept for inspection
     code, output = _attempt(workdir, jax_cache)
     assert code == 0, output[-3000:]
     _assert_same_run(workdir, reference)
+
+
+def test_three_seeds_killed_three_times_equal_the_uninterrupted_run(jax_cache, tmp_path):
+    """config.num_seeds = 3: one checkpoint for all seeds, each seed's logs in its own folder. Killed during the
+    initial fit, between two seeds' oracle-log appends and between the two renames of a save; the files end as
+    an uninterrupted run's."""
+    iterations = 4
+    reference_dir = tmp_path / "reference"
+    code, output = _attempt(reference_dir, jax_cache, iterations, num_seeds=3)
+    assert code == 0, output[-3000:]
+    assert sorted(p.name for p in reference_dir.glob("seed_*")) == ["seed_0", "seed_1", "seed_2"]
+    workdir = tmp_path / "run"
+    # The 5th logged answer falls between two seeds' appends of one iteration.
+    for fault in ("initial_fit_epoch:30", "after_oracle_log:5", "checkpoint_rotated:2"):
+        code, output = _attempt(workdir, jax_cache, iterations, fault=fault, num_seeds=3)
+        assert code == -signal.SIGKILL, f"{fault} was not killed:\n{output[-3000:]}"
+    code, output = _attempt(workdir, jax_cache, iterations, num_seeds=3)
+    assert code == 0, output[-3000:]
+    _assert_same_run(workdir, reference_dir, num_seeds=3)
 
 
 @pytest.mark.slow
@@ -192,7 +217,7 @@ def test_a_run_killed_at_random_moments_again_and_again_equals_the_uninterrupted
               "checkpoint_rotated"]
     for _ in range(100):
         choice = rng.integers(len(points) + 2)
-        saved = workdir / active.CHECKPOINT
+        saved = workdir / runfolder.CHECKPOINT
         if choice == 0 and (saved.exists() or checkpoint.previous_path(saved).exists()):
             choice = len(points)  # past the initial fit: a timed kill instead
         if choice < len(points):
@@ -240,7 +265,7 @@ def test_only_the_torn_line_of_an_oracle_answer_is_asked_again(tmp_path, monkeyp
     _kill_at(monkeypatch, "mid_append", 1)  # the first append: the 8 initial labels, the 8th line torn
     with pytest.raises(_Killed):
         active.run(config, tmp_path)
-    assert len(checkpoint.read_jsonl(tmp_path / active.ORACLE_LOG)) == 7
+    assert len(checkpoint.read_jsonl(tmp_path / runfolder.ORACLE_LOG)) == 7
     monkeypatch.undo()
     asked = []
     original = oracle.SimulatedOracle.label
@@ -251,7 +276,7 @@ def test_only_the_torn_line_of_an_oracle_answer_is_asked_again(tmp_path, monkeyp
 
     monkeypatch.setattr(oracle.SimulatedOracle, "label", recording)
     active.run(config, tmp_path)
-    log = checkpoint.read_jsonl(tmp_path / active.ORACLE_LOG)
+    log = checkpoint.read_jsonl(tmp_path / runfolder.ORACLE_LOG)
     assert [len(a) for a in asked] == [1, 6]  # the torn line's sample, then iteration 1's acquisition
     assert asked[0] == [log[7]["index"]] and [e["iteration"] for e in log] == [0] * 8 + [1] * 6
     assert len({e["index"] for e in log}) == 14
@@ -283,5 +308,5 @@ def test_file_oracle_answers_logged_before_a_kill_are_not_asked_again(tmp_path, 
     assert sorted(p.name for p in (tmp_path / "oracle").iterdir()) == ["round_0000", "round_0001", "round_0002"]
     assert _answer_all(tmp_path, hidden) == 2
     assert active.run(config, tmp_path)["labels"] == 12
-    log = checkpoint.read_jsonl(tmp_path / active.ORACLE_LOG)
+    log = checkpoint.read_jsonl(tmp_path / runfolder.ORACLE_LOG)
     assert len({e["index"] for e in log}) == len(log) == 12

@@ -123,10 +123,3 @@ def test_l2_penalty_is_linear_in_weight_and_differentiable():
     grads = jax.grad(lambda p: losses.l2_penalty(p, 0.1))(params)
     np.testing.assert_allclose(grads["Dense_0"]["kernel"], 0.2 * params["Dense_0"]["kernel"], rtol=1e-6)
     np.testing.assert_array_equal(grads["Dense_0"]["bias"], 0.0)
-
-
-def test_accuracy_ignores_padding():
-    logits = np.array([[2.0, 0.0], [0.0, 2.0], [2.0, 0.0], [0.0, 2.0]], np.float32)
-    labels = np.array([0, 0, 0, 0], np.int32)
-    weights = np.array([1.0, 1.0, 0.5, 0.0], np.float32)
-    np.testing.assert_allclose(losses.accuracy(logits, labels, weights), 2 / 3, rtol=1e-6)

@@ -1,13 +1,17 @@
-"""The MNIST presets (paper rows, CPU scale, rows beyond the paper) and the report of experiments/mnist_report.py."""
+"""The MNIST presets (paper rows, CPU scale, rows beyond the paper), the reports of experiments/mnist_report.py and
+experiments/toy_table.py, and the provenance every record carries."""
 
 import json
 import pathlib
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from deepbass_jax import active, checkpoint
-from experiments import mnist_report
+from deepbass_jax import algorithm, checkpoint, config as config_lib
+from experiments import mnist_report, provenance
 from experiments.configs import mnist
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results"
@@ -17,14 +21,14 @@ def _labels_bought(config) -> int:
     """Labels a run of `config` ends with: the initial ones plus every acquisition within the budget."""
     labels = config.initial_per_class * 10
     for iteration in range(1, config.iterations + 1):
-        labels += active.acquisition_count(config, iteration, labels)
+        labels += algorithm.acquisition_count(config, iteration, labels)
     return labels
 
 
 @pytest.mark.parametrize("preset", mnist.PRESETS)
 def test_every_preset_is_a_valid_config(preset):
     config = mnist.get_config(preset)
-    active.validate(config)
+    config_lib.validate(config)
     assert config.preset == preset
 
 
@@ -51,7 +55,7 @@ def test_paper_rows_have_the_papers_settings():
 @pytest.mark.parametrize("preset", mnist.CPU_PRESETS)
 def test_cpu_scale_buys_the_same_labels_in_a_tenth_of_the_iterations(preset):
     paper, cpu = mnist.get_config(preset[len(mnist.CPU_PREFIX):]), mnist.get_config(preset)
-    active.validate(cpu)
+    config_lib.validate(cpu)
     assert cpu.preset == preset and cpu.pool_size == mnist.CPU_POOL_SIZE
     assert cpu.iterations == paper.iterations // 10
     assert _labels_bought(cpu) == _labels_bought(paper)
@@ -59,6 +63,31 @@ def test_cpu_scale_buys_the_same_labels_in_a_tenth_of_the_iterations(preset):
                   "semi_supervised", "initial_per_class", "initial_epochs", "budget"):
         assert cpu[field] == paper[field], field
     assert cpu.train.to_dict() == paper.train.to_dict()
+
+
+@pytest.mark.parametrize("preset", mnist.PRESETS)
+def test_each_preset_sets_what_its_name_says(preset):
+    """Key fields of every preset against what its name promises (a check independent of the preset table)."""
+    config, default = mnist.get_config(preset), config_lib.default_config()
+    labels = int(preset.rsplit("_", 1)[1]) if preset[-1].isdigit() else 300
+    augmented = preset.startswith(("augmented_", "improved_"))
+    assert (config.train.augment_degrees, config.train.augment_scale) == ((10.0, 0.05) if augmented else (0.0, 0.0))
+    if preset == "smoke":
+        assert (config.pool_size, config.iterations, config.acquire_every, config.budget) == (2000, 10, 2, 150)
+    elif "supervised" in preset:
+        supervised = not preset.startswith("semi_")
+        assert (config.active, config.semi_supervised) == (False, not supervised)
+        assert (config.initial_per_class, config.budget) == (labels // 10, labels)
+        assert config.iterations == (0 if supervised else default.iterations)
+        assert config.train.upsample == (1 if labels == 60000 else default.train.upsample)
+    else:
+        mode = "step_wise" if preset.startswith("step_wise_") else "all_data"
+        policy = preset.removeprefix(mode + "_").removesuffix("_1000").removesuffix("_theta")
+        assert (config.active, config.semi_supervised, config.mode) == (True, True, mode)
+        assert config.policy == (policy if not preset.startswith("improved_") else "max_entropy")
+        assert config.above_average_reference == ("theta" if preset.endswith("_theta") else "mean")
+        assert _labels_bought(config) == config.budget == labels
+    assert config.data.name == "mnist" and config.pool_size == (2000 if preset == "smoke" else 0)
 
 
 def test_unknown_and_unscalable_presets_are_refused():
@@ -73,6 +102,13 @@ def test_table_row_names():
     assert mnist_report.table_row("cpu_semi_supervised_100") == "semi_supervised_100"
     assert mnist_report.table_row("step_wise_above_average_theta") == "step_wise_above_average_theta_300"
     assert mnist_report.table_row("improved_300") == "improved_300"
+    for preset in mnist.PRESETS:  # a row is named by its label count, at every scale
+        row = mnist_report.table_row(preset)
+        assert row == preset or row == preset + "_300", preset
+        if mnist.CPU_PREFIX + preset in mnist.CPU_PRESETS:
+            assert mnist_report.table_row(mnist.CPU_PREFIX + preset) == row
+    with pytest.raises(ValueError, match="unknown mnist preset"):
+        mnist_report.table_row("cpu_smoke")
 
 
 def _record(preset, seed, accuracy, iterations=3, dataset="mnist"):
@@ -147,3 +183,28 @@ def test_checked_in_tables_come_from_checked_in_runs(dataset):
         assert record["test_accuracy"] == pytest.approx(100 * record["metrics"][-1]["test_accuracy"])
         assert record["config"]["seed"] == record["seed"] and record["config"]["preset"] == record["preset"]
         assert np.isfinite(record["test_accuracy"])
+
+
+def test_commit_honours_the_environment_and_survives_without_git(monkeypatch):
+    monkeypatch.setenv("DEEPBASS_COMMIT", "abc1234 (copied tree)")
+    assert provenance.commit() == "abc1234 (copied tree)"
+    monkeypatch.delenv("DEEPBASS_COMMIT")
+    monkeypatch.setenv("PATH", "")  # no git executable
+    assert provenance.commit() == "unknown"
+
+
+def test_checked_in_toy_table_comes_from_checked_in_runs(tmp_path):
+    """results/toy/table.json is what `toy_table --report_only` makes from results/toy/runs, std the sample std."""
+    toy = RESULTS / "toy"
+    shutil.copytree(toy / "runs", tmp_path / "runs")
+    # A subprocess: experiments/toy_table.py defines flags that other experiment scripts define too.
+    subprocess.run([sys.executable, "-m", "experiments.toy_table", "--report_only", f"--outdir={tmp_path}"],
+                   check=True, capture_output=True, cwd=RESULTS.parent)
+    table = json.loads((tmp_path / "table.json").read_text())
+    assert table == json.loads((toy / "table.json").read_text())
+    records = [json.loads(path.read_text()) for path in (toy / "runs").glob("initial_seed*.json")]
+    accuracies = [100 * record["summary"]["test_accuracy"] for record in records]
+    assert table["initial"]["runs"] == len(records) > 1
+    assert table["initial"]["std"] == pytest.approx(np.std(accuracies, ddof=1))
+    readme = (tmp_path / "README.md").read_text()
+    assert readme.replace(str(tmp_path), "results/toy") == (toy / "README.md").read_text()

@@ -12,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from deepbass_jax import active, models, uncertainty
+from deepbass_jax import active, algorithm, models, runfolder, uncertainty
 from experiments.configs import yinyang
 
 DEVICES = 4
@@ -35,13 +35,14 @@ def test_sharded_pool_stats_equal_one_device_bitwise():
         return
     module = models.build(models.default_config(), 10)
     apply_fn = models.make_apply(module)
-    params = models.init_params(module, jax.random.key(0), (28, 28, 1))
+    params = algorithm.stack([models.init_params(module, jax.random.key(0), (28, 28, 1))])  # one seed
     pool = np.asarray(jax.random.uniform(jax.random.key(1), (45, 28, 28, 1)))  # 2 steps, the last one padded
-    key = jax.random.key(3)
+    keys = jax.random.key(3)[None]
     mesh = uncertainty.pool_mesh(DEVICES)
     assert mesh is not None and mesh.size == DEVICES
-    single = uncertainty.pool_stats(apply_fn, params, pool, key, 5, chunk_size=8)
-    sharded = uncertainty.pool_stats(apply_fn, params, pool, key, 5, chunk_size=8, mesh=mesh)
+    single = algorithm.pool_stats(apply_fn, params, pool, keys, 5, 8, shared=True, seed_axis="map")
+    sharded = algorithm.pool_stats(apply_fn, params, pool, keys, 5, 8, shared=True, seed_axis="map", mesh=mesh)
+    assert single.entropy.shape == (1, 45)
     for name, a, b in zip(uncertainty.UncertaintyStats._fields, single, sharded):
         np.testing.assert_array_equal(a, b, err_msg=name)
     assert np.any(single.mutual_information > 0)  # dropout acts
@@ -62,9 +63,9 @@ def test_driver_with_sharded_pool_inference_equals_one_device(tmp_path):
         config.pool_devices = devices
         workdir = tmp_path / f"devices_{devices}"
         summaries.append(active.run(config, workdir))
-        logs.append((workdir / active.ORACLE_LOG).read_text())
+        logs.append((workdir / runfolder.ORACLE_LOG).read_text())
     assert logs[0] == logs[1]
-    final = [{k: v for k, v in s["final"].items() if k != "seconds"} for s in summaries]
+    final = [{k: v for k, v in s["final"].items() if k not in ("seconds", "phase_seconds")} for s in summaries]
     assert final[0] == final[1]
 
 

@@ -1,11 +1,13 @@
-"""Training: sampling plans, the jitted step (compiles once), and a real supervised MNIST fit."""
+"""Training: sampling plans, the jitted step (compiles once), epochs of one run through `algorithm.train_epoch`,
+the initial fit's stopping rule, and a real supervised MNIST fit."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from deepbass_jax import data, models, train
+from deepbass_jax import algorithm, data, models, train
+from tests.compilations import count_compilations
 
 
 def _toy_state(seed=0, dropout=True):
@@ -18,6 +20,14 @@ def _toy_state(seed=0, dropout=True):
         apply_fn = lambda params, x, key=None: stochastic_apply(params, x)  # noqa: E731
     params = models.init_params(module, jax.random.key(seed), (2,))
     return train.create_train_state(apply_fn, params, jax.random.key(seed + 1), train.default_config())
+
+
+def _epoch(states, images, targets, indices, weights, batch_size, seed_axis="map"):
+    """One epoch of one run: `algorithm.train_epoch` with a single seed (states stacked, R = 1) on a shared pool
+    images [N, ...] with targets [N]; returns (states, EpochMetrics or None)."""
+    states, [metrics] = algorithm.train_epoch(states, images, jnp.asarray(targets)[None], [(indices, weights)],
+                                              batch_size, shared=True, seed_axis=seed_axis)
+    return states, metrics
 
 
 def test_sampling_plan_upsamples_ground_truth_and_takes_pseudo_labels_once():
@@ -50,32 +60,35 @@ def test_sampling_plan_refuses_to_overwrite_ground_truth():
 
 
 def test_epoch_compiles_once_when_the_plan_size_changes():
-    state = _toy_state()
+    states = algorithm.stack([_toy_state()])
     images = jnp.asarray(np.random.default_rng(0).normal(size=(300, 2)), jnp.float32)
     targets = jnp.asarray(np.arange(300) % 2, jnp.int32)
     labeled = np.zeros(300, bool)
     labeled[:8] = True
     # Warm up, then change the plan's size twice: one trace in total.
-    for num_selected in (17, 100, 292):
-        selected = ~labeled & (np.arange(300) < 8 + num_selected)
-        indices, weights = train.sampling_plan(labeled, selected, jax.random.key(num_selected), upsample=20)
-        state, metrics = train.train_epoch(state, images, targets, indices, weights, batch_size=64)
-        if num_selected == 17:
-            traces_after_first_epoch = train.batch_step._cache_size()
-        assert metrics.steps == -(-indices.shape[0] // 64)
-    assert train.batch_step._cache_size() == traces_after_first_epoch
-    assert int(state.step) == sum(-(-(160 + n) // 64) for n in (17, 100, 292))
+    with count_compilations() as compiled:
+        for num_selected in (17, 100, 292):
+            selected = ~labeled & (np.arange(300) < 8 + num_selected)
+            indices, weights = train.sampling_plan(labeled, selected, jax.random.key(num_selected), upsample=20)
+            states, metrics = _epoch(states, images, targets, indices, weights, batch_size=64)
+            if num_selected == 17:
+                compiled_in_first_epoch = compiled[algorithm.seeds_train_step.__name__]
+            assert metrics.steps == -(-indices.shape[0] // 64)
+    assert compiled[algorithm.seeds_train_step.__name__] == compiled_in_first_epoch <= 1
+    assert int(states.step[0]) == sum(-(-(160 + n) // 64) for n in (17, 100, 292))
 
 
-def test_padding_does_not_change_the_update():
+@pytest.mark.parametrize("seed_axis", algorithm.SEED_AXES)
+def test_padding_does_not_change_the_update(seed_axis):
     """A batch padded with weight-0 entries gives the same step as the unpadded batch (dropout off, since
     masks are drawn for the batch shape)."""
     images = jnp.asarray(np.random.default_rng(1).normal(size=(10, 2)), jnp.float32)
     targets = jnp.asarray(np.arange(10) % 2, jnp.int32)
     indices = np.arange(6, dtype=np.int32)
     weights = np.ones(6, np.float32)
-    unpadded, metrics_a = train.train_epoch(_toy_state(dropout=False), images, targets, indices, weights, 6)
-    padded, metrics_b = train.train_epoch(_toy_state(dropout=False), images, targets, indices, weights, 16)
+    fresh = lambda: algorithm.stack([_toy_state(dropout=False)])  # noqa: E731
+    unpadded, metrics_a = _epoch(fresh(), images, targets, indices, weights, 6, seed_axis)
+    padded, metrics_b = _epoch(fresh(), images, targets, indices, weights, 16, seed_axis)
     assert metrics_a.steps == metrics_b.steps == 1
     assert metrics_a.loss == pytest.approx(metrics_b.loss, rel=1e-6)
     assert metrics_a.accuracy == metrics_b.accuracy
@@ -95,11 +108,45 @@ def test_train_step_uses_a_fresh_dropout_key_each_step():
     assert float(first.loss) != float(second.loss)
 
 
-def test_empty_plan_is_an_error():
-    with pytest.raises(ValueError, match="empty"):
-        train.train_epoch(
-            _toy_state(), jnp.zeros((3, 2)), jnp.zeros(3, jnp.int32), np.zeros(0, np.int32), np.zeros(0, np.float32)
-        )
+def test_an_empty_plan_takes_no_step():
+    """A seed whose plan is empty (one that stopped fitting) keeps its state and reports no metrics."""
+    states = algorithm.stack([_toy_state()])
+    params = jax.device_get(states.params)
+    empty = np.zeros(0, np.int32), np.zeros(0, np.float32)
+    states, metrics = _epoch(states, jnp.zeros((3, 2)), jnp.zeros(3, jnp.int32), *empty, batch_size=64)
+    assert metrics is None and int(states.step[0]) == 0
+    for a, b in zip(jax.tree_util.tree_leaves(states.params), jax.tree_util.tree_leaves(params)):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_non_finite_loss_is_an_error():
+    state = _toy_state()
+    states = algorithm.stack([state.replace(params=jax.tree_util.tree_map(lambda p: p * jnp.nan, state.params))])
+    with pytest.raises(FloatingPointError, match=r"^training loss became nan\.$"):
+        _epoch(states, jnp.ones((4, 2)), jnp.zeros(4, jnp.int32), np.arange(4, dtype=np.int32), np.ones(4, np.float32),
+               batch_size=4)
+
+
+def test_patience_stops_once_accuracy_has_not_exceeded_its_best_for_that_many_epochs():
+    # Best 0.7 at epoch 1 and 0.8 at epoch 4; an accuracy equal to the best is no progress.
+    accuracies = [0.5, 0.7, 0.7, 0.6, 0.8, 0.75, 0.8, 0.79]
+    patience, stops = algorithm.Patience(), {2: [], 3: []}
+    for accuracy in accuracies:
+        patience = patience.update(accuracy)
+        for epochs in stops:
+            stops[epochs].append(patience.stop(epochs))
+    assert stops[2] == [False, False, False, True, False, False, True, True]
+    assert stops[3] == [False] * 7 + [True]
+    assert patience == algorithm.Patience(0.8, 3)
+    assert patience.update(0.81) == algorithm.Patience(0.81, 0)  # progress resets the count
+    assert algorithm.Patience().update(0.0) == algorithm.Patience(0.0, 0)  # the first epoch sets the best
+
+
+def test_patience_zero_never_stops():
+    patience = algorithm.Patience()
+    for _ in range(50):
+        patience = patience.update(0.5)
+    assert patience.since_best == 49 and not patience.stop(0)
 
 
 def test_supervised_fit_on_1000_real_mnist_images_reaches_90_percent(mnist_dir):
@@ -112,10 +159,13 @@ def test_supervised_fit_on_1000_real_mnist_images_reaches_90_percent(mnist_dir):
     params = models.init_params(module, jax.random.key(0), dataset.input_shape)
     config = train.default_config()
     config.upsample = 1
-    state = train.create_train_state(apply_fn, params, jax.random.key(1), config)
-    state, metrics = train.fit(
-        state, images, targets, np.ones(len(chosen), bool), jax.random.key(2), epochs=40, config=config
-    )
-    test_accuracy = train.accuracy(apply_fn, state.params, dataset.test_images, dataset.test_labels)
+    states = algorithm.stack([train.create_train_state(apply_fn, params, jax.random.key(1), config)])
+    labeled = np.ones(len(chosen), bool)
+    for epoch in range(40):  # the initial fit without patience: every epoch over the (upsampled) ground truth
+        indices, weights = train.sampling_plan(labeled, ~labeled, jax.random.fold_in(jax.random.key(2), epoch),
+                                               config.upsample)
+        states, metrics = _epoch(states, images, targets, indices, weights, config.batch_size)
+    test_accuracy = train.accuracy(apply_fn, algorithm.unstack(states.params, 0), dataset.test_images,
+                                   dataset.test_labels)
     assert metrics.accuracy > 0.9  # training accuracy under dropout
     assert test_accuracy >= 0.90, f"test accuracy {test_accuracy:.4f} on the 10,000 MNIST test images"

@@ -1,4 +1,5 @@
-"""MC-dropout inference and its scores: entropy (eq. 3), BALD, variation ratio, chunked pool inference."""
+"""MC-dropout inference and its scores: entropy (eq. 3), BALD, variation ratio, chunked pool inference (one run
+through `algorithm.pool_stats`)."""
 
 import functools
 import math
@@ -11,8 +12,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from deepbass_jax import models, uncertainty
+from deepbass_jax import algorithm, models, uncertainty
 from deepbass_jax.chunks import padded_chunks
+from tests.compilations import count_compilations
 
 SETTINGS = settings(max_examples=30, deadline=None)
 TOL = 1e-6
@@ -295,7 +297,7 @@ def test_mc_probs_equals_a_loop_over_split_keys(architecture):
 
 
 # ----------------------------------------------------------------------------------------------------------
-# pool_stats: chunked, compiled once, independent of the chunk size
+# algorithm.pool_stats for one run (R = 1): chunked, compiled once, independent of the chunk size
 
 
 def _assert_stats_close(actual, expected, atol=1e-6):
@@ -307,6 +309,14 @@ POOL_SIZE = 37
 MC_PASSES = 4
 
 
+def _pool_stats(apply_fn, params, pool, key, chunk_size, seed_axis="map"):
+    """One run's scores, fields [N, ...]: `algorithm.pool_stats` with a single seed over a shared pool."""
+    stats = algorithm.pool_stats(apply_fn, algorithm.stack([params]), pool, key[None], MC_PASSES, chunk_size,
+                                 shared=True, seed_axis=seed_axis)
+    assert stats.entropy.shape == (1, pool.shape[0])
+    return algorithm.unstack(stats, 0)
+
+
 # Several chunks, the last one padded, against a single chunk holding the whole pool (padded for the MLP,
 # exact for the CNN). Each chunk size compiles once, in seconds; for the CNN also the pool is kept small.
 @pytest.mark.parametrize("architecture,pool_size,chunk_sizes", [("mlp", POOL_SIZE, (7, 40)), ("cnn", 13, (4, 13))])
@@ -314,7 +324,7 @@ def test_pool_stats_does_not_depend_on_chunk_size(architecture, pool_size, chunk
     apply_fn, params, _ = _network(architecture)
     pool = _inputs(architecture, pool_size)
     key = jax.random.key(5)
-    results = [uncertainty.pool_stats(apply_fn, params, pool, key, MC_PASSES, size) for size in chunk_sizes]
+    results = [_pool_stats(apply_fn, params, pool, key, size) for size in chunk_sizes]
     num_classes = 10 if architecture == "cnn" else 2
     assert results[0].mean_probs.shape == (pool_size, num_classes)
     for field in results[0][1:]:
@@ -325,11 +335,12 @@ def test_pool_stats_does_not_depend_on_chunk_size(architecture, pool_size, chunk
     assert np.any(np.asarray(results[0].mutual_information) > 0)
 
 
-def test_pool_stats_uses_per_sample_keys_folded_from_the_pool_index():
+@pytest.mark.parametrize("seed_axis", algorithm.SEED_AXES)
+def test_pool_stats_uses_per_sample_keys_folded_from_the_pool_index(seed_axis):
     apply_fn, params, _ = _network("mlp")
     pool = _inputs("mlp", POOL_SIZE)
     key = jax.random.key(9)
-    stats = uncertainty.pool_stats(apply_fn, params, pool, key, MC_PASSES, chunk_size=7)
+    stats = _pool_stats(apply_fn, params, pool, key, chunk_size=7, seed_axis=seed_axis)
 
     @jax.jit
     def one_sample(x, sample_key):
@@ -339,7 +350,7 @@ def test_pool_stats_uses_per_sample_keys_folded_from_the_pool_index():
         expected = one_sample(pool[i : i + 1], jax.random.fold_in(key, i))
         _assert_stats_close([field[i : i + 1] for field in stats], expected)
     # A different key gives different scores.
-    other = uncertainty.pool_stats(apply_fn, params, pool, jax.random.key(10), MC_PASSES, chunk_size=7)
+    other = _pool_stats(apply_fn, params, pool, jax.random.key(10), chunk_size=7, seed_axis=seed_axis)
     assert not np.allclose(other.mean_probs, stats.mean_probs)
 
 
@@ -347,8 +358,8 @@ def test_pool_stats_accepts_numpy_pools_and_matches_device_arrays():
     apply_fn, params, _ = _network("mlp")
     pool = _inputs("mlp", POOL_SIZE)
     key = jax.random.key(2)
-    from_numpy = uncertainty.pool_stats(apply_fn, params, np.asarray(pool), key, MC_PASSES, chunk_size=7)
-    _assert_stats_close(from_numpy, uncertainty.pool_stats(apply_fn, params, pool, key, MC_PASSES, chunk_size=7))
+    from_numpy = _pool_stats(apply_fn, params, np.asarray(pool), key, chunk_size=7)
+    _assert_stats_close(from_numpy, _pool_stats(apply_fn, params, pool, key, chunk_size=7))
 
 
 def test_pool_stats_compiles_once_for_different_pool_sizes():
@@ -361,13 +372,13 @@ def test_pool_stats_compiles_once_for_different_pool_sizes():
 
     large_pool = _inputs("mlp", 83)
     key = jax.random.key(0)
-    cache_before = uncertainty.chunk_stats._cache_size()
-    first = uncertainty.pool_stats(apply_fn, params, large_pool[:50], key, MC_PASSES, chunk_size=8)
-    traces_after_first = len(traces)  # the body may run more than once per trace (nested vmaps)
-    assert traces_after_first >= 1
-    second = uncertainty.pool_stats(apply_fn, params, large_pool, key, MC_PASSES, chunk_size=8)
+    with count_compilations() as compiled:
+        first = _pool_stats(apply_fn, params, large_pool[:50], key, chunk_size=8)
+        traces_after_first = len(traces)  # the body may run more than once per trace (nested vmaps)
+        assert traces_after_first >= 1
+        second = _pool_stats(apply_fn, params, large_pool, key, chunk_size=8)
     assert len(traces) == traces_after_first  # 7 chunks, then 11 chunks: no retrace
-    assert uncertainty.chunk_stats._cache_size() == cache_before + 1
+    assert compiled[algorithm.seeds_chunk_stats.__name__] == 1
     assert first.entropy.shape == (50,) and second.entropy.shape == (83,)
     # A sample's scores depend on its index, not on the pool size.
     _assert_stats_close([field[:50] for field in second], first)
@@ -376,7 +387,7 @@ def test_pool_stats_compiles_once_for_different_pool_sizes():
 def test_pool_stats_rejects_an_empty_pool():
     apply_fn, params, _ = _network("mlp")
     with pytest.raises(ValueError, match="empty"):
-        uncertainty.pool_stats(apply_fn, params, jnp.zeros((0, 2)), jax.random.key(0), 4)
+        _pool_stats(apply_fn, params, jnp.zeros((0, 2)), jax.random.key(0), chunk_size=8)
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -27,81 +27,95 @@ labels are bought (e.g. cpu_all_data_max_entropy: 100 + 20 x 10 = 300 labels in 
 stays the full 10,000 images.
 """
 
-from deepbass_jax import active
+from typing import NamedTuple
 
-LABEL_COUNTS = (100, 300, 600, 1000, 3000, 60000)
-ACTIVE_ROWS = ("step_wise_max_entropy", "step_wise_above_average", "all_data_max_entropy", "all_data_above_average")
-BEYOND_ROWS = (
-    "all_data_above_average_theta",
-    "step_wise_above_average_theta",
-    "all_data_bald",
-    "all_data_variation_ratio",
-    "supervised_50",
-    "augmented_supervised_50",
-    "improved_300",
-    "improved_1000",
-)
-PRESETS = (
-    ACTIVE_ROWS
-    + tuple(f"supervised_{n}" for n in LABEL_COUNTS)
-    + tuple(f"semi_supervised_{n}" for n in LABEL_COUNTS[:-1])
-    + ("all_data_max_entropy_1000",)
-    + BEYOND_ROWS
-    + ("smoke",)
-)
+from deepbass_jax import config as config_lib
+
+
+class Preset(NamedTuple):
+    row: str  # the row's name in the results tables, the same at every scale
+    overrides: dict  # field path -> value, applied to config_lib.default_config() (section 5's setting)
+
+
+def _supervised(labels: int) -> dict:
+    """`labels` balanced labels, initial fit only."""
+    return {"initial_per_class": labels // 10, "budget": labels, "iterations": 0, "active": False,
+            "semi_supervised": False}
+
+
+def _semi_supervised(labels: int) -> dict:
+    """`labels` balanced labels plus pseudo-labels for 200 iterations, no acquisition."""
+    return {"initial_per_class": labels // 10, "budget": labels, "active": False}
+
+
+def _active(mode: str, policy: str, reference: str = "mean") -> dict:
+    return {"mode": mode, "policy": policy, "above_average_reference": reference}
+
+
+AUGMENTATION = {"train.augment_degrees": 10.0, "train.augment_scale": 0.05}  # the paper's "Data Augmentation"
+UNTIL_1000_LABELS = {"iterations": 900, "budget": 1000}  # 90 acquisitions of 10 labels: 100 + 900 = 1,000
+FULL_TRAINING_SET = {"train.upsample": 1, "initial_epochs": 30, "initial_all": True}  # a fixed number of epochs
+
+TABLE = {
+    "step_wise_max_entropy": Preset("step_wise_max_entropy_300", _active("step_wise", "max_entropy")),
+    "step_wise_above_average": Preset("step_wise_above_average_300", _active("step_wise", "above_average")),
+    "all_data_max_entropy": Preset("all_data_max_entropy_300", _active("all_data", "max_entropy")),
+    "all_data_above_average": Preset("all_data_above_average_300", _active("all_data", "above_average")),
+    "supervised_100": Preset("supervised_100", _supervised(100)),
+    "supervised_300": Preset("supervised_300", _supervised(300)),
+    "supervised_600": Preset("supervised_600", _supervised(600)),
+    "supervised_1000": Preset("supervised_1000", _supervised(1000)),
+    "supervised_3000": Preset("supervised_3000", _supervised(3000)),
+    "supervised_60000": Preset("supervised_60000", {**_supervised(60000), **FULL_TRAINING_SET}),
+    "semi_supervised_100": Preset("semi_supervised_100", _semi_supervised(100)),
+    "semi_supervised_300": Preset("semi_supervised_300", _semi_supervised(300)),
+    "semi_supervised_600": Preset("semi_supervised_600", _semi_supervised(600)),
+    "semi_supervised_1000": Preset("semi_supervised_1000", _semi_supervised(1000)),
+    "semi_supervised_3000": Preset("semi_supervised_3000", _semi_supervised(3000)),
+    "all_data_max_entropy_1000": Preset("all_data_max_entropy_1000", UNTIL_1000_LABELS),
+    # Beyond the paper.
+    "all_data_above_average_theta": Preset("all_data_above_average_theta_300",
+                                           _active("all_data", "above_average", reference="theta")),
+    "step_wise_above_average_theta": Preset("step_wise_above_average_theta_300",
+                                            _active("step_wise", "above_average", reference="theta")),
+    "all_data_bald": Preset("all_data_bald_300", _active("all_data", "bald")),
+    "all_data_variation_ratio": Preset("all_data_variation_ratio_300", _active("all_data", "variation_ratio")),
+    "supervised_50": Preset("supervised_50", _supervised(50)),
+    "augmented_supervised_50": Preset("augmented_supervised_50", {**_supervised(50), **AUGMENTATION}),
+    "improved_300": Preset("improved_300", AUGMENTATION),
+    "improved_1000": Preset("improved_1000", {**UNTIL_1000_LABELS, **AUGMENTATION}),
+    "smoke": Preset("smoke", {"pool_size": 2000, "test_size": 2000, "initial_epochs": 20, "iterations": 10,
+                              "acquire_every": 2, "budget": 150}),
+}
+PRESETS = tuple(TABLE)
 CPU_PREFIX = "cpu_"
 CPU_POOL_SIZE = 6000
 CPU_ITERATION_DIVISOR = 10
 CPU_PRESETS = tuple(CPU_PREFIX + p for p in PRESETS if p not in ("supervised_60000", "smoke"))
-AUGMENTATION = {"augment_degrees": 10.0, "augment_scale": 0.05}  # the paper's "Data Augmentation" paragraph
 
 
-def get_config(preset: str = "all_data_max_entropy"):
+def _check(preset: str) -> None:
     if preset not in PRESETS + CPU_PRESETS:
         raise ValueError(
             f"unknown mnist preset {preset!r}; choose one of {', '.join(PRESETS)}, or cpu_ before any of them "
             f"but supervised_60000 and smoke (e.g. --config=experiments/configs/mnist.py:{PRESETS[0]})."
         )
+
+
+def row(preset: str) -> str:
+    """The results tables' name for `preset` (cpu_ presets share their paper-scale preset's row)."""
+    _check(preset)
+    return TABLE[preset.removeprefix(CPU_PREFIX)].row
+
+
+def get_config(preset: str = "all_data_max_entropy"):
+    _check(preset)
     if preset.startswith(CPU_PREFIX):
         return cpu_scale(get_config(preset[len(CPU_PREFIX) :]))
-    config = active.default_config()  # section 5's setting: 100 initial labels, 200 iterations, 10 every 10
+    config = config_lib.default_config()  # section 5's setting: 100 initial labels, 200 iterations, 10 every 10
     config.preset = preset  # which table row this is
     config.data.name = "mnist"
-    if preset.startswith(("all_data_", "step_wise_")) and preset != "all_data_max_entropy_1000":
-        config.mode = "step_wise" if preset.startswith("step_wise") else "all_data"
-        config.policy = preset[len(config.mode) + 1 :]
-        if config.policy.endswith("_theta"):
-            config.policy = config.policy[: -len("_theta")]
-            config.above_average_reference = "theta"
-    elif preset.startswith(("supervised_", "augmented_supervised_")):
-        labels = int(preset.rsplit("_", 1)[1])
-        config.initial_per_class = labels // 10
-        config.iterations = 0
-        config.active = config.semi_supervised = False
-        config.budget = labels
-        if labels == 60000:  # the full training set: no upsampling, a fixed number of epochs
-            config.train.upsample = 1
-            config.initial_epochs = 30
-            config.initial_all = True
-        if preset.startswith("augmented_"):
-            config.train.update(AUGMENTATION)
-    elif preset.startswith("semi_supervised_"):
-        labels = int(preset.split("_")[2])
-        config.initial_per_class = labels // 10
-        config.active = False
-        config.budget = labels
-    elif preset in ("all_data_max_entropy_1000", "improved_1000"):
-        config.iterations = 900  # 90 acquisitions of 10 labels: 100 + 900 = 1,000
-        config.budget = 1000
-    if preset.startswith("improved_"):
-        config.train.update(AUGMENTATION)
-    elif preset == "smoke":
-        config.pool_size = 2000
-        config.test_size = 2000
-        config.initial_epochs = 20
-        config.iterations = 10
-        config.acquire_every = 2
-        config.budget = 150
+    config.update_from_flattened_dict(TABLE[preset].overrides)
     return config
 
 

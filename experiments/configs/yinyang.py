@@ -11,9 +11,25 @@ Presets (`yinyang.py:NAME`) and the paper's Table 1 accuracy (mean of 10 runs):
   supervised_1000           91.37 %   all 1,000 labels, supervised fit
 """
 
-from deepbass_jax import active
+from deepbass_jax import config as config_lib
 
-PRESETS = ("active_semi_supervised", "initial", "semi_supervised", "active", "supervised_80", "supervised_1000")
+
+def _supervised(labels: int) -> dict:
+    """`labels` balanced labels, supervised fit only."""
+    return {"initial_per_class": labels // 2, "budget": labels, "iterations": 0, "active": False,
+            "semi_supervised": False}
+
+
+# Preset (a row of Table 1) -> field path -> value, applied on top of the toy's setting below.
+TABLE = {
+    "active_semi_supervised": {},
+    "initial": {"iterations": 0},
+    "semi_supervised": {"active": False},
+    "active": {"semi_supervised": False},
+    "supervised_80": _supervised(80),
+    "supervised_1000": {**_supervised(1000), "train.upsample": 1},  # every point is labeled: nothing to balance
+}
+PRESETS = tuple(TABLE)
 
 
 def get_config(preset: str = "active_semi_supervised"):
@@ -22,7 +38,7 @@ def get_config(preset: str = "active_semi_supervised"):
             f"unknown yinyang preset {preset!r}; choose one of {', '.join(PRESETS)} "
             f"(e.g. --config=experiments/configs/yinyang.py:{PRESETS[0]})."
         )
-    config = active.default_config()
+    config = config_lib.default_config()
     config.preset = preset  # which row of Table 1 this is
     config.data.name = "yinyang"
     config.data.seed = config.get_ref("seed")  # each run seed draws its own pool and test sample
@@ -37,17 +53,5 @@ def get_config(preset: str = "active_semi_supervised"):
     config.acquire_count = 2
     config.budget = 80  # ... until 80 labels
     config.chunk_size = 256
-    if preset == "initial":
-        config.iterations = 0
-    elif preset == "semi_supervised":
-        config.active = False
-    elif preset == "active":
-        config.semi_supervised = False
-    elif preset.startswith("supervised_"):
-        config.initial_per_class = int(preset.split("_")[1]) // 2
-        config.iterations = 0
-        config.active = config.semi_supervised = False
-        config.budget = config.initial_per_class * 2
-        if preset == "supervised_1000":
-            config.train.upsample = 1  # every point is labeled: nothing to balance against
+    config.update_from_flattened_dict(TABLE[preset])
     return config

@@ -1,0 +1,335 @@
+"""Algorithm 3.1 as pure pieces over a leading seed axis R (R = 1: one run).
+
+Host pieces (numpy, per seed): the pool split, keys, initial labels, the acquisition schedule, theta, sampling
+plans. Device pieces run for all R seeds in one compiled program: MC-dropout statistics of a pool chunk,
+the acquisition choice, the pseudo-label refresh and a training step. `seed_axis` says how:
+  "vmap"  `jax.vmap`: one batched operation per layer for all seeds (per-seed weights make the CNN's convolutions
+          grouped ones): fast on accelerators; floats may differ from separate runs in the last bits, because a
+          batched product may sum in another order.
+  "map"   `lax.map`: a loop over seeds inside the program; every operation keeps one run's shapes, so results
+          equal separate runs bit for bit; the choice on a CPU.
+With R = 1 both call the function once on the squeezed arguments: one run's program.
+Seeds whose epoch has fewer steps than the longest take exact no-op steps (`jnp.where` keeps their state).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import NamedTuple, Optional, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
+
+from deepbass_jax import acquisition, config as config_lib, data, models, pseudo_label, train, uncertainty
+
+SEED_AXES = ("vmap", "map")
+
+
+# ------------------------------------------------------------------------------------------ host pieces
+def split_pool(config: ml_collections.ConfigDict, dataset: data.Dataset):
+    """Seeded by config.seed: (dataset with the test set cut to `test_size`, validation indices, pool indices).
+
+    The validation indices come first in one permutation, then the pool (all the rest, or `pool_size`).
+    """
+    num_train = dataset.train_images.shape[0]
+    wanted = config.val_size + (config.pool_size or num_train - config.val_size)
+    if wanted > num_train:
+        raise ValueError(
+            f"config.val_size={config.val_size} + config.pool_size={config.pool_size} exceed the "
+            f"{num_train} training samples of {config.data.name!r}."
+        )
+    order = np.random.default_rng(config.seed).permutation(num_train)
+    val_indices = np.sort(order[: config.val_size])
+    pool_indices = np.sort(order[config.val_size : wanted])
+    if config.test_size and dataset.test_images is not None:
+        dataset = dataclasses.replace(
+            dataset,
+            test_images=dataset.test_images[: config.test_size],
+            test_labels=None if dataset.test_labels is None else dataset.test_labels[: config.test_size],
+        )
+    return dataset, val_indices, pool_indices
+
+
+def setup_keys(key: jax.Array):
+    """Keys of iteration 0 of the run `key`: parameter init, the training dropout stream, the initial fit's plans."""
+    return jax.random.split(jax.random.fold_in(key, 0), 3)
+
+
+def iteration_keys(key: jax.Array, iteration: int):
+    """Keys of iteration t >= 1: pool inference, ground-truth inference (theta), acquisition, training plan."""
+    return jax.random.split(jax.random.fold_in(key, iteration), 4)
+
+
+def initial_train_state(module, apply_fn, key: jax.Array, input_shape, train_config) -> train.TrainState:
+    """The untrained network of the run `key` with its optimizer state."""
+    init_key, dropout_key, _ = setup_keys(key)
+    params = models.init_params(module, init_key, input_shape)
+    return train.create_train_state(apply_fn, params, dropout_key, train_config)
+
+
+def initial_indices(config: ml_collections.ConfigDict, hidden_labels: Optional[np.ndarray], num_pool: int,
+                    num_classes: int) -> np.ndarray:
+    """Line 1: the pool indices of the initial ground truth (seeded by config.seed)."""
+    if config.initial_all:
+        return np.arange(num_pool)
+    count = config.initial_per_class * num_classes
+    if count > num_pool:
+        raise config_lib.ConfigError(
+            f"config.initial_per_class={config.initial_per_class} asks for {count} initial labels ({num_classes} "
+            f"classes), more than the pool of {num_pool} samples holds; lower config.initial_per_class to at most "
+            f"{num_pool // num_classes}, or use a larger pool (config.pool_size, 0 = all)."
+        )
+    if hidden_labels is not None and config.oracle == "simulated":
+        # The paper's balanced initial set: choosing it uses the labels, as the paper's setup does.
+        return data.balanced_initial_labels(hidden_labels, config.initial_per_class, config.seed, num_classes)
+    return np.sort(np.random.default_rng(config.seed).choice(num_pool, count, False))
+
+
+def acquisition_count(config: ml_collections.ConfigDict, iteration: int, num_labeled: int) -> int:
+    """Lines 8-11: how many labels iteration t buys; every k-th iteration from the first, within the budget."""
+    room = config.budget - num_labeled
+    if config.active and (iteration - 1) % config.acquire_every == 0 and room > 0:
+        return min(config.acquire_count, room)
+    return 0
+
+
+def threshold(config: ml_collections.ConfigDict, labeled_entropy) -> jax.Array:
+    """Theta: eq. 8 over the ground truth's entropy [|X|], or the fixed config.theta when that is in [0, 1]."""
+    if config.theta >= 0:
+        return jnp.float32(config.theta)
+    return pseudo_label.threshold(labeled_entropy)
+
+
+def query_indices(stats: uncertainty.UncertaintyStats, theta: jax.Array, labeled: jax.Array, key: jax.Array,
+                  count: int, policy: str, reference: str = "mean") -> jax.Array:
+    """Line 8: `count` unlabeled pool indices [count] chosen by `policy`, -1-padded (pure, jit/vmap-able).
+
+    labeled [N] bool; `reference` is config.above_average_reference ("theta": compare with theta, not eq. 14).
+    """
+    selector = acquisition.get(policy)
+    kwargs = {"reference": theta} if (policy == "above_average" and reference == "theta") else {}
+    return selector.select(getattr(stats, selector.score), ~labeled, key, count, **kwargs)
+
+
+def refresh_pseudo_labels(stats: uncertainty.UncertaintyStats, theta: jax.Array, labeled: jax.Array,
+                          selected: jax.Array, mode: str) -> jax.Array:
+    """Lines 6-7, eqs. 4 and 9: the pseudo-label [N] int32 of every sample in the new D, -1 outside it."""
+    in_d = pseudo_label.select(stats.entropy, theta, labeled, selected, mode)
+    return jnp.where(in_d, pseudo_label.pseudo_labels(stats.mean_probs), -1).astype(jnp.int32)
+
+
+@dataclasses.dataclass
+class RunState:
+    """Everything that changes from one iteration to the next; a checkpoint holds exactly this."""
+
+    iteration: int  # completed iterations (0 = after the initial fit)
+    train_state: train.TrainState
+    ground_truth: np.ndarray  # [N] int32, label from the oracle or -1
+    pseudo: np.ndarray  # [N] int32, current pseudo-label of a sample in D or -1
+
+    @property
+    def labeled(self) -> np.ndarray:
+        return self.ground_truth >= 0
+
+    @property
+    def selected(self) -> np.ndarray:
+        return self.pseudo >= 0
+
+    def targets(self) -> np.ndarray:
+        """Training labels [N]: ground truth where known, else the pseudo-label (-1 outside D)."""
+        return np.where(self.labeled, self.ground_truth, self.pseudo).astype(np.int32)
+
+
+# ---------------------------------------------------------------------------------------- device pieces
+def per_seed(fn, seed_axis: str, batched: Sequence[bool], *args):
+    """fn(*args of seed r) for every seed, over the args flagged in `batched` (leading axis [R]; the others are
+    shared), with `jax.vmap` or `lax.map` (see the module docstring); one seed: a single call."""
+    sliced = [a for a, b in zip(args, batched) if b]
+    if jax.tree_util.tree_leaves(sliced)[0].shape[0] == 1:
+        squeezed = iter(jax.tree_util.tree_map(lambda x: x[0], sliced))
+        out = fn(*(next(squeezed) if b else a for a, b in zip(args, batched)))
+        return jax.tree_util.tree_map(lambda x: x[None], out)
+    if seed_axis == "vmap":
+        return jax.vmap(fn, in_axes=tuple(0 if b else None for b in batched))(*args)
+
+    def one(seed_args):
+        seed_args = iter(seed_args)
+        return fn(*(next(seed_args) if b else a for a, b in zip(args, batched)))
+
+    return jax.lax.map(one, tuple(sliced))
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "num_passes", "shared_images", "seed_axis"))
+def seeds_chunk_stats(apply_fn, params, images, sample_ids, keys, num_passes: int, shared_images: bool,
+                      seed_axis: str) -> uncertainty.UncertaintyStats:
+    """Line 5 and eq. 7 for one chunk: `uncertainty.chunk_stats` per seed; params [R, ...], images [R, B, ...]
+    ([B, ...] if shared), sample_ids [B], keys [R] -> UncertaintyStats with fields [R, B, ...]."""
+    one = lambda p, x, k: uncertainty.chunk_stats(apply_fn, p, x, sample_ids, k, num_passes)  # noqa: E731
+    return per_seed(one, seed_axis, (True, not shared_images, True), params, images, keys)
+
+
+@functools.partial(jax.jit, static_argnames=("count", "policy", "reference", "seed_axis"))
+def seeds_queries(stats, theta, labeled, keys, count: int, policy: str, reference: str, seed_axis: str):
+    """Line 8: `query_indices` per seed; stats [R, N, ...], theta [R], labeled [R, N], keys [R] -> [R, count]."""
+    one = lambda s, t, m, k: query_indices(s, t, m, k, count, policy, reference)  # noqa: E731
+    return per_seed(one, seed_axis, (True,) * 4, stats, theta, labeled, keys)
+
+
+@functools.partial(jax.jit, static_argnames=("mode", "seed_axis"))
+def seeds_pseudo_labels(stats, theta, labeled, selected, mode: str, seed_axis: str):
+    """Lines 6-7: `refresh_pseudo_labels` per seed; stats [R, N, ...], theta [R], labeled / selected [R, N]
+    -> [R, N]."""
+    one = functools.partial(refresh_pseudo_labels, mode=mode)
+    return per_seed(one, seed_axis, (True,) * 4, stats, theta, labeled, selected)
+
+
+@functools.partial(jax.jit, donate_argnums=0,
+                   static_argnames=("shared_images", "seed_axis", "augment_degrees", "augment_scale"))
+def seeds_train_step(states, images, targets, batch_indices, batch_weights, augment, take_step, shared_images: bool,
+                     seed_axis: str, augment_degrees: float = 0.0, augment_scale: float = 0.0):
+    """Line 12, one step: `train.train_step` per seed; states [R], images [R, N, ...] ([N, ...] if shared),
+    targets [R, N], batch_indices / batch_weights / augment [R, B], take_step [R] bool. A seed with take_step
+    False keeps its whole state (an Adam step on a zero-weight batch would still move it through the L2 term
+    and the moments).
+
+    The gather from the pool and the step are one program: it compiles once per pool shape. (Split in two, the
+    step would compile once for every pool size, but under lax.map its loss no longer matched a single run's
+    to the bit.)"""
+    augmenting = augment_degrees != 0 or augment_scale != 0
+
+    def one(state, images, targets, indices, weights, warp, take):
+        new_state, metrics = train.train_step(state, images, targets, indices, weights, warp if augmenting else None,
+                                              augment_degrees, augment_scale)
+        keep = lambda new, old: jnp.where(take, new, old)  # noqa: E731
+        metrics = jax.tree_util.tree_map(lambda m: jnp.where(take, m, jnp.zeros_like(m)), metrics)
+        return jax.tree_util.tree_map(keep, new_state, state), metrics
+
+    batched = (True, not shared_images, True, True, True, True, True)
+    return per_seed(one, seed_axis, batched, states, images, targets, batch_indices, batch_weights, augment, take_step)
+
+
+# ------------------------------------------------------------------------------ host loops over devices
+def stack(trees):
+    """Per-seed pytrees of one structure -> one pytree with a leading seed axis (static fields of the first)."""
+    leaves = [jax.tree_util.tree_leaves(tree) for tree in trees]
+    stacked = [jnp.stack(seed_leaves) for seed_leaves in zip(*leaves)]
+    return jax.tree_util.tree_unflatten(jax.tree_util.tree_structure(trees[0]), stacked)
+
+
+def unstack(tree, r: int):
+    return jax.tree_util.tree_map(lambda x: x[r], tree)
+
+
+def pool_stats(apply_fn, params, images, keys, num_passes: int, chunk_size: int, shared: bool, seed_axis: str,
+               mesh=None) -> uncertainty.UncertaintyStats:
+    """MC-dropout scores of every seed's pool in fixed-size zero-padded chunks: images [N, ...] if `shared`, else
+    [R, N, ...] -> numpy fields [R, N, ...].
+
+    `images` is anything with `.shape` whose slices give arrays: a device array, a numpy array, an `np.memmap`
+    or a lazy pool that makes images on demand. Sample i's masks come from fold_in(key_r, i), whatever the
+    chunk. Chunk i + 1 is dispatched before chunk i's scores are copied to the host, so memory stays
+    O(chunk_size * T) plus the O(R * N * C) scores. With a `mesh` (see `uncertainty.pool_mesh`) every device
+    takes `chunk_size` samples of each chunk: the scores are bitwise those of one device.
+    """
+    axis = 0 if shared else 1
+    num_samples = images.shape[axis]
+    if num_samples == 0:
+        raise ValueError("pool_stats got an empty pool: there is nothing to run MC-dropout inference on.")
+    if mesh is not None:
+        chunk_size *= mesh.size
+        spec = PartitionSpec(uncertainty.POOL_AXIS) if shared else PartitionSpec(None, uncertainty.POOL_AXIS)
+        params = jax.device_put(params, NamedSharding(mesh, PartitionSpec()))
+    result, in_flight = None, None
+
+    def collect(start, valid, scores):
+        nonlocal result
+        if result is None:
+            result = uncertainty.UncertaintyStats(*(np.empty((f.shape[0], num_samples, *f.shape[2:]), f.dtype)
+                                                    for f in scores))
+        for out, field in zip(result, scores):
+            out[:, start: start + valid] = np.asarray(field[:, :valid])
+
+    for start in range(0, num_samples, chunk_size):
+        valid = min(chunk_size, num_samples - start)
+        chunk = jnp.asarray(images[start: start + valid] if shared else images[:, start: start + valid])
+        if valid < chunk_size:
+            padding = [(0, 0)] * chunk.ndim
+            padding[axis] = (0, chunk_size - valid)
+            chunk = jnp.pad(chunk, padding)
+        sample_ids = np.arange(start, start + chunk_size, dtype=np.uint32)
+        if mesh is not None:
+            chunk = jax.device_put(chunk, NamedSharding(mesh, spec))
+            sample_ids = jax.device_put(sample_ids, NamedSharding(mesh, PartitionSpec(uncertainty.POOL_AXIS)))
+        scores = seeds_chunk_stats(apply_fn, params, chunk, sample_ids, keys, num_passes=num_passes,
+                                   shared_images=shared, seed_axis=seed_axis)
+        if in_flight is not None:
+            collect(*in_flight)
+        in_flight = (start, valid, scores)
+    collect(*in_flight)
+    return result
+
+
+def train_epoch(states, images, targets, plans, batch_size: int, shared: bool, seed_axis: str, labeled=None,
+                augment_degrees: float = 0.0, augment_scale: float = 0.0):
+    """Line 12: one epoch per seed over its plan [(indices [M_r], weights [M_r])], in batches of exactly
+    `batch_size` (padded with weight 0): seed r takes ceil(M_r / batch_size) steps, then no-ops.
+
+    With augment_degrees or augment_scale > 0, plan entries of ground-truth samples (labeled [R, N] bool) are
+    warped; pseudo-labeled ones are not. Returns the states and per seed train.EpochMetrics (None for an empty
+    plan); FloatingPointError (naming the seed index) when a loss is not finite.
+    """
+    augmenting = augment_degrees != 0 or augment_scale != 0
+    if augmenting and labeled is None:
+        raise ValueError("augmentation warps ground-truth samples only: give train_epoch the `labeled` masks.")
+    steps = np.array([-(-len(indices) // batch_size) for indices, _ in plans])
+    num_seeds, max_steps = len(plans), int(steps.max())
+    indices = np.zeros((num_seeds, max_steps * batch_size), np.int32)
+    weights = np.zeros((num_seeds, max_steps * batch_size), np.float32)
+    augment = np.zeros((num_seeds, max_steps * batch_size), bool)
+    for r, (plan_indices, plan_weights) in enumerate(plans):
+        indices[r, : len(plan_indices)], weights[r, : len(plan_weights)] = plan_indices, plan_weights
+        if augmenting:
+            augment[r, : len(plan_indices)] = np.asarray(labeled[r], bool)[plan_indices]
+    take_step = np.arange(max_steps)[None, :] < steps[:, None]  # [R, S]
+    total_loss, total_correct, total_count = 0.0, 0, 0
+    for s in range(max_steps):
+        batch = slice(s * batch_size, (s + 1) * batch_size)
+        states, metrics = seeds_train_step(states, images, targets, indices[:, batch], weights[:, batch],
+                                           augment[:, batch], take_step[:, s], shared_images=shared,
+                                           seed_axis=seed_axis, augment_degrees=augment_degrees,
+                                           augment_scale=augment_scale)
+        total_loss += metrics.loss  # accumulated on device, per seed
+        total_correct += metrics.correct
+        total_count += metrics.count
+    if max_steps == 0:
+        return states, [None] * num_seeds
+    total_loss, total_correct, total_count = (np.asarray(x) for x in (total_loss, total_correct, total_count))
+    results = []
+    for r in range(num_seeds):
+        if steps[r] == 0:
+            results.append(None)
+            continue
+        loss = float(total_loss[r]) / int(steps[r])
+        if not np.isfinite(loss):
+            raise FloatingPointError(f"training loss became {loss}"
+                                     + (f" for the seed at index {r}." if num_seeds > 1 else "."))
+        results.append(train.EpochMetrics(loss, float(total_correct[r]) / float(total_count[r]), int(steps[r])))
+    return states, results
+
+
+class Patience(NamedTuple):
+    """The initial fit's stopping rule per seed: stop once training accuracy has not exceeded its best for
+    `patience` epochs ("until the training accuracy stagnates", section 4); patience 0: never."""
+
+    best: float = -1.0
+    since_best: int = 0
+
+    def update(self, accuracy: float) -> "Patience":
+        return Patience(accuracy, 0) if accuracy > self.best else Patience(self.best, self.since_best + 1)
+
+    def stop(self, patience: int) -> bool:
+        return bool(patience) and self.since_best >= patience

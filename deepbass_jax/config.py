@@ -1,0 +1,150 @@
+"""The run config: every field with its default (the paper's MNIST setting), and the checks that refuse a config
+that cannot run, each naming the field, the problem and the remedy, before any data is loaded."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import ml_collections
+
+from deepbass_jax import acquisition, data, layers, models, pseudo_label, train
+
+SEED_AXES = ("auto", "vmap", "map")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """The paper's MNIST setting (section 5); presets in experiments/configs change what differs."""
+    config = ml_collections.ConfigDict()
+    config.seed = 0  # every random choice of the run derives from this
+    config.data = data.default_config()
+    config.model = models.default_config()
+    config.train = train.default_config()
+    config.initial_per_class = 10  # balanced initial ground truth: labels per class (simulated oracle)
+    config.initial_all = False  # label the whole pool at the start (the all-labels baseline)
+    config.initial_epochs = 100  # initial fit: epochs over the upsampled ground truth (x20 -> 2,000 views)
+    config.initial_patience = 0  # >0: stop the initial fit once training accuracy has not improved this many epochs
+    config.iterations = 200  # iterations of Algorithm 3.1
+    config.semi_supervised = True  # pseudo-label unlabeled data (lines 4-7)
+    config.mode = "all_data"  # "all_data" (theta = 1) or "step_wise" (theta of eq. 8)
+    config.active = True  # ask the oracle (lines 8-11)
+    config.policy = "max_entropy"  # a name in acquisition.POLICIES
+    config.above_average_reference = "mean"  # "mean" (eq. 14) or "theta" (the authors' code)
+    config.acquire_every = 10  # k: acquire in iterations 1, 1 + k, 1 + 2k, ...
+    config.acquire_count = 10  # n: labels per acquisition
+    config.budget = 300  # total ground-truth labels, initial ones included
+    config.mc_passes_pool = 10  # T': MC-dropout passes on the pool
+    config.mc_passes_labeled = 100  # T: MC-dropout passes on the ground truth, for theta (eq. 8)
+    config.theta = -1.0  # -1: computed by eq. 8 (step-wise) / 1 in all-data mode; else a fixed threshold in [0, 1]
+    config.chunk_size = 256  # pool inference chunk (memory ~ chunk_size * T'; 256-512 is fastest on CPU)
+    config.labeled_chunk_size = 64  # ground-truth inference chunk (memory ~ labeled_chunk_size * T)
+    config.pool_devices = 1  # local devices pool inference is sharded across (0 = all); chunks are per device
+    config.pool_size = 0  # use a seeded random subset of this many training samples as the pool (0 = all)
+    config.test_size = 0  # evaluate on the first this many test samples (0 = all)
+    config.val_size = 0  # samples held out of the pool for validation (0 = the paper's setting)
+    config.oracle = "simulated"  # "simulated" (reveals held-back labels) or "file" (a person answers a CSV)
+    config.oracle_wait_seconds = 0.0  # FileOracle: how long to wait for answers before stopping the run
+    config.num_seeds = 1  # R: run seeds seed ... seed + R - 1 at once in one compiled program
+    config.seed_axis = "auto"  # how R seeds share it: "vmap", "map" (lax.map), "auto" (map on CPU, else vmap)
+    return config
+
+
+class ConfigError(ValueError):
+    """A config setting that cannot run; the message names the field, the problem and the remedy."""
+
+
+# What a field means, for error messages (the paper's symbols where it has them).
+_MEANINGS = {
+    "mc_passes_pool": "T', the MC-dropout passes on the pool",
+    "mc_passes_labeled": "T, the MC-dropout passes on the ground truth for theta (eq. 8)",
+    "acquire_every": "k: acquire every k-th iteration",
+    "acquire_count": "n: labels bought per acquisition",
+    "budget": "total ground-truth labels, initial ones included",
+    "theta": "the pseudo-label entropy threshold; -1 computes it by eq. 8",
+    "model.dropout_rate": "the dropout rate of training and of MC dropout",
+    "train.augment_degrees": "the maximum rotation of ground-truth augmentation in degrees; 0 is off",
+    "train.augment_scale": "the maximum relative height/width scaling of ground-truth augmentation; 0 is off",
+    "num_seeds": "R, the seeds run at once",
+}
+_EXTRA_FIELDS = ("preset",)  # top-level fields a config file may add to default_config()
+
+
+def _unknown_fields(config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict, prefix: str = ""):
+    """(dotted name, the fields there are) of each field of `config` that `reference` (default_config()) lacks."""
+    unknown = []
+    for name in config.keys():
+        if name not in reference:
+            if not (prefix == "" and name in _EXTRA_FIELDS):
+                unknown.append((prefix + name, sorted(reference.keys())))
+        elif isinstance(config[name], ml_collections.ConfigDict) and isinstance(reference[name],
+                                                                               ml_collections.ConfigDict):
+            unknown += _unknown_fields(config[name], reference[name], f"{prefix}{name}.")
+    return unknown
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Fails early, naming the field, on settings that cannot run (before any data is loaded)."""
+    for field, known in _unknown_fields(config, default_config()):
+        parent, _, name = field.rpartition(".")
+        raise ConfigError(
+            f"config.{field}: unknown config field {name!r} (a typo?); the fields of "
+            f"config{'.' + parent if parent else ''} are {', '.join(known)}."
+        )
+    checks = [
+        ("mode", config.mode in pseudo_label.MODES, f"one of {pseudo_label.MODES}"),
+        ("policy", config.policy in acquisition.POLICIES, f"one of {sorted(acquisition.POLICIES)}"),
+        ("above_average_reference", config.above_average_reference in ("mean", "theta"), "'mean' or 'theta'"),
+        ("oracle", config.oracle in ("simulated", "file"), "'simulated' or 'file'"),
+        ("mc_passes_pool", config.mc_passes_pool >= 1, "at least 1"),
+        ("mc_passes_labeled", config.mc_passes_labeled >= 1, "at least 1"),
+        ("theta", config.theta == -1 or 0 <= config.theta <= 1, "-1 (computed) or a fixed threshold in [0, 1]"),
+        ("acquire_every", config.acquire_every >= 1, "at least 1"),
+        ("acquire_count", config.acquire_count >= 1, "at least 1"),
+        ("budget", config.budget >= 1, "at least 1"),
+        ("iterations", config.iterations >= 0, "0 or more"),
+        ("initial_per_class", config.initial_per_class >= 1, "at least 1"),
+        ("initial_epochs", config.initial_epochs >= 1, "at least 1"),
+        ("model.architecture", config.model.architecture in models.ARCHITECTURES,
+         f"one of {sorted(models.ARCHITECTURES)}"),
+        ("model.dropout_rate", 0 < config.model.dropout_rate < 1, "strictly between 0 and 1"),
+        ("model.dropout_masks", config.model.dropout_masks in models.DROPOUT_MASKS,
+         f"one of {sorted(models.DROPOUT_MASKS)}"),
+        ("model.kernels", config.model.kernels in layers.KERNELS, f"one of {layers.KERNELS}"),
+        ("train.upsample", config.train.upsample >= 1, "at least 1"),
+        ("train.pseudo_weight", config.train.pseudo_weight > 0, "positive"),
+        ("train.augment_degrees", 0 <= config.train.augment_degrees < 180, "in [0, 180) (the paper: below 10)"),
+        ("train.augment_scale", 0 <= config.train.augment_scale < 1, "in [0, 1) (the paper: 0.05)"),
+        ("val_size", config.val_size >= 0, "0 or more"),
+        ("pool_size", config.pool_size >= 0, "0 (all) or more"),
+        ("test_size", config.test_size >= 0, "0 (all) or more"),
+        ("pool_devices", config.pool_devices >= 0, "0 (all local devices) or more"),
+        ("num_seeds", config.num_seeds >= 1, "at least 1"),
+        ("seed_axis", config.seed_axis in SEED_AXES, f"one of {SEED_AXES}"),
+        ("oracle", config.num_seeds == 1 or config.oracle == "simulated",
+         "'simulated' when config.num_seeds > 1 (a person cannot answer R runs in lockstep)"),
+    ]
+    for field, ok, expected in checks:
+        if not ok:
+            value = functools.reduce(getattr, field.split("."), config)
+            meaning = f" ({_MEANINGS[field]})" if field in _MEANINGS else ""
+            raise ConfigError(
+                f"config.{field}={value!r} is invalid{meaning}: it must be {expected}; set --config.{field} "
+                "to such a value."
+            )
+
+
+def seed_axis(config: ml_collections.ConfigDict, backend: str | None = None) -> str:
+    """config.seed_axis with "auto" resolved: "map" on the CPU (bitwise equal to separate runs), else "vmap"."""
+    if config.seed_axis != "auto":
+        return config.seed_axis
+    return "map" if (backend or jax.default_backend()) == "cpu" else "vmap"
+
+
+def check_budget(config: ml_collections.ConfigDict, pool_size: int) -> None:
+    """The oracle cannot label more than the pool holds."""
+    if config.active and config.budget > pool_size:
+        raise ConfigError(
+            f"config.budget={config.budget} exceeds the pool of {pool_size} samples: the oracle cannot label more "
+            f"than the pool holds; lower config.budget to at most {pool_size}, or use a larger pool "
+            "(config.pool_size, 0 = all)."
+        )
