@@ -10,7 +10,7 @@ import ml_collections
 
 from deepbass_jax import acquisition, data, layers, models, pseudo_label, train
 
-SEED_AXES = ("auto", "vmap", "map")
+SEED_AXIS_CHOICES = ("auto", "vmap", "map")  # config.seed_axis; algorithm.SEED_AXES once resolved
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -119,7 +119,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         ("test_size", config.test_size >= 0, "0 (all) or more"),
         ("pool_devices", config.pool_devices >= 0, "0 (all local devices) or more"),
         ("num_seeds", config.num_seeds >= 1, "at least 1"),
-        ("seed_axis", config.seed_axis in SEED_AXES, f"one of {SEED_AXES}"),
+        ("seed_axis", config.seed_axis in SEED_AXIS_CHOICES, f"one of {SEED_AXIS_CHOICES}"),
         ("oracle", config.num_seeds == 1 or config.oracle == "simulated",
          "'simulated' when config.num_seeds > 1 (a person cannot answer R runs in lockstep)"),
     ]

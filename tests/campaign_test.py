@@ -33,17 +33,20 @@ def test_steps_per_epoch_of_the_headline_row():
     assert campaign._steps_per_epoch(config, 60000) == (-(-(300 * 20 + 59700) // 256), 8)
 
 
+def _campaign(outdir: pathlib.Path, **flag_values) -> dict:
+    """campaign.campaign with these flags set (the others at their defaults), in this process; the flags are
+    restored afterwards, and no other flag (another module's, absl's logging) is touched."""
+    with flagsaver.flagsaver(outdir=str(outdir), **flag_values):
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
+        return campaign.campaign(outdir, flags.FLAGS.budget_s, smoke_only=flags.FLAGS.smoke)
+
+
 def _job(tmp_path: pathlib.Path, name: str, results: pathlib.Path, mnist_dir, **extra) -> pathlib.Path:
     outdir = tmp_path / name
-    argv = ["campaign", "--rows=all_data_max_entropy", "--seeds_per_row=2", "--max_seeds=2", "--pool_size=320",
-            "--iterations=5", "--initial_epochs=1", "--test_size=100", "--chunk_size=64", "--seed_axis=map", "--smoke_iterations=0",
-            "--budget_s=900", f"--data_dir={mnist_dir}", f"--results={results}", f"--outdir={outdir}",
-            f"--workroot={tmp_path / 'work'}"]
-    argv += [f"--{key}={value}" for key, value in extra.items()]
-    with flagsaver.flagsaver():
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(argv)
-        campaign.campaign(outdir, flags.FLAGS.budget_s, smoke_only=False)
+    _campaign(outdir, rows=["all_data_max_entropy"], seeds_per_row=2, max_seeds=2, pool_size=320, iterations=5,
+              initial_epochs=1, test_size=100, chunk_size=64, seed_axis="map", smoke_iterations=0, budget_s=900.0,
+              data_dir=str(mnist_dir), results=str(results), workroot=str(tmp_path / "work"), **extra)
     return outdir
 
 
@@ -59,13 +62,9 @@ def test_smoke_check_reports_device_check_timings_and_projection(tmp_path, mnist
     """--smoke on tiny settings: the device, the reference check, the micro-benchmark of both seed axes, a few
     real iterations with per-phase times and the projection of a 10-seed row; no row is run."""
     outdir = tmp_path / "smoke"
-    argv = ["campaign", "--smoke", "--max_seeds=1", "--seed_axis=map", "--pool_size=320", "--iterations=5", "--initial_epochs=1",
-            "--test_size=100", "--chunk_size=64", "--smoke_iterations=2", f"--data_dir={mnist_dir}",
-            f"--results={tmp_path / 'results'}", f"--workroot={tmp_path / 'work'}", f"--outdir={outdir}"]
-    with flagsaver.flagsaver():
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(argv)
-        report = campaign.campaign(outdir, 0.0, smoke_only=True)
+    report = _campaign(outdir, smoke=True, max_seeds=1, seed_axis="map", pool_size=320, iterations=5,
+                       initial_epochs=1, test_size=100, chunk_size=64, smoke_iterations=2, data_dir=str(mnist_dir),
+                       results=str(tmp_path / "results"), workroot=str(tmp_path / "work"))
     assert json.loads((outdir / "campaign.json").read_text())["smoke"] == json.loads(json.dumps(report["smoke"]))
     assert report["device"]["backend"] == "cpu" and report["reference"]["passed"]
     # Given one seed axis, only it is timed (auto times both and takes the faster: vmap is slow to compile here).
