@@ -229,11 +229,6 @@ def _fmt(mean, std) -> str:
     return f"{mean:.2f}" + (f" ({std:.2f})" if std is not None else "")
 
 
-def _shown(outdir: pathlib.Path) -> str:
-    """`outdir` as a command in the README shows it: relative to the repository when it lies in results/."""
-    return f"results/{outdir.name}" if outdir.resolve().parent.name == "results" else str(outdir)
-
-
 def write_report(outdir: pathlib.Path) -> dict:
     """README.md, table.json and the figures of `outdir`, from `outdir/runs` alone; returns the table."""
     records = load_records(outdir)
@@ -291,7 +286,7 @@ def write_report(outdir: pathlib.Path) -> dict:
         "",
         "```bash",
         "# rebuild this report from runs/",
-        f"python -m experiments.mnist_table --report_only --outdir={_shown(outdir)}",
+        f"python -m experiments.mnist_table --report_only --outdir={provenance.shown(outdir)}",
         "```",
         "",
         "Each run's exact command (one `experiments.main` run per row and seed):",

@@ -47,3 +47,8 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def shown(outdir: pathlib.Path) -> str:
+    """`outdir` as a command in a README shows it: relative to the repository when it lies in results/."""
+    return f"results/{outdir.name}" if outdir.resolve().parent.name == "results" else str(outdir)

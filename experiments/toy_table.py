@@ -133,11 +133,6 @@ def make_table(records: list[dict]) -> dict:
     return table
 
 
-def _shown(outdir: pathlib.Path) -> str:
-    """`outdir` as a command in the README shows it: relative to the repository when it lies in results/."""
-    return f"results/{outdir.name}" if outdir.resolve().parent.name == "results" else str(outdir)
-
-
 def write_report(outdir: pathlib.Path) -> dict:
     """README.md and table.json of `outdir`, from `outdir/runs` alone; returns the table."""
     records = load_records(outdir)
@@ -173,9 +168,9 @@ def write_report(outdir: pathlib.Path) -> dict:
         "Commands:",
         "",
         "```bash",
-        f"python -m experiments.toy_table --runs={runs} --outdir={_shown(outdir)}",
+        f"python -m experiments.toy_table --runs={runs} --outdir={provenance.shown(outdir)}",
         "# rebuild README.md and table.json from runs/:",
-        f"python -m experiments.toy_table --report_only --outdir={_shown(outdir)}",
+        f"python -m experiments.toy_table --report_only --outdir={provenance.shown(outdir)}",
         "# one run of one row, e.g.:",
         "python -m experiments.main --config=experiments/configs/yinyang.py:active_semi_supervised "
         "--config.seed=0 --workdir=/tmp/toy",
