@@ -19,7 +19,6 @@ import pathlib
 import time
 from typing import Callable, Optional
 
-import flax.serialization
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -216,41 +215,19 @@ class Driver:
                                                               self.config.train) for s in self.seeds])
 
     def _save(self) -> None:
-        states = self.states.replace(dropout_key=jax.random.key_data(self.states.dropout_key))
-        checkpoint.save(self.workdir / CHECKPOINT, {
-            "iteration": self.iteration,
-            "train_state": jax.device_get(flax.serialization.to_state_dict(states)),
-            "seeds": {str(r): {"ground_truth": s.state.ground_truth, "pseudo": s.state.pseudo,
-                               "oracle": s.oracle.state_dict()} for r, s in enumerate(self.seeds)},
-        })
+        runfolder.save_run(self.workdir, self.iteration, self.states, [
+            {"ground_truth": s.state.ground_truth, "pseudo": s.state.pseudo, "oracle": s.oracle.state_dict()}
+            for s in self.seeds])
 
     def _restore(self) -> bool:
-        """Loads the newest good checkpoint (False: a fresh run), after tidying what a kill leaves behind: temp
-        files, a torn last line of the logs, metrics of iterations that run again, a bad newest checkpoint."""
-        runfolder.tidy_after_kill(self.workdir, [s.folder for s in self.seeds])
-        path = self.workdir / CHECKPOINT
-        newest = checkpoint.load_newest(path)  # raises, naming both files, when neither is usable
-        if newest is None:
+        """Continues from the newest good checkpoint (False: none, a fresh run)."""
+        restored = runfolder.restore_run(self.workdir, self._fresh_states(), [s.folder for s in self.seeds])
+        if restored is None:
             return False
-        saved = newest.state
-        template = self._fresh_states()
-        template = template.replace(dropout_key=jax.random.key_data(template.dropout_key))
-        restored = flax.serialization.from_state_dict(template, saved["train_state"])
-        self.states = jax.device_put(restored.replace(dropout_key=jax.random.wrap_key_data(restored.dropout_key)))
-        self.iteration = int(saved["iteration"])
-        for r, seed in enumerate(self.seeds):
-            seed.oracle.load_state_dict(saved["seeds"][str(r)]["oracle"])
-            seed.state.ground_truth = np.array(saved["seeds"][str(r)]["ground_truth"], np.int32)
-            seed.state.pseudo = np.array(saved["seeds"][str(r)]["pseudo"], np.int32)
-            runfolder.keep_metrics_until(seed.folder, self.iteration)  # later lines belong to iterations run again
-        if newest.problems:
-            kept = f"; it was moved to {checkpoint.set_aside(path)}" if path.exists() else ""
-            logging.warning(
-                "The newest checkpoint is unusable (%s)%s. Resuming from the previous checkpoint %s after iteration "
-                "%d: later iterations run again, reusing the labels in the oracle logs instead of asking again.",
-                "; ".join(newest.problems), kept, newest.path, self.iteration,
-            )
-        logging.info("Resuming %s after iteration %d.", self.workdir, self.iteration)
+        self.iteration, self.states, saved = restored
+        for seed, seed_saved in zip(self.seeds, saved):
+            seed.oracle.load_state_dict(seed_saved["oracle"])
+            seed.state.ground_truth, seed.state.pseudo = seed_saved["ground_truth"], seed_saved["pseudo"]
         return True
 
     # --------------------------------------------------------------------------------- the algorithm

@@ -9,6 +9,10 @@ import pathlib
 
 from absl import logging
 
+import flax.serialization
+import jax
+import numpy as np
+
 from deepbass_jax import checkpoint, plots
 
 
@@ -82,3 +86,45 @@ def write_summary(folder, iterations: int, labels: int) -> dict:
     plots.curves(metrics, folder / "curves.png")
     checkpoint.write_json(folder / SUMMARY, summary)
     return summary
+
+
+def save_run(workdir, iteration: int, states, seeds: list[dict]) -> None:
+    """The checkpoint of all seeds after `iteration`: the stacked train states and per seed its ground truth,
+    pseudo-labels and oracle state ({"ground_truth", "pseudo", "oracle"})."""
+    raw = states.replace(dropout_key=jax.random.key_data(states.dropout_key))
+    checkpoint.save(pathlib.Path(workdir) / CHECKPOINT, {
+        "iteration": iteration,
+        "train_state": jax.device_get(flax.serialization.to_state_dict(raw)),
+        "seeds": {str(r): seed for r, seed in enumerate(seeds)},
+    })
+
+
+def restore_run(workdir, fresh_states, folders):
+    """(iteration, train states, per-seed dicts of `save_run`) of the newest good checkpoint, or None for a fresh
+    run; tidies first what a kill leaves behind (temp files, a torn last line of the logs) and afterwards drops
+    the metrics lines of iterations that run again. A bad newest checkpoint is set aside, with a warning."""
+    workdir = pathlib.Path(workdir)
+    tidy_after_kill(workdir, folders)
+    path = workdir / CHECKPOINT
+    newest = checkpoint.load_newest(path)  # raises, naming both files, when neither is usable
+    if newest is None:
+        return None
+    saved = newest.state
+    template = fresh_states.replace(dropout_key=jax.random.key_data(fresh_states.dropout_key))
+    restored = flax.serialization.from_state_dict(template, saved["train_state"])
+    states = jax.device_put(restored.replace(dropout_key=jax.random.wrap_key_data(restored.dropout_key)))
+    iteration = int(saved["iteration"])
+    seeds = [{"ground_truth": np.array(saved["seeds"][str(r)]["ground_truth"], np.int32),
+              "pseudo": np.array(saved["seeds"][str(r)]["pseudo"], np.int32),
+              "oracle": saved["seeds"][str(r)]["oracle"]} for r in range(len(folders))]
+    for folder in folders:
+        keep_metrics_until(folder, iteration)  # later lines belong to iterations that run again
+    if newest.problems:
+        kept = f"; it was moved to {checkpoint.set_aside(path)}" if path.exists() else ""
+        logging.warning(
+            "The newest checkpoint is unusable (%s)%s. Resuming from the previous checkpoint %s after iteration "
+            "%d: later iterations run again, reusing the labels in the oracle logs instead of asking again.",
+            "; ".join(newest.problems), kept, newest.path, iteration,
+        )
+    logging.info("Resuming %s after iteration %d.", workdir, iteration)
+    return iteration, states, seeds
