@@ -137,10 +137,6 @@ def max_pool_2x2_xla(x: jax.Array) -> jax.Array:
     return lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
 
 
-CONV3X3 = {"cpu_tuned": lambda x, k: conv3x3(x, k), "xla": conv3x3_xla}
-MAX_POOL_2X2 = {"cpu_tuned": lambda x: max_pool_2x2(x), "xla": max_pool_2x2_xla}
-
-
 class Conv3x3(nn.Module):
     """nn.Conv(features, (3, 3), padding='SAME') with the same parameters ('kernel' [3, 3, I, O], 'bias'
     [O]), computed by `conv3x3` ("cpu_tuned") or `conv3x3_xla` ("xla")."""
@@ -182,3 +178,8 @@ def _max_pool_2x2_bwd(x, dy):
 
 
 max_pool_2x2.defvjp(_max_pool_2x2_fwd, _max_pool_2x2_bwd)
+
+
+# The implementations by `KERNELS` choice (after `max_pool_2x2`, which the table names).
+CONV3X3 = {"cpu_tuned": conv3x3, "xla": conv3x3_xla}
+MAX_POOL_2X2 = {"cpu_tuned": max_pool_2x2, "xla": max_pool_2x2_xla}

@@ -240,10 +240,10 @@ def _linear(at_one: float, at_many: float, many: int):
 
 
 # ------------------------------------------------------------------------------------------ the runs
-def phase_summary(lines: list[list[dict]]) -> dict:
-    """Mean per-phase seconds of iterations (all seeds together), leaving out the first one a process ran
-    (it compiles); lines: per iteration, each seed's metrics line."""
-    timed = [seed_lines[0] for seed_lines in lines if "phase_seconds" in seed_lines[0]]
+def phase_summary(metrics: list[dict]) -> dict:
+    """Mean per-phase seconds of iterations (all seeds together: any one seed's metrics lines hold them), leaving
+    out the first one a process ran (it compiles)."""
+    timed = [line for line in metrics if "phase_seconds" in line]
     later = timed[1:] or timed
     if not later:
         return {}
@@ -388,7 +388,7 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
         smoke_started = time.time()
         active.Driver(smoke_config, smoke_dir, dataset=dataset).run()
         records = seed_records(smoke_dir, smoke_config)
-        phases = phase_summary([[r["metrics"][i] for r in records] for i in range(len(records[0]["metrics"]))])
+        phases = phase_summary(records[0]["metrics"])
         report["smoke"] = {"row": first_row, "seeds": max_seeds, "iterations": smoke_config.iterations,
                            "pool": num_pool, "wall_seconds": time.time() - smoke_started, "phase_seconds": phases,
                            "test_accuracy": [r["test_accuracy"] for r in records]}
@@ -465,8 +465,7 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
             break
         records = seed_records(workdir, config)
         job["iteration"] = records[0]["metrics"][-1]["iteration"]
-        job["phase_seconds"] = phase_summary([[r["metrics"][i] for r in records]
-                                              for i in range(len(records[0]["metrics"]))])
+        job["phase_seconds"] = phase_summary(records[0]["metrics"])
         accuracies = [r["test_accuracy"] for r in records]
         job.update(test_accuracy=accuracies, mean=float(np.mean(accuracies)),
                    std=float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else None)

@@ -90,14 +90,14 @@ def _run_all(outdir: pathlib.Path, workroot: pathlib.Path, runs: int) -> None:
     drivers = {}
     for row in PAPER:
         drivers[row] = driver = _run(row, runs, workroot)
+        accuracies = []
         for seed in driver.seeds:
             summary = json.loads((seed.folder / runfolder.SUMMARY).read_text())
             record = {"row": row, "seed": seed.config.seed, "summary": summary,
                       "metrics": checkpoint.read_jsonl(seed.folder / runfolder.METRICS)}
             checkpoint.write_json(outdir / "runs" / f"{row}_seed{seed.config.seed}.json", record)
-        logging.info("%s: %s %% (%.0f s so far)", row, [round(100 * json.loads((s.folder / runfolder.SUMMARY).read_text())
-                                                              ["test_accuracy"], 2) for s in driver.seeds],
-                     time.time() - started)
+            accuracies.append(round(100 * summary["test_accuracy"], 2))
+        logging.info("%s: %s %% (%.0f s so far)", row, accuracies, time.time() - started)
         if row not in FIGURE_ROWS:
             drivers.pop(row)
     initial_accuracy = {s.config.seed: checkpoint.read_jsonl(s.folder / runfolder.METRICS)[-1]["test_accuracy"]
