@@ -73,10 +73,17 @@ class Seed:
     dataset: data.Dataset  # test set cut to config.test_size
     val_indices: np.ndarray
     pool_indices: np.ndarray
+    pool_ids: np.ndarray  # [N] int64: each pool sample's row in the user's file (queries, logs and exports use it)
     pool_images: np.ndarray  # [N, ...]
     hidden_labels: Optional[np.ndarray]  # [N], for metrics only: the driver learns labels through the oracle
     oracle: oracle_lib.Oracle
     state: RunState
+
+
+def _value_range(images: np.ndarray) -> tuple[float, float]:
+    """(low, high) of the pool's values: one contrast for every sample shown to a person."""
+    low, high = float(images.min()), float(images.max())
+    return (low, high) if high > low else (low, low + 1.0)
 
 
 def _config_json(config: ml_collections.ConfigDict) -> dict:
@@ -92,12 +99,15 @@ class Driver:
         config_lib.validate(config)
         self.config = config
         self.workdir = pathlib.Path(workdir)
+        created = not self.workdir.exists()
         rundir.check_writable(self.workdir)  # before any work: a read-only or full disk fails now, not hours later
         self._lock = rundir.Lock(self.workdir)  # one process per workdir; released by run() or on failure here
         try:
             self._set_up(dataset)
-        except BaseException:
-            self._lock.release()
+        except BaseException:  # a refused setting or input: the workdir stays as reusable as it was
+            self._lock.release(remove=True)
+            if created and not any(self.workdir.iterdir()):
+                self.workdir.rmdir()
             raise
 
     def _set_up(self, dataset: Optional[data.Dataset]) -> None:
@@ -124,15 +134,19 @@ class Driver:
                     loaded[data_key] = data.load(seed_config.data)
                 source = loaded[data_key]
             if source.train_labels is None and config.oracle == "simulated":
-                raise ValueError(f"data {config.data.name!r} has no labels: use config.oracle='file'.")
+                raise ValueError(f"data {config.data.name!r} has no labels: use --config.oracle=file.")
+            models.check_input_shape(config.model, source.input_shape)
             split, val_indices, pool_indices = algorithm.split_pool(seed_config, source)
             hidden = None if source.train_labels is None else source.train_labels[pool_indices]
             num_pool = len(pool_indices)
+            pool_ids = source.row_ids[pool_indices]
+            pool_images = source.train_images[pool_indices]
             oracle = (oracle_lib.SimulatedOracle(hidden) if config.oracle == "simulated" else
                       oracle_lib.FileOracle(folder / "oracle", source.num_classes,
-                                            wait_seconds=config.oracle_wait_seconds))
+                                            wait_seconds=config.oracle_wait_seconds, class_names=source.class_names,
+                                            value_range=_value_range(pool_images)))
             self.seeds.append(Seed(seed_config, jax.random.key(seed_config.seed), folder, split, val_indices,
-                                   pool_indices, source.train_images[pool_indices], hidden, oracle,
+                                   pool_indices, pool_ids, pool_images, hidden, oracle,
                                    RunState(0, None, np.full(num_pool, -1, np.int32), np.full(num_pool, -1, np.int32))))
         first = self.seeds[0]
         for seed in self.seeds[1:]:
@@ -161,8 +175,12 @@ class Driver:
             algorithm.initial_indices(seed.config, seed.hidden_labels, len(seed.pool_indices), seed.dataset.num_classes)
         for seed in self.seeds:  # only now: a config refused above must not be pinned to the workdir
             runfolder.pin_config_file(seed.folder, _config_json(seed.config))
+        logging.info("Evaluation: %s.", first.dataset.evaluation())
         self.iteration = 0
         self.states = None
+        self.checkpointed: Optional[int] = None  # the iteration the newest checkpoint holds (None: none yet)
+        self.pool_scores: Optional[uncertainty.UncertaintyStats] = None  # the last iteration's, [R, N, ...]
+        self._warned_edits: set = set()
 
     # ---------------------------------------------------------------------------------- one seed's view
     @property
@@ -198,15 +216,59 @@ class Driver:
         unlogged = [i for i in np.asarray(indices).tolist() if i not in logged]
         ask = np.array(unlogged[: max(len(indices) - len(logged), 0)], np.int64)
         if len(ask):
-            answers = np.asarray(seed.oracle.label(ask, seed.pool_images[ask]), np.int32)
+            answers = np.asarray(seed.oracle.label(ask, seed.pool_images[ask], seed.pool_ids[ask],
+                                                   self._query_context(seed)), np.int32)
             rundir.fault_point("after_oracle")
-            runfolder.log_labels(seed.folder, iteration, ask, answers)
+            runfolder.log_labels(seed.folder, iteration, ask, answers, seed.pool_ids[ask])
             rundir.fault_point("after_oracle_log")
         bought = np.concatenate([reused, ask])
         labels = np.concatenate([labels, answers]) if len(ask) else labels
         seed.state.ground_truth[bought] = labels
         seed.state.pseudo[bought] = -1
         return len(bought)
+
+    @staticmethod
+    def _query_context(seed: Seed) -> Optional[dict]:
+        """Vector data: the pool and its labeled points, to place queried points among them for a person."""
+        if seed.pool_images.ndim != 2:
+            return None
+        labeled = seed.state.labeled
+        return {"points": seed.pool_images, "labeled_points": seed.pool_images[labeled],
+                "labeled_labels": seed.state.ground_truth[labeled]}
+
+    def _correct_labels(self, seed: Seed, iteration: int) -> None:
+        """Applies the seed folder's corrections.csv (id,label) to labels bought earlier, logging each change as a
+        correction; warns once about answers.csv rows edited after the run took them."""
+        path = seed.folder / runfolder.CORRECTIONS
+        if path.exists():
+            position = {int(i): p for p, i in enumerate(seed.pool_ids)}
+            corrections = runfolder.read_corrections(
+                path, lambda text: oracle_lib.parse_label(text, seed.dataset.num_classes, seed.dataset.class_names))
+            changes = []
+            for sample_id, label in corrections.items():
+                where = position.get(sample_id)
+                if where is None or seed.state.ground_truth[where] < 0:
+                    if (sample_id, "unbought") not in self._warned_edits:
+                        logging.warning("%s: id %d has no bought label to correct (corrections apply to labels "
+                                        "the oracle gave); row ignored.", path, sample_id)
+                        self._warned_edits.add((sample_id, "unbought"))
+                elif seed.state.ground_truth[where] != label:
+                    logging.warning("Correcting the label of id %d from %d to %d (%s).", sample_id,
+                                    seed.state.ground_truth[where], label, path)
+                    changes.append((where, sample_id, label))
+            if changes:
+                where, ids, labels = (np.array(column) for column in zip(*changes))
+                runfolder.log_labels(seed.folder, iteration, where, labels, ids, correction=True)
+                seed.state.ground_truth[where] = labels
+        if isinstance(seed.oracle, oracle_lib.FileOracle):
+            for sample_id, label, answers in seed.oracle.edited_answers(runfolder.current_labels(seed.folder)):
+                if (sample_id, label) not in self._warned_edits:
+                    self._warned_edits.add((sample_id, label))
+                    logging.warning(
+                        "%s now gives id %d the label %d, but the run took this file before the edit and uses the "
+                        "logged label %d. To correct a label, add the row '%d,%d' to %s (columns id,label): it is "
+                        "applied at the next iteration.", answers, sample_id, label,
+                        runfolder.current_labels(seed.folder)[sample_id], sample_id, label, path)
 
     # ------------------------------------------------------------------------------ checkpointing
     def _fresh_states(self) -> train.TrainState:
@@ -215,6 +277,7 @@ class Driver:
                                                               self.config.train) for s in self.seeds])
 
     def _save(self) -> None:
+        self.checkpointed = self.iteration
         runfolder.save_run(self.workdir, self.iteration, self.states, [
             {"ground_truth": s.state.ground_truth, "pseudo": s.state.pseudo, "oracle": s.oracle.state_dict()}
             for s in self.seeds])
@@ -225,6 +288,7 @@ class Driver:
         if restored is None:
             return False
         self.iteration, self.states, saved = restored
+        self.checkpointed = self.iteration
         for seed, seed_saved in zip(self.seeds, saved):
             seed.oracle.load_state_dict(seed_saved["oracle"])
             seed.state.ground_truth, seed.state.pseudo = seed_saved["ground_truth"], seed_saved["pseudo"]
@@ -279,6 +343,8 @@ class Driver:
         started = time.perf_counter()
         phases = PhaseClock()
         iteration = self.iteration + 1
+        for seed in seeds:
+            self._correct_labels(seed, iteration)
         keys = [algorithm.iteration_keys(s.key, iteration) for s in seeds]  # pool, labeled, acquire, plan
         pool_keys, labeled_keys, acquire_keys = (jnp.stack([k[i] for k in keys]) for i in range(3))
         labeled = self._labeled()
@@ -325,6 +391,7 @@ class Driver:
         with self._stop_on_nan(iteration):
             self.states, epochs = self._train_epoch(plans)  # augments the ground-truth entries only
         phases.lap("epoch")
+        self.pool_scores = stats  # what labels.csv reports for this iteration
         self._require_finite(iteration, "the training loss", [epoch.loss for epoch in epochs])
         self._require_finite(iteration, "the network's parameters after training", self.states.params)
         self.iteration = iteration
@@ -405,18 +472,37 @@ class Driver:
                 lines = self.iterate()
                 for seed, line in zip(self.seeds, lines):
                     checkpoint.append_jsonl(seed.folder / METRICS, [line])
+                every = self.config.labels_export_every
+                if every and self.iteration % every == 0:
+                    self._export_labels(self.pool_scores)
                 self._save()
                 bar.update(1)
                 logging.log_every_n_seconds(logging.INFO, "iteration %d: %s", 30, self.iteration, lines)
+        self._export_labels(self._final_pool_scores())
         summaries = [self._finish(r) for r in range(len(self.seeds))]
         return summaries[0] if len(summaries) == 1 else summaries
+
+    def _final_pool_scores(self) -> uncertainty.UncertaintyStats:
+        """MC-dropout scores of the pool under the final network (the keys an iteration after the last would use)."""
+        keys = jnp.stack([algorithm.iteration_keys(s.key, self.config.iterations + 1)[0] for s in self.seeds])
+        return algorithm.pool_stats(self.apply_fn, self.states.params, self.pool_images, keys,
+                                    self.config.mc_passes_pool, self.config.chunk_size, self.shared_pool,
+                                    self.seed_axis, self.mesh)
+
+    def _export_labels(self, scores: uncertainty.UncertaintyStats) -> None:
+        """labels.csv of every seed: what the labeling budget bought for each pool sample."""
+        for r, seed in enumerate(self.seeds):
+            runfolder.write_labels(seed.folder, seed.pool_ids, seed.state.ground_truth, seed.state.pseudo,
+                                   scores.mean_probs[r], scores.entropy[r], seed.dataset.class_names)
 
     def _finish(self, r: int) -> dict:
         seed = self.seeds[r]
         if seed.pool_images.ndim == 2 and seed.pool_images.shape[1] == 2:
             plots.decision_boundary(self.apply_fn, algorithm.unstack(self.states.params, r), seed.pool_images,
                                     seed.state.labeled, seed.hidden_labels, seed.folder / "decision_boundary.png")
-        summary = runfolder.write_summary(seed.folder, self.iteration, int(seed.state.labeled.sum()))  # marks done
+        title = f"{seed.config.get('preset') or seed.config.data.name}, seed {seed.config.seed} ({seed.folder})"
+        summary = runfolder.write_summary(seed.folder, self.iteration, int(seed.state.labeled.sum()),
+                                          title)  # marks done
         logging.info("Finished %s: %s", seed.folder, summary)
         return summary
 

@@ -40,7 +40,8 @@ def split_pool(config: ml_collections.ConfigDict, dataset: data.Dataset):
     if wanted > num_train:
         raise ValueError(
             f"config.val_size={config.val_size} + config.pool_size={config.pool_size} exceed the "
-            f"{num_train} training samples of {config.data.name!r}."
+            f"{num_train} training samples of {config.data.name!r}; set --config.pool_size=0 to use them all"
+            + (f" (and --config.val_size below {num_train})." if config.val_size else ".")
         )
     order = np.random.default_rng(config.seed).permutation(num_train)
     val_indices = np.sort(order[: config.val_size])

@@ -43,8 +43,19 @@ class Dataset:
     test_images: Optional[np.ndarray]  # [M, ...] float32, same input shape as the pool
     test_labels: Optional[np.ndarray]  # [M] int32
     num_classes: int
+    ids: Optional[np.ndarray] = None  # [N] int64: each pool sample's row in the user's file (None: its position)
+    class_names: Optional[tuple[str, ...]] = None  # [num_classes] names shown to a person (None: the numbers)
+    test_source: str = "the test split"  # where the test set comes from, in words
 
     def __post_init__(self):
+        if self.ids is not None and np.shape(self.ids) != (len(self.train_images),):
+            raise DataError(
+                f"{self.name}: {len(self.train_images)} pool samples but ids of shape {np.shape(self.ids)}.")
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise DataError(
+                f"{self.name}: {len(self.class_names)} class names {list(self.class_names)} for {self.num_classes} "
+                f"classes; give exactly one name per class 0..{self.num_classes - 1}."
+            )
         if self.train_images.ndim < 2:
             raise DataError(f"{self.name}: images have shape {self.train_images.shape}; expected [N, ...].")
         if self.test_images is None and self.test_labels is not None:
@@ -79,6 +90,20 @@ class Dataset:
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one sample: (H, W, C) or (D,)."""
         return tuple(self.train_images.shape[1:])
+
+    @property
+    def row_ids(self) -> np.ndarray:
+        """[N] int64: the id of each pool sample, its row number in the user's file (before any test split)."""
+        return np.arange(len(self.train_images), dtype=np.int64) if self.ids is None else self.ids
+
+    def class_name(self, label: int) -> str:
+        return str(label) if self.class_names is None else self.class_names[label]
+
+    def evaluation(self) -> str:
+        """How the run is evaluated, in words: said before any work is done."""
+        if self.test_labels is None:
+            return "no test set: test accuracy is not measured (the summary says 'no test set')"
+        return f"test accuracy on {len(self.test_labels)} samples, {self.test_source}"
 
 
 def _unit_float(pixels: np.ndarray) -> np.ndarray:
@@ -183,7 +208,12 @@ def load_idx_dir(name: str, data_dir) -> Dataset:
                 f"{arrays[labels].shape} labels; they must match; {_REMEDY}."
             )
         splits += [_unit_float(arrays[images][..., None]), arrays[labels].astype(np.int32)]
-    return Dataset(name, *splits, num_classes=10)
+    return Dataset(name, *splits, num_classes=10, class_names=CLASS_NAMES.get(name))
+
+
+# Fashion-MNIST's classes as its authors name them; MNIST's are the digits themselves.
+CLASS_NAMES = {"fashion_mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker",
+                                 "Bag", "Ankle boot")}
 
 
 # ------------------------------------------------------------------------------------------- download
@@ -301,10 +331,13 @@ def _npz_labels(path: pathlib.Path, key: str, y: np.ndarray) -> np.ndarray:
 
 
 def load_npz(path, test_fraction: float = 0.0, seed: int = 0) -> Dataset:
-    """A user's data: `x` [N, H, W, C], [N, H, W] or [N, D]; optional `y` [N], `x_test`, `y_test`, `num_classes`.
+    """A user's data: `x` [N, H, W, C], [N, H, W] or [N, D]; optional `y` [N], `x_test`, `y_test`, `num_classes`,
+    `classes` [C] (class names).
 
-    uint8 images are scaled to [0, 1]. Without `x_test`, `test_fraction` > 0 holds out that fraction of the
-    labeled `x` as the test set (numpy default_rng(seed)). num_classes defaults to the largest label + 1.
+    uint8 images are scaled to [0, 1]. Evaluation is one of three: the file's own `x_test`, `y_test`; or, without
+    them, `test_fraction` > 0 holds out that fraction of the labeled `x` as the test set (numpy
+    default_rng(seed)); or no test set. Pool ids stay the row numbers of `x` either way. Labels are 0..C-1:
+    C is `num_classes`, else the number of `classes`, else the largest label + 1, and then every class must occur.
     """
     path = pathlib.Path(path).expanduser()
     if not path.is_file() or not zipfile.is_zipfile(path):
@@ -321,6 +354,7 @@ def load_npz(path, test_fraction: float = 0.0, seed: int = 0) -> Dataset:
     y = _npz_labels(path, "y", arrays["y"]) if "y" in arrays else None
     x_test = _npz_images(path, "x_test", arrays["x_test"]) if "x_test" in arrays else None
     y_test = _npz_labels(path, "y_test", arrays["y_test"]) if "y_test" in arrays else None
+    ids = np.arange(len(x), dtype=np.int64)
     if test_fraction:
         num_test = round(test_fraction * len(x))
         if x_test is not None or y is None or not 0 < num_test < len(x):
@@ -330,18 +364,51 @@ def load_npz(path, test_fraction: float = 0.0, seed: int = 0) -> Dataset:
             )
         order = np.random.default_rng(seed).permutation(len(x))
         test, train = np.sort(order[:num_test]), np.sort(order[num_test:])
-        x, y, x_test, y_test = x[train], y[train], x[test], y[test]
-    labeled = [labels for labels in (y, y_test) if labels is not None and len(labels)]
-    if "num_classes" in arrays:
-        num_classes = int(arrays["num_classes"])
-    elif labeled:
-        num_classes = max(int(labels.max()) for labels in labeled) + 1
-    else:
-        raise DataError(f"{path}: no labels, so the class count is unknown; store num_classes=... in it.")
+        x, y, x_test, y_test, ids = x[train], y[train], x[test], y[test], ids[train]
+    test_source = (f"held out of the file's rows by data.test_fraction={test_fraction} (seed {seed})" if test_fraction
+                   else "the file's x_test / y_test")
+    class_names = _npz_class_names(path, arrays)
+    num_classes = _npz_num_classes(path, arrays, [labels for labels in (y, y_test) if labels is not None],
+                                   class_names)
     try:
-        return Dataset(path.stem, x, y, x_test, y_test, num_classes)
+        return Dataset(path.stem, x, y, x_test, y_test, num_classes, ids, class_names, test_source)
     except DataError as error:  # "<stem>: problem" -> "<path>: problem"
         raise DataError(f"{path}: {str(error).removeprefix(path.stem + ': ')}") from error
+
+
+def _npz_class_names(path: pathlib.Path, arrays: dict) -> Optional[tuple[str, ...]]:
+    if "classes" not in arrays:
+        return None
+    names = arrays["classes"]
+    if names.ndim != 1 or names.dtype.kind not in "US":
+        raise DataError(f"{path}: 'classes' must be a 1-D array of names (strings), got {names.dtype} {names.shape}; "
+                        "save it as classes=np.array(['cat', 'dog', ...]).")
+    return tuple(str(n.decode() if isinstance(n, bytes) else n) for n in names)
+
+
+def _npz_num_classes(path: pathlib.Path, arrays: dict, labels: list[np.ndarray],
+                     class_names: Optional[tuple[str, ...]]) -> int:
+    """C of the file; labels numbered other than 0..C-1 are refused with the fix."""
+    labeled = [y for y in labels if len(y)]
+    if "num_classes" in arrays:
+        return int(arrays["num_classes"])
+    if class_names is not None:
+        return len(class_names)
+    if not labeled:
+        raise DataError(f"{path}: no labels, so the class count is unknown; store num_classes=... (or classes=[names]) "
+                        "in it.")
+    everything = np.concatenate(labeled)
+    low, high = int(everything.min()), int(everything.max())
+    absent = sorted(set(range(high + 1)) - set(np.unique(everything).tolist()))
+    if low >= 0 and absent:
+        fix = (f"store y - {low} (and y_test - {low}) to number them 0..{high - low}" if absent == list(range(low))
+               else f"renumber the classes 0..C-1, or store num_classes={high + 1} if those classes really have no "
+                    "sample")
+        raise DataError(
+            f"{path}: labels run {low}..{high} but class(es) {absent[:10]}{'...' if len(absent) > 10 else ''} never "
+            f"occur; labels must be 0..C-1 with C classes: {fix}."
+        )
+    return high + 1
 
 
 # -------------------------------------------------------------------------------------------- yin-yang
@@ -366,7 +433,8 @@ def yinyang(num_per_class: int = 500, seed: int = 0) -> Dataset:
     SeedSequence(seed).spawn(2) gives to default_rng.
     """
     pool_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
-    return Dataset("yinyang", *_yinyang_sample(pool_rng, num_per_class), *_yinyang_sample(test_rng, num_per_class), 2)
+    return Dataset("yinyang", *_yinyang_sample(pool_rng, num_per_class), *_yinyang_sample(test_rng, num_per_class), 2,
+                   test_source="drawn independently of the pool (eqs. 10-12)")
 
 
 def balanced_initial_labels(labels: np.ndarray, per_class: int, seed: int,
@@ -416,7 +484,7 @@ def load_tfds(name: str, data_dir=None) -> Dataset:
         ))
         splits += [_unit_float(np.concatenate([images for images, _ in batches])),
                    np.concatenate([labels for _, labels in batches]).astype(np.int32)]
-    return Dataset(name, *splits, num_classes=10)
+    return Dataset(name, *splits, num_classes=10, class_names=CLASS_NAMES.get(name))
 
 
 # ------------------------------------------------------------------------------------------ load(config)
@@ -435,11 +503,25 @@ def default_config() -> ml_collections.ConfigDict:
     config.test_fraction = 0.0  # name="npz" without x_test: fraction of the labeled x held out as test set
     config.num_per_class = 500  # name="yinyang": points per class, in the pool and in the test sample
     config.seed = 0  # yinyang: the sample; npz: the test split
+    config.class_names = ""  # "cat,dog,...": names of classes 0..C-1 for queries, pages and exports ("": the file's)
     return config
 
 
 def load(config: ml_collections.ConfigDict) -> Dataset:
-    """The data set a `data` config (see `default_config`) describes."""
+    """The data set a `data` config (see `default_config`) describes, with config.class_names if given."""
+    dataset = _load(config)
+    if config.get("class_names"):
+        names = tuple(name.strip() for name in config.class_names.split(","))
+        if len(names) != dataset.num_classes:
+            raise DataError(
+                f"data.class_names names {len(names)} classes ({', '.join(names)}) but {dataset.name} has "
+                f"{dataset.num_classes}; give one comma-separated name per class 0..{dataset.num_classes - 1}."
+            )
+        dataset = dataclasses.replace(dataset, class_names=names)
+    return dataset
+
+
+def _load(config: ml_collections.ConfigDict) -> Dataset:
     if config.name not in NAMES:
         raise DataError(f"data.name={config.name!r} is unknown; choose one of {NAMES}.")
     if config.name == "yinyang":

@@ -111,6 +111,27 @@ def build(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
     )
 
 
+CNN_MIN_SIDE = 4  # two 2x2 max-pools: a 4x4 image ends as 1x1; smaller ones end as nothing
+
+
+def check_input_shape(config: ml_collections.ConfigDict, input_shape: Sequence[int]) -> None:
+    """Refuses, before any work, samples of shape `input_shape` (one sample's) that `config.architecture` cannot
+    take; ValueError names the shape and the remedy."""
+    if config.architecture != "cnn":
+        return
+    if len(input_shape) != 3:
+        raise ValueError(
+            f"model.architecture='cnn' needs images [H, W, C], but the samples have shape {tuple(input_shape)}; "
+            "use --config.model.architecture=mlp for vector data."
+        )
+    if min(input_shape[:2]) < CNN_MIN_SIDE:
+        raise ValueError(
+            f"the CNN of section 5 pools twice by 2x2 and needs images of at least {CNN_MIN_SIDE}x{CNN_MIN_SIDE} "
+            f"pixels, but the samples are {input_shape[0]}x{input_shape[1]}; upscale them, or use "
+            "--config.model.architecture=mlp."
+        )
+
+
 def init_params(module: nn.Module, key: jax.Array, input_shape: Sequence[int]):
     """Initial parameters for inputs of shape [N, *input_shape]."""
     return _jitted_init(module, tuple(input_shape))(key)

@@ -1,26 +1,27 @@
 """Oracles answer line 9 of Algorithm 3.1: the ground truth g' of queried pool samples.
 
-`SimulatedOracle` reveals labels held back from the driver; `FileOracle` asks a person through PNG files
+`SimulatedOracle` reveals labels held back from the driver; `FileOracle` asks a person through a labeling page
 and a CSV. The driver reaches hidden labels only through an oracle (metrics aside).
 """
 
 from __future__ import annotations
 
 import csv
-import io
 import pathlib
 import time
-from typing import Optional, Protocol
+from typing import Optional, Protocol, Sequence
 
 import numpy as np
 from absl import logging
 
-from deepbass_jax import checkpoint
+from deepbass_jax import queries
 
 
 class Oracle(Protocol):
-    def label(self, indices: np.ndarray, images: np.ndarray) -> np.ndarray:
-        """Ground truth [n] int for pool samples `indices` [n] (their `images` [n, ...] are for display)."""
+    def label(self, indices: np.ndarray, images: np.ndarray, ids: Optional[np.ndarray] = None,
+              context: Optional[dict] = None) -> np.ndarray:
+        """Ground truth [n] int for pool samples `indices` [n]; `images` [n, ...], their `ids` [n] (rows of the
+        user's file) and `context` (vector data: the pool and its labeled points) are for display."""
 
     def replay(self, indices: np.ndarray, labels: np.ndarray) -> None:
         """Takes note of answers it gave before an interruption (read back from the oracle log), so that its
@@ -48,7 +49,8 @@ class SimulatedOracle:
     def num_queries(self) -> int:
         return int(self._asked.sum())
 
-    def label(self, indices: np.ndarray, images: Optional[np.ndarray] = None) -> np.ndarray:
+    def label(self, indices: np.ndarray, images: Optional[np.ndarray] = None, ids: Optional[np.ndarray] = None,
+              context: Optional[dict] = None) -> np.ndarray:
         indices = np.asarray(indices, np.int64)
         if len(np.unique(indices)) != len(indices) or self._asked[indices].any():
             raise OracleError(f"sample(s) {indices[self._asked[indices]].tolist()} were already labeled.")
@@ -70,52 +72,105 @@ class LabelsPending(Exception):
 
 
 class FileOracle:
-    """Asks a person: writes each query as PNG images and a CSV, then reads the filled-in CSV.
+    """Asks a person: each query round gets a folder with the samples to label, and reads the answers back.
 
-    For query round r it writes `<directory>/round_<r>/<pool index>.png` and `queries.csv` with columns
-    `id,image,label` (label empty). The person fills in `label` (an integer in [0, num_classes)) and saves
-    the file as `answers.csv` in the same folder. With `wait_seconds > 0` the oracle polls for it; otherwise
-    it raises `LabelsPending`, and running the same command again continues from there. Valid rows are
-    kept across attempts, so a partly wrong answer file loses nothing.
+    Round r writes `<directory>/round_<r>/` (see `queries.write_round`): `index.html`, a labeling page that needs
+    no server (click or type the class, then save answers.csv), `<id>.png` per sample (vector data: a plot
+    placing it among the labeled points, and its coordinates in the CSV), `classes.csv` and `queries.csv` with
+    columns `id,image,...,label`. Ids are the rows of the user's file. The person saves the answers as
+    `answers.csv` (columns `id,label`; a label is a class number in [0, num_classes) or a class name) in the
+    same folder.
+
+    Without waiting (`wait_seconds` 0) a missing answer file raises `LabelsPending` and running the same command
+    again continues; valid rows of a partly wrong file are kept across attempts. With `wait_seconds` > 0 the
+    oracle polls and takes answers.csv only once it is complete (every id labeled, every label valid): a copy of
+    queries.csv being filled in, or a file with a wrong row, is waited on, with a message, until the deadline.
     """
 
-    def __init__(self, directory, num_classes: int, wait_seconds: float = 0.0, poll_seconds: float = 2.0):
+    def __init__(self, directory, num_classes: int, wait_seconds: float = 0.0, poll_seconds: float = 2.0,
+                 class_names: Optional[Sequence[str]] = None, value_range: tuple[float, float] = (0.0, 1.0)):
         self.directory = pathlib.Path(directory)
         self.num_classes = num_classes
         self.wait_seconds = wait_seconds
         self.poll_seconds = poll_seconds
+        self.class_names = None if class_names is None else tuple(class_names)
+        self.value_range = value_range
         self._round = 0
-        self._accepted: dict[int, int] = {}  # answers of the open round, kept across invalid attempts
+        self._accepted: dict[int, int] = {}  # id -> label of the open round, kept across invalid attempts
 
-    def label(self, indices: np.ndarray, images: np.ndarray) -> np.ndarray:
+    def label(self, indices: np.ndarray, images: np.ndarray, ids: Optional[np.ndarray] = None,
+              context: Optional[dict] = None) -> np.ndarray:
         indices = np.asarray(indices, np.int64)
-        folder = self.directory / f"round_{self._round:04d}"
-        answers_path = folder / "answers.csv"
-        if not (folder / "queries.csv").exists():
-            _write_query(folder, indices, images)
-            logging.info("FileOracle: %d images to label in %s; save the filled CSV as %s.",
-                         len(indices), folder, answers_path)
-        deadline = time.monotonic() + self.wait_seconds
-        while not answers_path.exists():
-            if time.monotonic() >= deadline:
-                raise LabelsPending(
-                    f"{len(indices)} samples wait for labels: open {folder / 'queries.csv'}, fill in the "
-                    f"'label' column with integers in [0, {self.num_classes}), save it as {answers_path}, "
-                    "and run the same command again."
-                )
-            time.sleep(self.poll_seconds)
-        self._accepted.update(self._read_answers(answers_path, indices))
-        missing = [int(i) for i in indices if int(i) not in self._accepted]
-        if missing:
-            raise OracleError(f"{answers_path}: no valid label yet for ids {missing}; add them and run again.")
-        labels = np.array([self._accepted[int(i)] for i in indices], np.int32)
+        ids = indices if ids is None else np.asarray(ids, np.int64)
+        folder = self._folder(self._round)
+        answers_path = folder / ANSWERS
+        if not (folder / queries.QUERIES).exists():
+            queries.write_round(folder, ids, images, num_classes=self.num_classes, class_names=self.class_names,
+                                value_range=self.value_range, context=context)
+        if self.wait_seconds > 0:
+            self._wait_for_complete(answers_path, ids)
+        elif not answers_path.exists():
+            raise LabelsPending(
+                f"{len(ids)} samples wait for labels: open {folder / queries.PAGE} in a browser (or fill in the "
+                f"'label' column of {folder / queries.QUERIES}), save the answers as {answers_path}, and run the same "
+                "command again (or pass --config.oracle_wait_seconds=3600 to have the run wait for them)."
+            )
+        else:
+            valid, problems = self._read_answers(answers_path, ids)
+            self._accepted.update(valid)
+            missing = [int(i) for i in ids if int(i) not in self._accepted]
+            if problems:
+                raise OracleError(
+                    f"{answers_path} has invalid answers (valid rows kept: {len(self._accepted)}):\n  "
+                    + "\n  ".join(problems) + "\nCorrect these rows and run the same command again.")
+            if missing:
+                raise OracleError(f"{answers_path}: no valid label yet for ids {missing}; add them and run again.")
+        labels = np.array([self._accepted[int(i)] for i in ids], np.int32)
         self._round += 1
         self._accepted = {}
         return labels
 
-    def _read_answers(self, path: pathlib.Path, indices: np.ndarray) -> dict[int, int]:
-        """Valid rows of an answer file; raises OracleError naming every invalid row after keeping the rest."""
-        expected = {int(i) for i in indices}
+    def _folder(self, round_: int) -> pathlib.Path:
+        return self.directory / f"round_{round_:04d}"
+
+    def _wait_for_complete(self, path: pathlib.Path, ids: np.ndarray) -> None:
+        """Polls until `path` answers every id validly (then self._accepted holds them) or the deadline passes."""
+        deadline = time.monotonic() + self.wait_seconds
+        logging.warning("Waiting up to %.0f s for the labels of %d samples: open %s in a browser (or fill in %s), and "
+                        "save the answers as %s.", self.wait_seconds, len(ids), path.parent / queries.PAGE,
+                        path.parent / queries.QUERIES, path)
+        said = None
+        while True:
+            if path.exists():
+                try:
+                    valid, problems = self._read_answers(path, ids, final=False)
+                except (OracleError, OSError, UnicodeDecodeError, csv.Error) as error:  # e.g. half written
+                    valid, problems = {}, [str(error)]
+                missing = [int(i) for i in ids if int(i) not in valid]
+                if not problems and not missing:
+                    self._accepted = valid
+                    return
+                news = ("\n  ".join(problems) if problems else
+                        f"{len(ids) - len(missing)} of {len(ids)} samples labeled so far")
+                if news != said:
+                    logging.warning("%s is not complete yet, waiting: %s", path, news)
+                    said = news
+            if time.monotonic() >= deadline:
+                raise LabelsPending(
+                    f"no complete {path} within {self.wait_seconds:.0f} s: label every sample (open "
+                    f"{path.parent / queries.PAGE}), save the answers as {path}, and run the same command again."
+                )
+            time.sleep(self.poll_seconds)
+
+    def parse_label(self, text: str) -> Optional[int]:
+        return parse_label(text, self.num_classes, self.class_names)
+
+    def _read_answers(self, path: pathlib.Path, ids: np.ndarray,
+                      final: bool = True) -> tuple[dict[int, int], list[str]]:
+        """({id: label} of the valid rows, a line per invalid row) of an answer file. `final`: the file is taken as
+        it is, so an empty label is a problem too (else it is a row not answered yet). A file without the id and
+        label columns raises OracleError."""
+        expected = {int(i) for i in ids}
         valid: dict[int, int] = {}
         problems = []
         with open(path, newline="") as handle:
@@ -124,23 +179,18 @@ class FileOracle:
             if missing:
                 raise OracleError(
                     f"{path}: the header row lacks the column(s) {missing} (found {reader.fieldnames}); start from "
-                    f"{path.parent / 'queries.csv'}, which has the header id,image,label, and fill in 'label'."
+                    f"{path.parent / queries.QUERIES}, which has the header row, and fill in 'label'."
                 )
             for row_number, row in enumerate(reader, start=2):
-                problem = self._check_row(row, expected, valid)
+                problem = self._check_row(row, expected, valid, final)
                 if problem:
                     problems.append(f"row {row_number}: {problem}")
-                else:
-                    valid[int(row["id"])] = int(row["label"])
-        if problems:
-            self._accepted.update(valid)
-            raise OracleError(
-                f"{path} has invalid answers (valid rows kept: {len(valid)}):\n  " + "\n  ".join(problems)
-                + "\nCorrect these rows and run the same command again."
-            )
-        return valid
+                elif (row.get("label") or "").strip():
+                    valid[int(row["id"])] = self.parse_label(row["label"])
+        return valid, problems
 
-    def _check_row(self, row: dict, expected: set, seen: dict) -> Optional[str]:
+    def _check_row(self, row: dict, expected: set, seen: dict, final: bool) -> Optional[str]:
+        """Why `row` is invalid, or None (an empty label is only invalid in a `final` file)."""
         if any(extra.strip() for extra in row.get(None) or []):  # csv.DictReader puts surplus fields under None
             return f"{len(row) - 1 + len(row[None])} fields where the header has {len(row) - 1} (a comma too many?)"
         try:
@@ -151,15 +201,27 @@ class FileOracle:
             return f"id {sample_id} was not asked in this round"
         if sample_id in seen:
             return f"id {sample_id} is answered twice"
-        if not (row.get("label") or "").strip():
-            return f"id {sample_id} has no label"
-        try:
-            label = int(row.get("label") or "")
-        except ValueError:
-            return f"label {row.get('label')!r} of id {sample_id} is not an integer"
-        if not 0 <= label < self.num_classes:
-            return f"label {label} of id {sample_id} is outside [0, {self.num_classes})"
+        text = (row.get("label") or "").strip()
+        if not text:
+            return f"id {sample_id} has no label" if final else None
+        if self.parse_label(text) is None:
+            names = f" or one of the names {', '.join(self.class_names)}" if self.class_names else ""
+            return f"label {text!r} of id {sample_id} is not a class: give a number in [0, {self.num_classes}){names}"
         return None
+
+    def edited_answers(self, logged: dict[int, int]) -> list[tuple[int, int, pathlib.Path]]:
+        """(id, label now in the file, file) for each answer of a finished round that differs from the label
+        logged for it (`logged`: {id: label} as used): an edit made after the run took the file."""
+        edits = []
+        for round_ in range(self._round):
+            path = self._folder(round_) / ANSWERS
+            if path.exists():
+                try:
+                    valid, _ = self._read_answers(path, np.array(list(logged), np.int64), final=False)
+                except (OracleError, OSError, UnicodeDecodeError, csv.Error):
+                    continue  # an unreadable file changes no label
+                edits += [(i, label, path) for i, label in valid.items() if logged.get(i) != label]
+        return edits
 
     def replay(self, indices: np.ndarray, labels: np.ndarray) -> None:
         """The answers of the open round were logged before an interruption: that round is done."""
@@ -173,25 +235,15 @@ class FileOracle:
         self._round = int(state["round"])
 
 
-def _write_query(folder: pathlib.Path, indices: np.ndarray, images: np.ndarray) -> None:
-    import matplotlib
+ANSWERS = "answers.csv"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for index, image in zip(indices, images):
-        name = f"{int(index)}.png"
-        picture = np.asarray(image)
-        if picture.ndim == 3 and picture.shape[-1] == 1:
-            picture = picture[..., 0]
-        if picture.ndim == 1:  # a feature vector: show it as a one-row strip
-            picture = picture[None, :]
-        plt.imsave(folder / name, picture, cmap="gray" if picture.ndim == 2 else None)
-        rows.append({"id": int(index), "image": name, "label": ""})
-    table = io.StringIO(newline="")
-    writer = csv.DictWriter(table, fieldnames=["id", "image", "label"])
-    writer.writeheader()
-    writer.writerows(rows)
-    checkpoint.atomic_write_bytes(folder / "queries.csv", table.getvalue().encode())
+def parse_label(text: str, num_classes: int, class_names: Optional[Sequence[str]] = None) -> Optional[int]:
+    """A class number in [0, num_classes) or (case aside) a class name -> the class; None if it is neither."""
+    text = text.strip()
+    try:
+        label = int(text)
+    except ValueError:
+        names = [name.casefold() for name in class_names or ()]
+        return names.index(text.casefold()) if text and text.casefold() in names else None
+    return label if 0 <= label < num_classes else None

@@ -67,9 +67,12 @@ class Lock:
     def held(self) -> bool:
         return self._handle is not None
 
-    def release(self) -> None:
-        """Unlocks (idempotent). The PID stays in the file; it names the holder only while the lock is held."""
+    def release(self, remove: bool = False) -> None:
+        """Unlocks (idempotent). The PID stays in the file, where it names the holder only while the lock is held;
+        `remove` deletes the file first (a refused run leaves nothing behind)."""
         if self._handle is not None:
+            if remove:
+                self.path.unlink(missing_ok=True)  # while still held: no other process can own this file now
             self._handle.close()  # closing the only descriptor of the open file releases the flock
             self._handle = None
 

@@ -4,6 +4,7 @@ atomically."""
 
 from __future__ import annotations
 
+import csv
 import json
 import pathlib
 
@@ -13,7 +14,7 @@ import flax.serialization
 import jax
 import numpy as np
 
-from deepbass_jax import checkpoint, plots
+from deepbass_jax import checkpoint, config as config_lib, oracle, plots
 
 
 CHECKPOINT = "checkpoint.msgpack"
@@ -21,6 +22,10 @@ METRICS = "metrics.jsonl"
 ORACLE_LOG = "oracle_log.jsonl"
 SUMMARY = "summary.json"
 CONFIG = "config.json"
+LABELS = "labels.csv"
+CORRECTIONS = "corrections.csv"
+# Fields a resumed run may change: they do not change the algorithm (how long the file oracle waits).
+RESUMABLE_CHANGES = ("oracle_wait_seconds",)
 
 
 def seed_folder(workdir, seed: int, num_seeds: int) -> pathlib.Path:
@@ -33,13 +38,30 @@ def check_config_file(folder, config: dict) -> None:
     """Refuses to resume a folder whose pinned config.json differs from `config`, naming the fields."""
     path = pathlib.Path(folder) / CONFIG
     if path.exists():
-        saved = json.loads(path.read_text())
+        saved, config = _flat(json.loads(path.read_text())), _flat(config)
+        defaults = _flat(json.loads(config_lib.default_config().to_json_best_effort()))
+        for field in set(config) - set(saved):  # added to the code after the folder was pinned, at its default
+            if field in defaults and config[field] == defaults[field]:
+                saved[field] = config[field]
+        for field in RESUMABLE_CHANGES:
+            saved.pop(field, None), config.pop(field, None)
         if saved != config:
             changed = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
             raise ValueError(
                 f"{path} was written with a different config (fields {changed} differ); resume with the same "
                 "config or choose another --workdir."
             )
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+    """{"data": {"seed": 0}} -> {"data.seed": 0}."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
 
 
 def pin_config_file(folder, config: dict) -> None:
@@ -50,15 +72,25 @@ def pin_config_file(folder, config: dict) -> None:
 
 
 def logged_labels(folder, iteration: int) -> dict:
-    """{pool index: label} the oracle log of `folder` holds for `iteration` (answers bought before a kill)."""
+    """{pool index: label} the oracle log of `folder` holds for `iteration` (answers bought before a kill;
+    corrections aside)."""
     return {e["index"]: e["label"] for e in checkpoint.read_jsonl(pathlib.Path(folder) / ORACLE_LOG)
-            if e["iteration"] == iteration}
+            if e["iteration"] == iteration and not e.get("correction")}
 
 
-def log_labels(folder, iteration: int, indices, labels) -> None:
-    """Appends (fsynced) one oracle-log line per label bought."""
+def current_labels(folder) -> dict:
+    """{id: label} of every label bought, as corrected: the last oracle-log line of each id."""
+    return {e.get("id", e["index"]): e["label"] for e in checkpoint.read_jsonl(pathlib.Path(folder) / ORACLE_LOG)}
+
+
+def log_labels(folder, iteration: int, indices, labels, ids=None, correction: bool = False) -> None:
+    """Appends (fsynced) one oracle-log line per label: `index` is the pool position, `id` the row in the user's
+    file; a correction of a label bought before is marked so."""
+    ids = indices if ids is None else ids
+    extra = {"correction": True} if correction else {}
     checkpoint.append_jsonl(pathlib.Path(folder) / ORACLE_LOG, [
-        {"iteration": iteration, "index": int(i), "label": int(g)} for i, g in zip(indices, labels)])
+        {"iteration": iteration, "index": int(i), "id": int(d), "label": int(g), **extra}
+        for i, d, g in zip(indices, ids, labels)])
 
 
 def tidy_after_kill(workdir, folders) -> None:
@@ -76,14 +108,63 @@ def keep_metrics_until(folder, iteration: int) -> None:
     checkpoint.rewrite_jsonl(path, [m for m in checkpoint.read_jsonl(path) if m["iteration"] <= iteration])
 
 
-def write_summary(folder, iterations: int, labels: int) -> dict:
+def read_corrections(path, parse_label) -> dict:
+    """{id: label} of a corrections file (columns id,label; `parse_label(text)` -> class or None); OracleError names
+    every bad row."""
+    corrections, problems = {}, []
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not {"id", "label"} <= set(reader.fieldnames or []):
+            raise oracle.OracleError(
+                f"{path}: the header row must name the columns id,label (found {reader.fieldnames}).")
+        for row_number, row in enumerate(reader, start=2):
+            label = parse_label(row.get("label") or "")
+            try:
+                sample_id = int(row.get("id") or "")
+            except ValueError:
+                problems.append(f"row {row_number}: id {row.get('id')!r} is not an integer")
+                continue
+            if label is None:
+                problems.append(f"row {row_number}: label {row.get('label')!r} of id {sample_id} is not a class")
+            else:
+                corrections[sample_id] = label
+    if problems:
+        raise oracle.OracleError(f"{path} has invalid rows:\n  " + "\n  ".join(problems) + "\nCorrect them and run the "
+                          "same command again; corrections are applied at the next iteration.")
+    return corrections
+
+
+def write_labels(folder, ids, ground_truth, pseudo, mean_probs, entropy, class_names=None) -> None:
+    """labels.csv: one row per pool sample with its id, label, source (oracle / pseudo-label / prediction), the
+    mean MC-dropout probability of that label (eq. 7) and the normalized entropy (eq. 3).
+
+    ids, ground_truth, pseudo [N] (-1: none); mean_probs [N, C]; entropy [N]; class_names [C] or None.
+    """
+    predicted = np.argmax(mean_probs, axis=1)
+    label = np.where(ground_truth >= 0, ground_truth, np.where(pseudo >= 0, pseudo, predicted))
+    source = np.where(ground_truth >= 0, "oracle", np.where(pseudo >= 0, "pseudo-label", "prediction"))
+    probability = np.take_along_axis(mean_probs, label[:, None], axis=1)[:, 0]
+    names = [""] * len(label) if class_names is None else np.asarray(class_names, object)[label].tolist()
+    header = "id,label,class_name,source,probability,entropy" if class_names else "id,label,source,probability,entropy"
+    rows = (f"{i},{g},{_csv_field(n)},{s},{q:.6f},{h:.6f}" if class_names else f"{i},{g},{s},{q:.6f},{h:.6f}"
+            for i, g, n, s, q, h in zip(np.asarray(ids).tolist(), label.tolist(), names, source.tolist(),
+                                         probability.tolist(), np.asarray(entropy).tolist()))
+    checkpoint.atomic_write_bytes(pathlib.Path(folder) / LABELS, ("\n".join([header, *rows]) + "\n").encode())
+
+
+def _csv_field(text: str) -> str:
+    return f'"{text.replace(chr(34), chr(34) * 2)}"' if any(c in text for c in ',"\n') else text
+
+
+def write_summary(folder, iterations: int, labels: int, title: str = "") -> dict:
     """summary.json and curves.png of a finished run from its metrics and oracle log; returns the summary."""
     folder = pathlib.Path(folder)
     metrics = checkpoint.read_jsonl(folder / METRICS)
     final = metrics[-1]
+    queries = [e for e in checkpoint.read_jsonl(folder / ORACLE_LOG) if not e.get("correction")]
     summary = {"iterations": iterations, "labels": labels, "final": final, "test_accuracy": final.get("test_accuracy"),
-               "oracle_queries": len(checkpoint.read_jsonl(folder / ORACLE_LOG))}
-    plots.curves(metrics, folder / "curves.png")
+               "oracle_queries": len(queries)}
+    plots.curves(metrics, folder / "curves.png", title)
     checkpoint.write_json(folder / SUMMARY, summary)
     return summary
 

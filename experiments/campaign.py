@@ -167,6 +167,7 @@ def row_config(row: str):
     backend = jax.default_backend()
     config.chunk_size = _CHUNK_SIZE.value or POOL_CHUNK.get(backend, DEVICE_POOL_CHUNK)
     config.labeled_chunk_size = LABELED_CHUNK.get(backend, DEVICE_LABELED_CHUNK)
+    config.labels_export_every = 0  # only at the end: 60,000 rows x R seeds per iteration is host time a job lacks
     for flag, field in ((_POOL_SIZE, "pool_size"), (_ITERATIONS, "iterations"), (_INITIAL_EPOCHS, "initial_epochs"),
                         (_TEST_SIZE, "test_size")):
         if flag.value:
@@ -285,8 +286,9 @@ def seed_records(workdir: pathlib.Path, config) -> list[dict]:
     return records
 
 
-def _tar(sources: dict, skip=(".lock", "checkpoint.prev.msgpack")) -> bytes:
-    """A tar.gz of folders {name in the archive: path}, leaving out the lock and the previous checkpoint."""
+def _tar(sources: dict, skip=(".lock", "checkpoint.prev.msgpack", runfolder.LABELS)) -> bytes:
+    """A tar.gz of folders {name in the archive: path}, leaving out the lock, the previous checkpoint and the labels
+    export (60,000 rows per seed that the results do not use)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
         for name, path in sources.items():
@@ -298,7 +300,7 @@ def _stash_pending(workdir: pathlib.Path, config, outdir: pathlib.Path) -> None:
     """OUTDIR/pending.tar.gz: the unfinished run folder (checkpoint, per-seed logs) and how to run it on."""
     (workdir / PENDING_ROW).write_text(json.dumps({"preset": config.preset, "seed": config.seed,
                                                    "num_seeds": config.num_seeds, "seed_axis": config.seed_axis}))
-    (outdir / PENDING).write_bytes(_tar({".": workdir}, skip=(".lock", "checkpoint.prev.msgpack")))
+    (outdir / PENDING).write_bytes(_tar({".": workdir}))
 
 
 def _unstash_pending(archive: pathlib.Path, workroot: pathlib.Path):

@@ -5,9 +5,11 @@
       --config.data.data_dir=PATH/TO/mnist --workdir=/tmp/mnist
   python -m experiments.main --config=experiments/configs/yinyang.py --config.num_seeds=10 --workdir=/tmp/seeds
 
-Running the same command again resumes an unfinished run from its last checkpoint.
+Running the same command again resumes an unfinished run from its last checkpoint. An error in the data, the
+config or the oracle's answers prints one line (--debug: the whole traceback); Ctrl-C stops with status 130.
 """
 
+import os
 import re
 import sys
 
@@ -18,26 +20,51 @@ from deepbass_jax import active, checkpoint, config as config_lib, oracle, rundi
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file, optionally with :preset.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: config, metrics, oracle log, checkpoints, plots.")
+_DEBUG = flags.DEFINE_bool("debug", False, "On an error, show the whole traceback instead of one message.")
 flags.mark_flags_as_required(["config", "workdir"])
+
+# What a user can fix: bad data, config or answers (ValueError and its kinds: DataError, ConfigError, OracleError),
+# an unusable workdir or checkpoint, numbers gone NaN. Their messages name the problem and the remedy.
+USER_ERRORS = (ValueError, rundir.WorkdirError, checkpoint.CheckpointError, FloatingPointError)
+INTERRUPTED = 130  # the shell's status for a process ended by Ctrl-C (128 + SIGINT)
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    driver = None
     try:
-        summary = active.run(_CONFIG.value, _WORKDIR.value)
+        driver = active.Driver(_CONFIG.value, _WORKDIR.value)
+        summary = driver.run()
     except active.RunFinished as finished:
         logging.warning("%s", finished)
         return
     except oracle.LabelsPending as pending:
         logging.warning("%s", pending)
         return
-    except (rundir.WorkdirError, checkpoint.CheckpointError) as error:  # busy, unwritable, full, no checkpoint
+    except KeyboardInterrupt:
+        sys.stderr.write(_interrupted(driver))
+        sys.stderr.flush()
+        sys.stdout.flush()
+        # Not sys.exit: XLA's threads may still run work dispatched before the interrupt, and tearing the
+        # interpreter down under them crashes (seen: SIGSEGV). Every file of the run is written atomically and the
+        # kernel drops the workdir lock, so nothing is lost by leaving at once.
+        os._exit(INTERRUPTED)
+    except USER_ERRORS as error:
+        if _DEBUG.value:
+            raise
         sys.exit(f"error: {error}")
     for seed_summary, folder in zip(summary if isinstance(summary, list) else [summary], _seed_folders()):
         accuracy = seed_summary["test_accuracy"]
         shown = "no test set" if accuracy is None else f"test accuracy {accuracy:.4f}"
         print(f"{shown} with {seed_summary['labels']} labels; see {folder}")
+
+
+def _interrupted(driver) -> str:
+    if driver is None or driver.checkpointed is None:
+        return "Interrupted before the first checkpoint: the same command starts the run again.\n"
+    where = "the initial fit" if driver.checkpointed == 0 else f"iteration {driver.checkpointed}"
+    return f"Interrupted: run the same command again to resume from the checkpoint after {where}.\n"
 
 
 def _seed_folders():

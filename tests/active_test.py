@@ -52,9 +52,9 @@ def test_oracle_is_called_budget_over_n_times_with_fresh_indices(tmp_path, monke
     calls = []
     original = oracle.SimulatedOracle.label
 
-    def counting_label(self, indices, images=None):
+    def counting_label(self, indices, *display):
         calls.append(np.array(indices))
-        return original(self, indices, images)
+        return original(self, indices, *display)
 
     monkeypatch.setattr(oracle.SimulatedOracle, "label", counting_label)
     config = toy_config(iterations=10, acquire_every=1, acquire_count=2, budget=16)
@@ -154,7 +154,7 @@ def test_labels_bought_before_a_crash_are_reused_not_asked_again(tmp_path, monke
         active.run(config, tmp_path)
     monkeypatch.setattr(active.Driver, "_save", original)
     asked_again = []
-    monkeypatch.setattr(oracle.SimulatedOracle, "label", lambda self, i, images=None: asked_again.append(i))
+    monkeypatch.setattr(oracle.SimulatedOracle, "label", lambda self, i, *display: asked_again.append(i))
     active.run(config, tmp_path)
     assert asked_again == []
     assert len(_oracle_log(tmp_path)) == 10

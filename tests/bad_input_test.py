@@ -25,14 +25,15 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from deepbass_jax import active, algorithm, checkpoint, config as config_lib, data, oracle, runfolder
+from deepbass_jax import active, algorithm, checkpoint, config as config_lib, data, oracle, rundir, runfolder
 from experiments import main as main_module
 from experiments.configs import mnist as mnist_configs
 from experiments.configs import yinyang as yinyang_configs
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 SECTION = "## Bad input and what you see"
-RUN_FILES = (runfolder.CONFIG, runfolder.CHECKPOINT, runfolder.METRICS, runfolder.ORACLE_LOG, runfolder.SUMMARY)
+RUN_FILES = (runfolder.CONFIG, runfolder.CHECKPOINT, runfolder.METRICS, runfolder.ORACLE_LOG, runfolder.SUMMARY,
+             rundir.LOCK)
 
 
 # ------------------------------------------------------------------------------------------- the cases
@@ -123,6 +124,17 @@ def _rare_class(env):
     path = env.tmp_path / "rare.npz"
     np.savez(path, x=np.random.default_rng(0).normal(size=(30, 2)).astype(np.float32), y=labels)
     config = _toy_config(**{"data.name": "npz", "data.path": str(path), "initial_per_class": 6})
+    active.Driver(config, env.workdir)
+
+
+def _small_images(env, preset="smoke", side=3):
+    """A preset of experiments/configs/mnist.py on 300 images side x side of a user's .npz."""
+    path = env.tmp_path / "small.npz"
+    np.savez(path, x=np.zeros((300, side, side), np.uint8), y=np.arange(300) % 10)
+    config = mnist_configs.get_config(preset)
+    config.data.name, config.data.path, config.test_size = "npz", str(path), 0
+    if preset == "smoke":
+        config.pool_size = 0
     active.Driver(config, env.workdir)
 
 
@@ -291,12 +303,25 @@ CASES = [
     Case(".npz labels outside [0, C)", "`y = [0, 1, 3]`, `num_classes=3`", data.DataError,
          "…/bad.npz: train labels must lie in [0, 3), found 0..3; number the classes 0, 1, ..., 2.",
          "data", lambda env: _npz(env, x=np.zeros((3, 2)), y=np.array([0, 1, 3]), num_classes=3)),
+    Case(".npz labels numbered from 1", "`y = [1, 2, 3, 1]`", data.DataError,
+         "…/bad.npz: labels run 1..3 but class(es) [0] never occur; labels must be 0..C-1 with C classes: store "
+         "y - 1 (and y_test - 1) to number them 0..2.",
+         "data", lambda env: _npz(env, x=np.zeros((4, 2)), y=np.array([1, 2, 3, 1]))),
+    Case("Images smaller than the CNN takes", "3x3 images in an .npz, the MNIST CNN", ValueError,
+         "the CNN of section 5 pools twice by 2x2 and needs images of at least 4x4 pixels, but the samples are 3x3; "
+         "upscale them, or use --config.model.architecture=mlp.",
+         "setup", _small_images),
+    Case("A cpu_ preset on a small .npz", "`mnist.py:cpu_supervised_100` on 300 images", ValueError,
+         "config.val_size=0 + config.pool_size=6000 exceed the 300 training samples of 'npz'; set "
+         "--config.pool_size=0 to use them all.",
+         "setup", lambda env: _small_images(env, "cpu_supervised_100", side=8)),
     Case("Answer for an id not asked", "`answers.csv` row `5,5.png,1`", oracle.OracleError,
          "…/answers.csv has invalid answers (valid rows kept: 1):…row 3: id 5 was not asked in this round…"
          "Correct these rows and run the same command again.",
          "oracle", _answers([5, "5.png", 1])),
     Case("Answer label out of range", "`answers.csv` row `2,2.png,10`", oracle.OracleError,
-         "…/answers.csv has invalid answers (valid rows kept: 1):…row 3: label 10 of id 2 is outside [0, 10)…"
+         "…/answers.csv has invalid answers (valid rows kept: 1):…row 3: label '10' of id 2 is not a class: give a "
+         "number in [0, 10)…"
          "Correct these rows and run the same command again.",
          "oracle", _answers([2, "2.png", 10])),
     Case("Duplicate answer", "`answers.csv` rows `7,7.png,3` and `7,7.png,4`", oracle.OracleError,
@@ -304,8 +329,8 @@ CASES = [
          "Correct these rows and run the same command again.",
          "oracle", _answers([7, "7.png", 4])),
     Case("Malformed answer row (not a number)", "`answers.csv` row `2,2.png,seven`", oracle.OracleError,
-         "…/answers.csv has invalid answers (valid rows kept: 1):…row 3: label 'seven' of id 2 is not an "
-         "integer…Correct these rows and run the same command again.",
+         "…/answers.csv has invalid answers (valid rows kept: 1):…row 3: label 'seven' of id 2 is not a class…"
+         "Correct these rows and run the same command again.",
          "oracle", _answers([2, "2.png", "seven"])),
     Case("Malformed answer row (no label)", "`answers.csv` row `2,2.png`", oracle.OracleError,
          "…/answers.csv has invalid answers (valid rows kept: 1):…row 3: id 2 has no label…"
@@ -317,7 +342,7 @@ CASES = [
          "oracle", _answers([2, "2.png", 1, 5])),
     Case("Answer file without a label column", "`answers.csv` header `id,image,class`", oracle.OracleError,
          "…/answers.csv: the header row lacks the column(s) ['label'] (found ['id', 'image', 'class']); start from "
-         "…/queries.csv, which has the header id,image,label, and fill in 'label'.",
+         "…/queries.csv, which has the header row, and fill in 'label'.",
          "oracle", _answers([2, "2.png", 1], header=("id", "image", "class"))),
 ]
 
@@ -370,7 +395,7 @@ def test_bad_input_fails_early_with_a_clear_message(case, tmp_path, request, spi
     if case.stage in ("data", "setup"):
         assert spies["data.load"] == 1
     assert spies["algorithm.train_epoch"] == 0
-    for name in RUN_FILES:  # no config.json either: a rerun with the corrected config may use the same workdir
+    for name in RUN_FILES:  # no config.json, no lock: a rerun with the corrected config may use the same workdir
         assert not (env.workdir / name).exists(), name
     if case.stage == "oracle":  # the valid row was kept: only the missing answers are needed now
         rows = [[i, f"{i}.png", label] for i, label in ((7, 3), (2, 6)) if i not in env.kept]

@@ -270,9 +270,9 @@ def test_only_the_torn_line_of_an_oracle_answer_is_asked_again(tmp_path, monkeyp
     asked = []
     original = oracle.SimulatedOracle.label
 
-    def recording(self, indices, images=None):
+    def recording(self, indices, *display):
         asked.append(np.asarray(indices).tolist())
-        return original(self, indices, images)
+        return original(self, indices, *display)
 
     monkeypatch.setattr(oracle.SimulatedOracle, "label", recording)
     active.run(config, tmp_path)

@@ -26,11 +26,12 @@ def toy_config(preset="active_semi_supervised", **overrides):
 def answer_round(folder, hidden) -> int:
     """Writes answers.csv for the queries.csv in `folder` with labels from `hidden` [N]; returns their number."""
     with open(folder / "queries.csv") as handle:
-        rows = list(csv.DictReader(handle))
+        reader = csv.DictReader(handle)
+        rows = list(reader)
     for row in rows:
         row["label"] = int(hidden[int(row["id"])])
     with open(folder / "answers.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["id", "image", "label"])
+        writer = csv.DictWriter(handle, fieldnames=reader.fieldnames)
         writer.writeheader()
         writer.writerows(rows)
     return len(rows)

@@ -1,6 +1,9 @@
 """Oracles: the simulated one reveals and counts; the file one round-trips through PNG + CSV and validates."""
 
 import csv
+import logging
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -59,10 +62,10 @@ def test_file_oracle_round_trip(tmp_path):
     "bad_row, message",
     [
         ([5, "5.png", 1], "id 5 was not asked"),
-        ([2, "2.png", 10], r"label 10 of id 2 is outside \[0, 10\)"),
-        ([2, "2.png", -1], "label -1 of id 2 is outside"),
+        ([2, "2.png", 10], r"label '10' of id 2 is not a class: give a number in \[0, 10\)"),
+        ([2, "2.png", -1], "label '-1' of id 2 is not a class"),
         (["x", "2.png", 1], "id 'x' is not an integer"),
-        ([2, "2.png", "seven"], "label 'seven' of id 2 is not an integer"),
+        ([2, "2.png", "seven"], "label 'seven' of id 2 is not a class"),
         ([7, "7.png", 4], "id 7 is answered twice"),
     ],
 )
@@ -90,5 +93,69 @@ def test_file_oracle_reports_missing_answers(tmp_path):
 def test_file_oracle_waits_for_answers(tmp_path):
     file_oracle = oracle.FileOracle(tmp_path / "oracle", num_classes=2, wait_seconds=0.2, poll_seconds=0.05)
     with pytest.raises(oracle.LabelsPending):
-        file_oracle.label(np.array([0]), np.zeros((1, 2), np.float32))  # feature vectors become strips
+        file_oracle.label(np.array([0]), np.zeros((1, 2), np.float32))  # a feature vector: plotted
     assert (tmp_path / "oracle" / "round_0000" / "0.png").exists()
+
+
+def _write(path, text):
+    """Writes `text` as an editor would: to a temp file, then renamed into place."""
+    path.with_suffix(".tmp").write_text(text)
+    path.with_suffix(".tmp").replace(path)
+
+
+def test_waiting_takes_answers_only_once_complete_and_says_what_it_waits_for(tmp_path, caplog):
+    """`cp queries.csv answers.csv`, then filling it in row by row (one wrong row on the way): the waiting run
+    reads nothing until every id has a valid label."""
+    caplog.set_level(logging.WARNING)
+    file_oracle = oracle.FileOracle(tmp_path / "oracle", num_classes=3, wait_seconds=30, poll_seconds=0.02,
+                                    class_names=("ant", "bee", "cat"))
+    folder = tmp_path / "oracle" / "round_0000"
+    queries = folder / "queries.csv"
+    answers = folder / "answers.csv"
+    steps = [
+        lambda: _write(answers, queries.read_text()),  # the copy: every label empty
+        lambda: _write(answers, "id,image,label\n7,7.png,2\n2,2.png,\n9,9.png,\n"),
+        lambda: _write(answers, "id,image,label\n7,7.png,2\n2,2.png,dog\n9,9.png,0\n"),  # a wrong row
+        lambda: _write(answers, "id,image,label\n7,7.png,2\n2,2.png,Bee\n9,9.png,0\n"),  # names, any case
+    ]
+
+    def person():
+        for step in steps:
+            while not queries.exists():
+                time.sleep(0.01)
+            time.sleep(0.3)
+            step()
+
+    helper = threading.Thread(target=person)
+    helper.start()
+    labels = _ask(file_oracle, [7, 2, 9])
+    helper.join()
+    np.testing.assert_array_equal(labels, [2, 1, 0])
+    assert "Waiting up to 30 s for the labels of 3 samples" in caplog.text
+    assert "index.html" in caplog.text
+    assert "0 of 3 samples labeled so far" in caplog.text
+    assert "1 of 3 samples labeled so far" in caplog.text
+    assert "label 'dog' of id 2 is not a class" in caplog.text
+
+
+def test_waiting_gives_up_at_the_deadline_with_what_to_do(tmp_path):
+    file_oracle = oracle.FileOracle(tmp_path / "oracle", num_classes=3, wait_seconds=0.2, poll_seconds=0.02)
+    with pytest.raises(oracle.LabelsPending, match="no complete .*answers.csv within 0 s"):
+        _ask(file_oracle, [1])
+
+
+def test_edited_answers_of_finished_rounds_are_found(tmp_path):
+    file_oracle = _file_oracle(tmp_path)
+    with pytest.raises(oracle.LabelsPending):
+        _ask(file_oracle, [7, 2])
+    _answer(tmp_path, [[7, "7.png", 3], [2, "2.png", 4]])
+    _ask(file_oracle, [7, 2])
+    assert file_oracle.edited_answers({7: 3, 2: 4}) == []
+    _answer(tmp_path, [[7, "7.png", 3], [2, "2.png", 5]])
+    assert file_oracle.edited_answers({7: 3, 2: 4}) == [(2, 5, tmp_path / "oracle" / "round_0000" / "answers.csv")]
+
+
+@pytest.mark.parametrize("text, label", [("2", 2), (" cat ", 2), ("ANT", 0), ("3", None), ("-1", None),
+                                         ("dog", None), ("", None)])
+def test_a_label_is_a_class_number_or_name(text, label):
+    assert oracle.parse_label(text, 3, ("ant", "bee", "cat")) == label

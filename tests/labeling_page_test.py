@@ -1,0 +1,156 @@
+"""The labeling page of a query round, driven in headless Chromium: keys and buttons pick classes, choices
+survive a reload, and Save downloads the exact answers.csv that FileOracle reads.
+
+Needs Chromium, its driver and Selenium: `apt-get install chromium chromium-driver` and `pip install -e ".[browser]"`.
+"""
+
+import pathlib
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+from deepbass_jax import oracle, queries
+
+INSTALL = 'install them with `apt-get install chromium chromium-driver` and `pip install -e ".[browser]"`'
+IDS = [12, 3, 40, 7]
+NAMES = ["cat", "dog", "bird"]
+
+
+def _browser_parts():
+    """(webdriver module, chromium path, chromedriver path), or a test failure saying what to install."""
+    try:
+        from selenium import webdriver
+    except ImportError:
+        pytest.fail(f"the labeling page test needs Selenium, Chromium and chromedriver: {INSTALL}.")
+    chromium = next(filter(None, map(shutil.which, ["chromium", "chromium-browser", "google-chrome"])), None)
+    chromedriver = shutil.which("chromedriver")
+    if chromium is None or chromedriver is None:
+        missing = " and ".join(n for n, p in [("chromium", chromium), ("chromedriver", chromedriver)] if p is None)
+        pytest.fail(f"{missing} not found on PATH: {INSTALL}.")
+    return webdriver, chromium, chromedriver
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """A headless Chromium whose downloads land in `browser.downloads` (a fresh folder)."""
+    webdriver, chromium, chromedriver = _browser_parts()
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for flag in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1280,900", f"--user-data-dir={tmp_path / 'profile'}"]:
+        options.add_argument(flag)
+    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
+                                              "download.prompt_for_download": False})
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=chromedriver))
+    try:
+        driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+        driver.downloads = downloads
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _keys(driver, *keys):
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    for key in keys:
+        ActionChains(driver).send_keys(key).perform()
+
+
+def _text(driver, element_id):
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.ID, element_id).text
+
+
+def _thumb_answers(driver):
+    from selenium.webdriver.common.by import By
+
+    return [t.text for t in driver.find_elements(By.CSS_SELECTOR, ".thumb .tanswer")]
+
+
+def _downloaded(folder: pathlib.Path, timeout: float = 20.0) -> str:
+    """The text of answers.csv once the browser has finished writing it into `folder`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = folder / "answers.csv"
+        if done.is_file() and not list(folder.glob("*.crdownload")):
+            return done.read_text()
+        time.sleep(0.1)
+    pytest.fail(f"no answers.csv in {folder} after {timeout} s; found {sorted(p.name for p in folder.iterdir())}")
+
+
+@pytest.mark.slow  # about 5 s, but it needs Chromium: pytest -m slow
+def test_label_a_round_with_keys_and_buttons_reload_and_save(tmp_path, browser):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    folder = tmp_path / "oracle" / "round_0000"
+    images = np.random.default_rng(0).uniform(size=(len(IDS), 8, 8, 1))
+    queries.write_round(folder, np.array(IDS), images, num_classes=3, class_names=NAMES)
+    browser.get((folder / "index.html").resolve().as_uri())
+    assert _text(browser, "counter") == "0 of 4 labeled"
+    assert _text(browser, "position") == "Sample 1 of 4 \u2014 id 12"
+    assert str(folder.resolve()) in _text(browser, "folder")
+
+    _keys(browser, "2", "0")  # id 12 -> bird, id 3 -> cat, each moving on to the next sample
+    assert _text(browser, "position") == "Sample 3 of 4 \u2014 id 40"
+    browser.find_element(By.CSS_SELECTOR, '.cls[data-label="1"]').click()  # id 40 -> dog
+    assert _text(browser, "position") == "Sample 4 of 4 \u2014 id 7"
+    _keys(browser, Keys.ARROW_LEFT)
+    assert _text(browser, "answer") == "Label: 1 \u00b7 dog"
+    _keys(browser, "0")  # id 40 changes to cat
+    _keys(browser, "k", "k", "j")  # back two and forward one again
+    assert _text(browser, "position") == "Sample 3 of 4 \u2014 id 40"
+    assert _text(browser, "answer") == "Label: 0 \u00b7 cat"
+    assert _text(browser, "counter") == "3 of 4 labeled"
+
+    browser.refresh()  # the choices live in localStorage; the page opens on the first unlabeled sample
+    assert _text(browser, "counter") == "3 of 4 labeled"
+    assert _text(browser, "position") == "Sample 4 of 4 \u2014 id 7"
+    assert _thumb_answers(browser) == ["\u2713 2 \u00b7 bird", "\u2713 0 \u00b7 cat", "\u2713 0 \u00b7 cat",
+                                       "not labeled"]
+
+    browser.find_element(By.ID, "save").click()  # one sample unlabeled: a warning, but the file comes
+    assert _downloaded(browser.downloads) == "id,label\n12,2\n3,0\n40,0\n"
+    assert "1 of 4 samples have no label yet" in _text(browser, "warning")
+    (browser.downloads / "answers.csv").unlink()
+
+    _keys(browser, "1")  # id 7 -> dog
+    assert _text(browser, "counter") == "4 of 4 labeled"
+    browser.find_element(By.ID, "save").click()
+    assert _downloaded(browser.downloads) == "id,label\n12,2\n3,0\n40,0\n7,1\n"
+    assert _text(browser, "warning") == ""
+    browser.get((folder / "index.html").resolve().as_uri())
+    assert _text(browser, "counter") == "4 of 4 labeled"
+
+    shutil.copy(browser.downloads / "answers.csv", folder / "answers.csv")  # what the person does with it
+    labels = oracle.FileOracle(tmp_path / "oracle", num_classes=3).label(np.array(IDS), images)
+    np.testing.assert_array_equal(labels, [2, 0, 0, 1])
+
+    queries.write_round(folder, np.array(IDS), images[::-1], num_classes=3, class_names=NAMES)
+    browser.refresh()  # other samples in the same folder: a fresh start, not the old round's answers
+    assert _text(browser, "counter") == "0 of 4 labeled"
+
+
+@pytest.mark.slow
+def test_with_more_than_ten_classes_the_class_number_is_typed(tmp_path, browser):
+    """12 classes: a number is taken once no longer valid number could follow (5, 11, 0), or on Enter (1)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    folder = tmp_path / "round_0000"
+    queries.write_round(folder, np.array(IDS), np.zeros((len(IDS), 3, 3, 3)), num_classes=12)
+    browser.get((folder / "index.html").resolve().as_uri())
+    _keys(browser, "5", "1")
+    assert _text(browser, "typed").startswith("Typed: 1") and _text(browser, "counter") == "1 of 4 labeled"
+    _keys(browser, "1", "1", Keys.ENTER, "0")
+    assert _thumb_answers(browser) == ["\u2713 5 \u00b7 5", "\u2713 11 \u00b7 11", "\u2713 1 \u00b7 1",
+                                       "\u2713 0 \u00b7 0"]
+    browser.find_element(By.ID, "save").click()
+    assert _downloaded(browser.downloads) == "id,label\n12,5\n3,11\n40,1\n7,0\n"
