@@ -473,12 +473,13 @@ class Driver:
                 for seed, line in zip(self.seeds, lines):
                     checkpoint.append_jsonl(seed.folder / METRICS, [line])
                 every = self.config.labels_export_every
-                if every and self.iteration % every == 0:
+                if every > 0 and self.iteration % every == 0:
                     self._export_labels(self.pool_scores)
                 self._save()
                 bar.update(1)
                 logging.log_every_n_seconds(logging.INFO, "iteration %d: %s", 30, self.iteration, lines)
-        self._export_labels(self._final_pool_scores())
+        if self.config.labels_export_every >= 0:
+            self._export_labels(self._final_pool_scores())
         summaries = [self._finish(r) for r in range(len(self.seeds))]
         return summaries[0] if len(summaries) == 1 else summaries
 

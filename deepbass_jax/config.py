@@ -44,7 +44,8 @@ def default_config() -> ml_collections.ConfigDict:
     config.val_size = 0  # samples held out of the pool for validation (0 = the paper's setting)
     config.oracle = "simulated"  # "simulated" (reveals held-back labels) or "file" (a person answers a CSV)
     config.oracle_wait_seconds = 0.0  # FileOracle: how long to wait for answers before stopping (may change on resume)
-    config.labels_export_every = 1  # write labels.csv every this many iterations (0: only at the end)
+    config.labels_export_every = 1  # write labels.csv every this many iterations and at the end (0: only at the
+    # end, -1: never, e.g. for results tables, where the end's extra pass over the pool is time for nothing)
     config.num_seeds = 1  # R: run seeds seed ... seed + R - 1 at once in one compiled program
     config.seed_axis = "auto"  # how R seeds share it: "vmap", "map" (lax.map), "auto" (map on CPU, else vmap)
     return config
@@ -120,7 +121,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         ("test_size", config.test_size >= 0, "0 (all) or more"),
         ("pool_devices", config.pool_devices >= 0, "0 (all local devices) or more"),
         ("num_seeds", config.num_seeds >= 1, "at least 1"),
-        ("labels_export_every", config.labels_export_every >= 0, "0 (only at the end) or more"),
+        ("labels_export_every", config.labels_export_every >= -1, "-1 (never), 0 (only at the end) or more"),
         ("oracle_wait_seconds", config.oracle_wait_seconds >= 0, "0 (stop and resume) or more"),
         ("seed_axis", config.seed_axis in SEED_AXIS_CHOICES, f"one of {SEED_AXIS_CHOICES}"),
         ("oracle", config.num_seeds == 1 or config.oracle == "simulated",

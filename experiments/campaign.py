@@ -167,7 +167,7 @@ def row_config(row: str):
     backend = jax.default_backend()
     config.chunk_size = _CHUNK_SIZE.value or POOL_CHUNK.get(backend, DEVICE_POOL_CHUNK)
     config.labeled_chunk_size = LABELED_CHUNK.get(backend, DEVICE_LABELED_CHUNK)
-    config.labels_export_every = 0  # only at the end: 60,000 rows x R seeds per iteration is host time a job lacks
+    config.labels_export_every = -1  # a results table needs no labels export: neither host time nor a final pass
     for flag, field in ((_POOL_SIZE, "pool_size"), (_ITERATIONS, "iterations"), (_INITIAL_EPOCHS, "initial_epochs"),
                         (_TEST_SIZE, "test_size")):
         if flag.value:

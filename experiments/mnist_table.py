@@ -39,6 +39,7 @@ def run_seeds(preset: str, seeds: list[int], dataset: data.Dataset, data_dir: Op
     """Runs (or resumes) one preset for consecutive `seeds` at once (config.num_seeds); returns their records."""
     config = mnist.get_config(preset)
     config.seed, config.num_seeds = seeds[0], len(seeds)
+    config.labels_export_every = -1  # a results table needs no labels export (nor the final pass over the pool)
     config.data.name = dataset.name
     config.data.data_dir = data_dir
     workdir = workroot / dataset.name / preset / f"seeds_{seeds[0]}_{seeds[-1]}"

@@ -188,3 +188,9 @@ def test_a_folder_pinned_before_a_field_existed_resumes_while_the_field_keeps_it
         active.run(_config(tmp_path / "mine.npz"), tmp_path / "run")
     with pytest.raises(ValueError, match=r"fields \['labels_export_every'\] differ"):
         active.run(_config(tmp_path / "mine.npz", labels_export_every=2), tmp_path / "run")
+
+
+@pytest.mark.parametrize("every, written", [(-1, False), (0, True)])
+def test_the_labels_export_can_be_left_out(tmp_path, every, written):
+    active.run(toy_config(iterations=2, labels_export_every=every), tmp_path)
+    assert (tmp_path / runfolder.LABELS).exists() == written
