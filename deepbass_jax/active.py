@@ -31,6 +31,8 @@ from deepbass_jax import (
     checkpoint,
     config as config_lib,
     data,
+    data_parallel,
+    distributed,
     metrics as metrics_lib,
     models,
     oracle as oracle_lib,
@@ -74,16 +76,22 @@ class Seed:
     val_indices: np.ndarray
     pool_indices: np.ndarray
     pool_ids: np.ndarray  # [N] int64: each pool sample's row in the user's file (queries, logs and exports use it)
-    pool_images: np.ndarray  # [N, ...]
+    pool_images: np.ndarray  # [N, ...]; with several processes only this process's shard [hi - lo, ...]
     hidden_labels: Optional[np.ndarray]  # [N], for metrics only: the driver learns labels through the oracle
-    oracle: oracle_lib.Oracle
+    oracle: Optional[oracle_lib.Oracle]  # process 0's alone
     state: RunState
 
 
-def _value_range(images: np.ndarray) -> tuple[float, float]:
-    """(low, high) of the pool's values: one contrast for every sample shown to a person."""
-    low, high = float(images.min()), float(images.max())
-    return (low, high) if high > low else (low, low + 1.0)
+class _NoLock:
+    """What a process other than 0 holds instead of the workdir lock: it never touches the workdir."""
+
+    held = True
+
+    def release(self, remove: bool = False) -> None:
+        del remove
+
+
+_NO_LOCK = _NoLock()
 
 
 def _config_json(config: ml_collections.ConfigDict) -> dict:
@@ -99,14 +107,17 @@ class Driver:
         config_lib.validate(config)
         self.config = config
         self.workdir = pathlib.Path(workdir)
+        self.topology = distributed.current()  # one process of one, unless jax.distributed joined several
+        self.leader = self.topology.leader  # the only process that touches the workdir
         created = not self.workdir.exists()
-        rundir.check_writable(self.workdir)  # before any work: a read-only or full disk fails now, not hours later
-        self._lock = rundir.Lock(self.workdir)  # one process per workdir; released by run() or on failure here
+        if self.leader:
+            rundir.check_writable(self.workdir)  # before any work: a read-only or full disk fails now, not later
+        self._lock = rundir.Lock(self.workdir) if self.leader else _NO_LOCK  # released by run() or on failure
         try:
             self._set_up(dataset)
         except BaseException:  # a refused setting or input: the workdir stays as reusable as it was
             self._lock.release(remove=True)
-            if created and not any(self.workdir.iterdir()):
+            if created and self.workdir.exists() and not any(self.workdir.iterdir()):
                 self.workdir.rmdir()
             raise
 
@@ -119,9 +130,10 @@ class Driver:
             seed_config.seed = config.seed + r
             seed_configs.append(seed_config)
         folders = [runfolder.seed_folder(self.workdir, c.seed, config.num_seeds) for c in seed_configs]
-        for seed_config, folder in zip(seed_configs, folders):
+        self._check_processes()
+        for seed_config, folder in zip(seed_configs, folders) if self.leader else []:
             runfolder.check_config_file(folder, _config_json(seed_config))
-        if all((folder / SUMMARY).exists() for folder in folders):
+        if self._agreed(self.leader and all((folder / SUMMARY).exists() for folder in folders)):
             raise RunFinished(f"{self.workdir} holds a finished run ({folders[0] / SUMMARY}); choose another "
                               "--workdir to run again.")
         loaded = {}  # data config (JSON) -> Dataset: seeds with the same data config share one load
@@ -140,11 +152,20 @@ class Driver:
             hidden = None if source.train_labels is None else source.train_labels[pool_indices]
             num_pool = len(pool_indices)
             pool_ids = source.row_ids[pool_indices]
-            pool_images = source.train_images[pool_indices]
-            oracle = (oracle_lib.SimulatedOracle(hidden) if config.oracle == "simulated" else
-                      oracle_lib.FileOracle(folder / "oracle", source.num_classes,
-                                            wait_seconds=config.oracle_wait_seconds, class_names=source.class_names,
-                                            value_range=_value_range(pool_images)))
+            self.num_pool = len(pool_indices)
+            self.pool_lo, self.pool_hi = self.topology.shard(self.num_pool)
+            pool_images = source.train_images[pool_indices[self.pool_lo: self.pool_hi]]  # all of it when alone
+            if self.topology.count > 1:  # keep only this process's shard; the validation set is refused above
+                split = dataclasses.replace(split, train_images=pool_images, train_labels=None, ids=None)
+            oracle = None  # process 0's alone
+            if config.oracle == "simulated" and self.leader:
+                oracle = oracle_lib.SimulatedOracle(hidden)
+            elif config.oracle == "file":
+                value_range = self._value_range(pool_images)  # every process takes part
+                if self.leader:
+                    oracle = oracle_lib.FileOracle(folder / "oracle", source.num_classes,
+                                                   wait_seconds=config.oracle_wait_seconds,
+                                                   class_names=source.class_names, value_range=value_range)
             self.seeds.append(Seed(seed_config, jax.random.key(seed_config.seed), folder, split, val_indices,
                                    pool_indices, pool_ids, pool_images, hidden, oracle,
                                    RunState(0, None, np.full(num_pool, -1, np.int32), np.full(num_pool, -1, np.int32))))
@@ -173,14 +194,52 @@ class Driver:
         config_lib.check_budget(config, first.pool_images.shape[0])
         for seed in self.seeds:  # checks initial_per_class against the pool and its rarest class
             algorithm.initial_indices(seed.config, seed.hidden_labels, len(seed.pool_indices), seed.dataset.num_classes)
-        for seed in self.seeds:  # only now: a config refused above must not be pinned to the workdir
+        for seed in self.seeds if self.leader else []:  # only now: a refused config must not be pinned
             runfolder.pin_config_file(seed.folder, _config_json(seed.config))
         logging.info("Evaluation: %s.", first.dataset.evaluation())
+        if self.topology.count > 1:
+            logging.info("Process %d of %d: pool samples [%d, %d) of %d.", self.topology.index, self.topology.count,
+                         self.pool_lo, self.pool_hi, self.num_pool)
         self.iteration = 0
         self.states = None
         self.checkpointed: Optional[int] = None  # the iteration the newest checkpoint holds (None: none yet)
         self.pool_scores: Optional[uncertainty.UncertaintyStats] = None  # the last iteration's, [R, N, ...]
         self._warned_edits: set = set()
+
+    def _check_processes(self) -> None:
+        """What several processes cannot do (yet), refused before any work."""
+        config, count = self.config, self.topology.count
+        if count == 1:
+            return
+        checks = [
+            ("num_seeds", config.num_seeds == 1, "1 (one run over several processes)"),
+            ("val_size", config.val_size == 0, "0 (a validation set would need every process's images)"),
+            ("train.augment_degrees", not (config.train.augment_degrees or config.train.augment_scale),
+             "0 with train.augment_scale 0 (augmentation is single-process)"),
+            ("model.dropout_masks", config.model.dropout_masks == "hash",
+             "'hash' (its masks follow a row's place in the global batch)"),
+            ("train.batch_size", config.train.batch_size % count == 0,
+             f"a multiple of the {count} processes (each takes an equal slice of every batch)"),
+        ]
+        for field, ok, expected in checks:
+            if not ok:
+                raise config_lib.ConfigError(f"config.{field} must be {expected} when {count} processes run.")
+
+    def _value_range(self, local_images: np.ndarray) -> tuple[float, float]:
+        """(low, high) of the pool's values over every process: one contrast for every sample shown to a person."""
+        low, high = float(local_images.min()), float(local_images.max())
+        if self.topology.count > 1:
+            ranges = distributed.allgather(np.array([low, high], np.float64))
+            low, high = float(ranges[:, 0].min()), float(ranges[:, 1].max())
+        return (low, high) if high > low else (low, low + 1.0)
+
+    def _images(self, seed: Seed, indices) -> np.ndarray:
+        """Images of pool samples `indices` [n] (global positions) -> [n, ...]; with several processes every
+        process must call it at the same point (each contributes the rows of its shard)."""
+        indices = np.asarray(indices, np.int64)
+        if self.topology.count == 1:
+            return np.asarray(seed.pool_images[indices])
+        return distributed.gather_rows(np.asarray(seed.pool_images), self.num_pool, indices, self.topology)
 
     # ---------------------------------------------------------------------------------- one seed's view
     @property
@@ -207,44 +266,79 @@ class Driver:
         replays them, so its state is that of an uninterrupted run. Only samples without a complete log line are
         asked: a line torn by a kill (cut off on resume) was not durably logged, so that label is asked again,
         as is an answer that arrived but was killed before its line was written (it cannot be logged earlier).
+        With several processes process 0 does all of that and the others learn the labels from it.
         """
-        logged = runfolder.logged_labels(seed.folder, iteration)
-        reused = np.array(list(logged), np.int64)
-        labels = np.array(list(logged.values()), np.int32)
-        if len(reused):
-            seed.oracle.replay(reused, labels)
-        unlogged = [i for i in np.asarray(indices).tolist() if i not in logged]
-        ask = np.array(unlogged[: max(len(indices) - len(logged), 0)], np.int64)
-        if len(ask):
-            answers = np.asarray(seed.oracle.label(ask, seed.pool_images[ask], seed.pool_ids[ask],
-                                                   self._query_context(seed)), np.int32)
-            rundir.fault_point("after_oracle")
-            runfolder.log_labels(seed.folder, iteration, ask, answers, seed.pool_ids[ask])
-            rundir.fault_point("after_oracle_log")
-        bought = np.concatenate([reused, ask])
-        labels = np.concatenate([labels, answers]) if len(ask) else labels
+        indices = np.asarray(indices, np.int64)
+        many = self.topology.count > 1
+        bought, labels, failure = np.zeros(0, np.int64), np.zeros(0, np.int32), None
+        ask = np.zeros(0, np.int64)
+        if self.leader:
+            logged = runfolder.logged_labels(seed.folder, iteration)
+            bought = np.array(list(logged), np.int64)
+            labels = np.array(list(logged.values()), np.int32)
+            if len(bought):
+                seed.oracle.replay(bought, labels)
+            unlogged = [i for i in indices.tolist() if i not in logged]
+            ask = np.array(unlogged[: max(len(indices) - len(logged), 0)], np.int64)
+        if many:  # the others bring the images of the samples asked
+            ask = self._from_leader(ask, len(indices))
+        images = self._images(seed, ask) if len(ask) else None
+        context = self._query_context(seed)
+        if self.leader and len(ask):
+            try:
+                answers = np.asarray(seed.oracle.label(ask, images, seed.pool_ids[ask], context), np.int32)
+                rundir.fault_point("after_oracle")
+                runfolder.log_labels(seed.folder, iteration, ask, answers, seed.pool_ids[ask])
+                rundir.fault_point("after_oracle_log")
+                bought, labels = np.concatenate([bought, ask]), np.concatenate([labels, answers])
+            except Exception as error:  # pylint: disable=broad-except
+                if not many:
+                    raise
+                failure = error
+        if many:
+            status = 0 if failure is None else 1 if isinstance(failure, oracle_lib.LabelsPending) else 2
+            status = int(distributed.broadcast(np.array(status, np.int32)))
+            if failure is not None:
+                raise failure
+            if status:
+                raise (oracle_lib.LabelsPending("process 0 waits for labels (see its log); once they are in, start "
+                                                "the same launch again on every process.") if status == 1 else
+                       distributed.ProcessLost("process 0 stopped the run; see its log for why."))
+            bought = self._from_leader(bought, len(indices))
+            labels = self._from_leader(labels, len(indices))
         seed.state.ground_truth[bought] = labels
         seed.state.pseudo[bought] = -1
         return len(bought)
 
-    @staticmethod
-    def _query_context(seed: Seed) -> Optional[dict]:
-        """Vector data: the pool and its labeled points, to place queried points among them for a person."""
-        if seed.pool_images.ndim != 2:
-            return None
-        labeled = seed.state.labeled
-        return {"points": seed.pool_images, "labeled_points": seed.pool_images[labeled],
-                "labeled_labels": seed.state.ground_truth[labeled]}
+    def _from_leader(self, values: np.ndarray, most: int) -> np.ndarray:
+        """Process 0's 1-D `values` (at most `most` entries, >= 0) on every process."""
+        padded = np.full(most, -1, values.dtype)
+        if self.leader:
+            padded[: len(values)] = values
+        padded = distributed.broadcast(padded)
+        return padded[padded >= 0]
 
-    def _correct_labels(self, seed: Seed, iteration: int) -> None:
+    def _query_context(self, seed: Seed) -> Optional[dict]:
+        """Vector data and a person as the oracle: the pool and its labeled points, to place queried points among
+        them (with several processes every one takes part)."""
+        if seed.pool_images.ndim != 2 or self.config.oracle != "file":
+            return None
+        points = np.asarray(seed.pool_images)
+        if self.topology.count > 1:
+            points = distributed.gather_shards(points, self.num_pool, self.topology)
+        labeled = seed.state.labeled
+        return {"points": points, "labeled_points": points[labeled], "labeled_labels": seed.state.ground_truth[labeled]}
+
+    def _correct_labels(self, seed: Seed, iteration: int) -> bool:
         """Applies the seed folder's corrections.csv (id,label) to labels bought earlier, logging each change as a
-        correction; warns once about answers.csv rows edited after the run took them."""
+        correction (process 0 only); warns once about answers.csv rows edited after the run took them. Returns
+        whether a label changed."""
         path = seed.folder / runfolder.CORRECTIONS
+        changes = []
         if path.exists():
             position = {int(i): p for p, i in enumerate(seed.pool_ids)}
             corrections = runfolder.read_corrections(
                 path, lambda text: oracle_lib.parse_label(text, seed.dataset.num_classes, seed.dataset.class_names))
-            changes = []
             for sample_id, label in corrections.items():
                 where = position.get(sample_id)
                 if where is None or seed.state.ground_truth[where] < 0:
@@ -269,6 +363,7 @@ class Driver:
                         "logged label %d. To correct a label, add the row '%d,%d' to %s (columns id,label): it is "
                         "applied at the next iteration.", answers, sample_id, label,
                         runfolder.current_labels(seed.folder)[sample_id], sample_id, label, path)
+        return bool(changes)
 
     # ------------------------------------------------------------------------------ checkpointing
     def _fresh_states(self) -> train.TrainState:
@@ -278,21 +373,43 @@ class Driver:
 
     def _save(self) -> None:
         self.checkpointed = self.iteration
+        if not self.leader:
+            return
         runfolder.save_run(self.workdir, self.iteration, self.states, [
             {"ground_truth": s.state.ground_truth, "pseudo": s.state.pseudo, "oracle": s.oracle.state_dict()}
             for s in self.seeds])
 
     def _restore(self) -> bool:
-        """Continues from the newest good checkpoint (False: none, a fresh run)."""
-        restored = runfolder.restore_run(self.workdir, self._fresh_states(), [s.folder for s in self.seeds])
+        """Continues from the newest good checkpoint (False: none, a fresh run). With several processes process 0
+        reads it and hands the state to the others."""
+        fresh = self._fresh_states()
+        restored = runfolder.restore_run(self.workdir, fresh, [s.folder for s in self.seeds]) if self.leader else None
+        if self.topology.count > 1:
+            restored = self._restored_from_leader(restored, fresh)
         if restored is None:
             return False
         self.iteration, self.states, saved = restored
         self.checkpointed = self.iteration
         for seed, seed_saved in zip(self.seeds, saved):
-            seed.oracle.load_state_dict(seed_saved["oracle"])
+            if seed.oracle is not None:
+                seed.oracle.load_state_dict(seed_saved["oracle"])
             seed.state.ground_truth, seed.state.pseudo = seed_saved["ground_truth"], seed_saved["pseudo"]
         return True
+
+    def _restored_from_leader(self, restored, fresh):
+        """Process 0's `runfolder.restore_run` result (or None) on every process."""
+        iteration = distributed.broadcast(np.array(-1 if restored is None else restored[0], np.int64))
+        if iteration < 0:
+            return None
+        seed = self.seeds[0]
+        states, saved = (restored[1], restored[2]) if self.leader else (fresh, [
+            {"ground_truth": seed.state.ground_truth, "pseudo": seed.state.pseudo}])
+        raw = states.replace(dropout_key=jax.random.key_data(states.dropout_key))
+        raw = jax.tree_util.tree_map(jnp.asarray, distributed.broadcast(raw))
+        labels = distributed.broadcast((saved[0]["ground_truth"], saved[0]["pseudo"]))
+        saved = [{"ground_truth": np.array(labels[0], np.int32), "pseudo": np.array(labels[1], np.int32),
+                  "oracle": saved[0].get("oracle")}]
+        return int(iteration), raw.replace(dropout_key=jax.random.wrap_key_data(raw.dropout_key)), saved
 
     # --------------------------------------------------------------------------------- the algorithm
     def _labeled(self) -> np.ndarray:
@@ -303,6 +420,11 @@ class Driver:
 
     def _train_epoch(self, plans):
         config = self.config
+        if self.topology.count > 1:  # one seed, its batches split over the processes
+            state, epoch = data_parallel.train_epoch(algorithm.unstack(self.states, 0), self.pool_images,
+                                                     self.num_pool, np.asarray(self._targets()[0]), plans[0],
+                                                     config.train.batch_size, self.topology)
+            return algorithm.stack([state]), [epoch]
         return algorithm.train_epoch(self.states, self.pool_images, self._targets(), plans, config.train.batch_size,
                                      self.shared_pool, self.seed_axis, self._labeled(),
                                      config.train.augment_degrees, config.train.augment_scale)
@@ -344,7 +466,9 @@ class Driver:
         phases = PhaseClock()
         iteration = self.iteration + 1
         for seed in seeds:
-            self._correct_labels(seed, iteration)
+            changed = self._correct_labels(seed, iteration) if self.leader else False
+            if self.topology.count > 1 and distributed.broadcast(np.array(changed)):
+                seed.state.ground_truth = distributed.broadcast(seed.state.ground_truth)
         keys = [algorithm.iteration_keys(s.key, iteration) for s in seeds]  # pool, labeled, acquire, plan
         pool_keys, labeled_keys, acquire_keys = (jnp.stack([k[i] for k in keys]) for i in range(3))
         labeled = self._labeled()
@@ -354,10 +478,9 @@ class Driver:
                                f"{iteration}.")
 
         # Line 5 and eq. 8: MC-dropout inference on the pool (T') and on the ground truth (T).
-        stats = algorithm.pool_stats(self.apply_fn, self.states.params, self.pool_images, pool_keys,
-                                     config.mc_passes_pool, config.chunk_size, self.shared_pool, axis, self.mesh)
+        stats = self._pool_stats(pool_keys)
         phases.lap("pool_inference")
-        labeled_images = jnp.asarray(np.stack([s.pool_images[np.flatnonzero(m)] for s, m in zip(seeds, labeled)]))
+        labeled_images = jnp.asarray(np.stack([self._images(s, np.flatnonzero(m)) for s, m in zip(seeds, labeled)]))
         labeled_stats = algorithm.pool_stats(self.apply_fn, self.states.params, labeled_images, labeled_keys,
                                              config.mc_passes_labeled, config.labeled_chunk_size, False, axis,
                                              self.mesh)
@@ -374,6 +497,8 @@ class Driver:
             chosen = np.asarray(algorithm.seeds_queries(
                 stats, theta, jnp.asarray(labeled), acquire_keys, count=count, policy=config.policy,
                 reference=config.above_average_reference, seed_axis=axis))
+            if self.topology.count > 1:  # every process computed the same; process 0's choice is the one
+                chosen = distributed.broadcast(chosen)
             bought = [self._buy(s, acquisition.valid_indices(c), iteration) for s, c in zip(seeds, chosen)]
 
         # Lines 6-7, eqs. 4 and 9: refresh every pseudo-label in D, then grow D (step-wise) or take all.
@@ -397,10 +522,11 @@ class Driver:
         self.iteration = iteration
         seconds = time.perf_counter() - started
         lines = []
-        for r, seed in enumerate(seeds):
+        ground_truth_images = [self._images(s, np.flatnonzero(s.state.labeled)) for s in seeds]
+        for r, seed in enumerate(seeds if self.leader else []):  # the metrics are process 0's to write
             state = self.seed_state(r)
-            line = metrics_lib.metrics_line(seed.config, self.apply_fn, seed.pool_images, seed.hidden_labels, state,
-                                            stats.entropy[r], theta[r], bought[r], epochs[r].loss, seconds)
+            line = metrics_lib.metrics_line(seed.config, self.apply_fn, ground_truth_images[r], seed.hidden_labels,
+                                            state, stats.entropy[r], theta[r], bought[r], epochs[r].loss, seconds)
             line.update(self._held_out_accuracy(r))
             line["phase_seconds"] = phases.seconds  # all seeds together; "metrics" is filled in below
             lines.append(line)
@@ -449,7 +575,7 @@ class Driver:
         (None is returned); running again resumes. The workdir lock is held until this returns or fails (or the
         process dies: the kernel releases it)."""
         if not self._lock.held:
-            self._lock = rundir.Lock(self.workdir)
+            self._lock = rundir.Lock(self.workdir) if self.leader else _NO_LOCK
         try:
             return self._run(should_stop)
         finally:
@@ -458,7 +584,7 @@ class Driver:
     def _run(self, should_stop):
         if not self._restore():
             self.initial_fit()
-            for r, seed in enumerate(self.seeds):
+            for r, seed in enumerate(self.seeds if self.leader else []):
                 initial = {"iteration": 0, "labels": int(seed.state.labeled.sum()),
                            "bought": int(seed.state.labeled.sum())}
                 initial.update(self._held_out_accuracy(r))
@@ -467,7 +593,7 @@ class Driver:
             self._save()
         with progress.Progress(self.config.iterations, "iterations", initial=self.iteration) as bar:
             while self.iteration < self.config.iterations:
-                if should_stop is not None and should_stop():
+                if should_stop is not None and self._agreed(should_stop()):
                     return None
                 lines = self.iterate()
                 for seed, line in zip(self.seeds, lines):
@@ -481,26 +607,48 @@ class Driver:
         if self.config.labels_export_every >= 0:
             self._export_labels(self._final_pool_scores())
         summaries = [self._finish(r) for r in range(len(self.seeds))]
+        if not self.leader:
+            return None  # process 0 wrote the summary
         return summaries[0] if len(summaries) == 1 else summaries
+
+    def _agreed(self, answer: bool) -> bool:
+        """Process 0's `answer` on every process (a decision all of them must take together)."""
+        return bool(distributed.broadcast(np.array(answer))) if self.topology.count > 1 else answer
 
     def _final_pool_scores(self) -> uncertainty.UncertaintyStats:
         """MC-dropout scores of the pool under the final network (the keys an iteration after the last would use)."""
-        keys = jnp.stack([algorithm.iteration_keys(s.key, self.config.iterations + 1)[0] for s in self.seeds])
-        return algorithm.pool_stats(self.apply_fn, self.states.params, self.pool_images, keys,
-                                    self.config.mc_passes_pool, self.config.chunk_size, self.shared_pool,
-                                    self.seed_axis, self.mesh)
+        return self._pool_stats(jnp.stack([algorithm.iteration_keys(s.key, self.config.iterations + 1)[0]
+                                           for s in self.seeds]))
+
+    def _pool_stats(self, keys) -> uncertainty.UncertaintyStats:
+        """Line 5: MC-dropout scores of the whole pool [R, N, ...]; with several processes each scores its shard
+        (sample i keeps its masks: fold_in(key, i)) and the scores are gathered."""
+        config = self.config
+        stats = algorithm.pool_stats(self.apply_fn, self.states.params, self.pool_images, keys, config.mc_passes_pool,
+                                     config.chunk_size, self.shared_pool, self.seed_axis, self.mesh,
+                                     first_id=self.pool_lo)
+        if self.topology.count == 1:
+            return stats
+        return uncertainty.UncertaintyStats(*(distributed.gather_shards(field[0], self.num_pool, self.topology)[None]
+                                              for field in stats))
 
     def _export_labels(self, scores: uncertainty.UncertaintyStats) -> None:
         """labels.csv of every seed: what the labeling budget bought for each pool sample."""
-        for r, seed in enumerate(self.seeds):
+        for r, seed in enumerate(self.seeds if self.leader else []):
             runfolder.write_labels(seed.folder, seed.pool_ids, seed.state.ground_truth, seed.state.pseudo,
                                    scores.mean_probs[r], scores.entropy[r], seed.dataset.class_names)
 
-    def _finish(self, r: int) -> dict:
+    def _finish(self, r: int) -> Optional[dict]:
         seed = self.seeds[r]
         if seed.pool_images.ndim == 2 and seed.pool_images.shape[1] == 2:
-            plots.decision_boundary(self.apply_fn, algorithm.unstack(self.states.params, r), seed.pool_images,
-                                    seed.state.labeled, seed.hidden_labels, seed.folder / "decision_boundary.png")
+            points = np.asarray(seed.pool_images)
+            if self.topology.count > 1:
+                points = distributed.gather_shards(points, self.num_pool, self.topology)
+            if self.leader:
+                plots.decision_boundary(self.apply_fn, algorithm.unstack(self.states.params, r), points,
+                                        seed.state.labeled, seed.hidden_labels, seed.folder / "decision_boundary.png")
+        if not self.leader:
+            return None
         title = f"{seed.config.get('preset') or seed.config.data.name}, seed {seed.config.seed} ({seed.folder})"
         summary = runfolder.write_summary(seed.folder, self.iteration, int(seed.state.labeled.sum()),
                                           title)  # marks done

@@ -226,12 +226,13 @@ def unstack(tree, r: int):
 
 
 def pool_stats(apply_fn, params, images, keys, num_passes: int, chunk_size: int, shared: bool, seed_axis: str,
-               mesh=None) -> uncertainty.UncertaintyStats:
+               mesh=None, first_id: int = 0) -> uncertainty.UncertaintyStats:
     """MC-dropout scores of every seed's pool in fixed-size zero-padded chunks: images [N, ...] if `shared`, else
     [R, N, ...] -> numpy fields [R, N, ...].
 
     `images` is anything with `.shape` whose slices give arrays: a device array, a numpy array, an `np.memmap`
-    or a lazy pool that makes images on demand. Sample i's masks come from fold_in(key_r, i), whatever the
+    or a lazy pool that makes images on demand. Sample i's masks come from fold_in(key_r, first_id + i) (a
+    process's shard of the pool starts at its `first_id`), whatever the
     chunk. Chunk i + 1 is dispatched before chunk i's scores are copied to the host, so memory stays
     O(chunk_size * T) plus the O(R * N * C) scores. With a `mesh` (see `uncertainty.pool_mesh`) every device
     takes `chunk_size` samples of each chunk: the scores are bitwise those of one device.
@@ -261,7 +262,7 @@ def pool_stats(apply_fn, params, images, keys, num_passes: int, chunk_size: int,
             padding = [(0, 0)] * chunk.ndim
             padding[axis] = (0, chunk_size - valid)
             chunk = jnp.pad(chunk, padding)
-        sample_ids = np.arange(start, start + chunk_size, dtype=np.uint32)
+        sample_ids = np.arange(first_id + start, first_id + start + chunk_size, dtype=np.uint32)
         if mesh is not None:
             chunk = jax.device_put(chunk, NamedSharding(mesh, spec))
             sample_ids = jax.device_put(sample_ids, NamedSharding(mesh, PartitionSpec(uncertainty.POOL_AXIS)))

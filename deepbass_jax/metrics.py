@@ -11,11 +11,12 @@ from deepbass_jax import data, train
 from deepbass_jax.algorithm import RunState
 
 
-def metrics_line(config: ml_collections.ConfigDict, apply_fn, pool_images, hidden_labels: Optional[np.ndarray],
+def metrics_line(config: ml_collections.ConfigDict, apply_fn, ground_truth_images, hidden_labels: Optional[np.ndarray],
                  state: RunState, entropy, theta, bought: int, train_loss: float, seconds: float) -> dict:
     """The metrics line of a finished iteration (held-out accuracy aside).
 
-    entropy [N]: the pool entropy the iteration decided with; hidden_labels [N] or None.
+    ground_truth_images [L, ...]: the labeled pool samples in pool order; entropy [N]: the pool entropy the
+    iteration decided with; hidden_labels [N] or None.
     """
     labeled, selected = state.labeled, state.selected
     line = {
@@ -27,9 +28,8 @@ def metrics_line(config: ml_collections.ConfigDict, apply_fn, pool_images, hidde
         "theta": float(theta),
         "mean_pool_entropy": float(np.asarray(entropy)[~labeled].mean()) if (~labeled).any() else 0.0,
         "train_loss": train_loss,
-        "ground_truth_accuracy": train.accuracy(apply_fn, state.train_state.params,
-                                                pool_images[np.flatnonzero(labeled)], state.ground_truth[labeled],
-                                                "ground-truth"),
+        "ground_truth_accuracy": train.accuracy(apply_fn, state.train_state.params, ground_truth_images,
+                                                state.ground_truth[labeled], "ground-truth"),
         "pseudo_label_coverage": float(selected.sum() / max((~labeled).sum(), 1)),
         "pseudo_label_accuracy": None,
         "seconds": seconds,

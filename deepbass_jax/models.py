@@ -23,7 +23,7 @@ _KERNEL_INIT = nn.initializers.glorot_uniform()
 ApplyFn = Callable[..., jax.Array]
 
 
-DROPOUT_MASKS = {"hash": HashDropout, "threefry": lambda rate: nn.Dropout(rate)}
+DROPOUT_MASKS = {"hash": HashDropout, "threefry": lambda rate, row_offset=0: nn.Dropout(rate)}
 
 
 class PaperCNN(nn.Module):
@@ -38,13 +38,14 @@ class PaperCNN(nn.Module):
     negative_slope: float = 0.1  # eq. 13
     dropout_masks: str = "hash"  # a key of DROPOUT_MASKS
     kernels: str = "cpu_tuned"  # "cpu_tuned" or "xla" (layers.KERNELS; models.build resolves "auto")
+    row_offset: int = 0  # hash dropout: this batch's first row in the whole batch (a data-parallel slice)
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
         for block in range(4):
             x = Conv3x3(self.features, kernel_init=_KERNEL_INIT, kernels=self.kernels, name=f"Conv_{block}")(x)
             x = nn.leaky_relu(x, self.negative_slope)
-            x = DROPOUT_MASKS[self.dropout_masks](self.dropout_rate)(x, deterministic=deterministic)
+            x = DROPOUT_MASKS[self.dropout_masks](self.dropout_rate, self.row_offset)(x, deterministic=deterministic)
             if block in (1, 3):
                 x = MAX_POOL_2X2[self.kernels](x)
         x = x.reshape(x.shape[0], -1)
@@ -62,6 +63,7 @@ class ToyMLP(nn.Module):
     dropout_rate: float = 0.33
     negative_slope: float = 0.1  # eq. 13
     dropout_masks: str = "hash"  # a key of DROPOUT_MASKS
+    row_offset: int = 0  # hash dropout: this batch's first row in the whole batch (a data-parallel slice)
 
     @nn.compact
     def __call__(self, x: jax.Array, deterministic: bool = True) -> jax.Array:
@@ -69,7 +71,7 @@ class ToyMLP(nn.Module):
         for width in self.hidden:
             x = nn.Dense(width, kernel_init=_KERNEL_INIT)(x)
             x = nn.leaky_relu(x, self.negative_slope)
-            x = DROPOUT_MASKS[self.dropout_masks](self.dropout_rate)(x, deterministic=deterministic)
+            x = DROPOUT_MASKS[self.dropout_masks](self.dropout_rate, self.row_offset)(x, deterministic=deterministic)
         return nn.Dense(self.num_classes, kernel_init=_KERNEL_INIT)(x)
 
 

@@ -4,6 +4,9 @@
   python -m experiments.main --config=experiments/configs/mnist.py:all_data_max_entropy \
       --config.data.data_dir=PATH/TO/mnist --workdir=/tmp/mnist
   python -m experiments.main --config=experiments/configs/yinyang.py --config.num_seeds=10 --workdir=/tmp/seeds
+  # several processes (hosts), the same command on each with its own --process_id:
+  python -m experiments.main --config=... --workdir=/shared/run \
+      --coordinator_address=host0:12345 --num_processes=2 --process_id=0
 
 Running the same command again resumes an unfinished run from its last checkpoint. An error in the data, the
 config or the oracle's answers prints one line (--debug: the whole traceback); Ctrl-C stops with status 130.
@@ -16,11 +19,17 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from deepbass_jax import active, checkpoint, config as config_lib, oracle, rundir, runfolder
+from deepbass_jax import active, checkpoint, config as config_lib, distributed, oracle, rundir, runfolder
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file, optionally with :preset.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: config, metrics, oracle log, checkpoints, plots.")
 _DEBUG = flags.DEFINE_bool("debug", False, "On an error, show the whole traceback instead of one message.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Several processes: host:port of process 0's "
+                                   "coordinator, the same on every process (with --num_processes, --process_id).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Several processes: how many run together.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "Several processes: this one's number, 0 .. num_processes - 1.")
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Several processes, set up by the cluster (SLURM, ...): "
+                                 "jax.distributed finds the coordinator, the count and the id itself.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 # What a user can fix: bad data, config or answers (ValueError and its kinds: DataError, ConfigError, OracleError),
@@ -33,6 +42,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     driver = None
+    if _DISTRIBUTED.value or _COORDINATOR.value or _NUM_PROCESSES.value:
+        distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     try:
         driver = active.Driver(_CONFIG.value, _WORKDIR.value)
         summary = driver.run()
@@ -43,28 +54,46 @@ def main(argv):
         logging.warning("%s", pending)
         return
     except KeyboardInterrupt:
-        sys.stderr.write(_interrupted(driver))
-        sys.stderr.flush()
-        sys.stdout.flush()
-        # Not sys.exit: XLA's threads may still run work dispatched before the interrupt, and tearing the
-        # interpreter down under them crashes (seen: SIGSEGV). Every file of the run is written atomically and the
-        # kernel drops the workdir lock, so nothing is lost by leaving at once.
-        os._exit(INTERRUPTED)
+        _leave(_interrupted(driver), INTERRUPTED)
+    except distributed.ProcessLost as lost:
+        _leave(f"error: {lost}. The run stopped on every process; start the same launch again on every process to "
+               f"resume from {_checkpoint_after(driver)}.\n", 1)
     except USER_ERRORS as error:
         if _DEBUG.value:
             raise
+        if distributed.current().count > 1:  # the others stop when their next exchange with this process fails
+            _leave(f"error: {error}\n", 1)
         sys.exit(f"error: {error}")
+    if summary is None:  # a process other than 0: process 0 reports
+        return
     for seed_summary, folder in zip(summary if isinstance(summary, list) else [summary], _seed_folders()):
         accuracy = seed_summary["test_accuracy"]
         shown = "no test set" if accuracy is None else f"test accuracy {accuracy:.4f}"
         print(f"{shown} with {seed_summary['labels']} labels; see {folder}")
 
 
+def _leave(message: str, status: int) -> None:
+    """Prints `message` and ends the process at once. Not sys.exit: XLA's threads may still run work dispatched
+    before an interrupt, and tearing the interpreter down under them crashes (seen: SIGSEGV); with several
+    processes, jax.distributed's shutdown would wait for the lost one. Every file of the run is written atomically
+    and the kernel drops the workdir lock, so nothing is lost by leaving at once."""
+    sys.stderr.write(message)
+    sys.stderr.flush()
+    sys.stdout.flush()
+    os._exit(status)
+
+
+def _checkpoint_after(driver) -> str:
+    if driver is None or driver.checkpointed is None:
+        return "the start (there was no checkpoint yet)"
+    return "the checkpoint after " + ("the initial fit" if driver.checkpointed == 0 else
+                                      f"iteration {driver.checkpointed}")
+
+
 def _interrupted(driver) -> str:
     if driver is None or driver.checkpointed is None:
         return "Interrupted before the first checkpoint: the same command starts the run again.\n"
-    where = "the initial fit" if driver.checkpointed == 0 else f"iteration {driver.checkpointed}"
-    return f"Interrupted: run the same command again to resume from the checkpoint after {where}.\n"
+    return f"Interrupted: run the same command again to resume from {_checkpoint_after(driver)}.\n"
 
 
 def _seed_folders():
