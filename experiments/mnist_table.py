@@ -44,6 +44,7 @@ def run_seeds(preset: str, seeds: list[int], dataset: data.Dataset, data_dir: Op
     config.data.data_dir = data_dir
     workdir = workroot / dataset.name / preset / f"seeds_{seeds[0]}_{seeds[-1]}"
     started = time.time()
+    commit = provenance.commit()  # the code that runs: taken now, not when the run ends hours later
     folders = [runfolder.seed_folder(workdir, seed, len(seeds)) for seed in seeds]
     if not all((folder / runfolder.SUMMARY).exists() for folder in folders):
         active.Driver(config, workdir, dataset=dataset).run()
@@ -68,7 +69,7 @@ def run_seeds(preset: str, seeds: list[int], dataset: data.Dataset, data_dir: Op
             "metrics": checkpoint.read_jsonl(folder / runfolder.METRICS),
             "command": command,  # the same run as one seed of the seed axis (lax.map on the CPU: bit for bit)
             "device": provenance.device(),
-            "commit": provenance.commit(),
+            "commit": commit,
             "seconds": seconds,
         })
     return records
