@@ -465,6 +465,7 @@ class Driver:
         started = time.perf_counter()
         phases = PhaseClock()
         iteration = self.iteration + 1
+        rundir.fault_point("iteration")  # where tests kill one process of several
         for seed in seeds:
             changed = self._correct_labels(seed, iteration) if self.leader else False
             if self.topology.count > 1 and distributed.broadcast(np.array(changed)):
