@@ -150,9 +150,8 @@ class Driver:
             models.check_input_shape(config.model, source.input_shape)
             split, val_indices, pool_indices = algorithm.split_pool(seed_config, source)
             hidden = None if source.train_labels is None else source.train_labels[pool_indices]
-            num_pool = len(pool_indices)
             pool_ids = source.row_ids[pool_indices]
-            self.num_pool = len(pool_indices)
+            self.num_pool = num_pool = len(pool_indices)
             self.pool_lo, self.pool_hi = self.topology.shard(self.num_pool)
             pool_images = source.train_images[pool_indices[self.pool_lo: self.pool_hi]]  # all of it when alone
             if self.topology.count > 1:  # keep only this process's shard; the validation set is refused above
@@ -191,7 +190,7 @@ class Driver:
                 f"{config.train.augment_scale} warp images [N, H, W, C], but {config.data.name!r} has samples of "
                 f"shape {tuple(first.pool_images.shape[1:])}; set both to 0."
             )
-        config_lib.check_budget(config, first.pool_images.shape[0])
+        config_lib.check_budget(config, self.num_pool)
         for seed in self.seeds:  # checks initial_per_class against the pool and its rarest class
             algorithm.initial_indices(seed.config, seed.hidden_labels, len(seed.pool_indices), seed.dataset.num_classes)
         for seed in self.seeds if self.leader else []:  # only now: a refused config must not be pinned

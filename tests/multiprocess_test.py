@@ -104,11 +104,12 @@ def test_the_toy_in_several_processes_buys_the_labels_of_one_process(tmp_path, o
     assert not list((tmp_path / "run").glob("seed_*"))  # one run folder, written by process 0
 
 
-def test_a_killed_process_stops_the_run_and_the_same_launch_resumes_it(tmp_path, one_process):
+@pytest.mark.parametrize("killed", [1, 0])
+def test_a_killed_process_stops_the_run_and_the_same_launch_resumes_it(tmp_path, one_process, killed):
     workdir = tmp_path / "run"
-    results = _toy_run(2, workdir, extra_env={1: {"DEEPBASS_FAULT_AT": "iteration:3"}})
-    assert results[1][0] == -9  # killed at the start of iteration 3
-    code, stderr, _ = results[0]
+    results = _toy_run(2, workdir, extra_env={killed: {"DEEPBASS_FAULT_AT": "iteration:3"}})
+    assert results[killed][0] == -9  # killed at the start of iteration 3
+    code, stderr, _ = results[1 - killed]
     assert code == 1
     last = stderr.strip().splitlines()[-1]
     assert "another process of the run is gone" in last and "resume from the checkpoint after iteration 2" in last
