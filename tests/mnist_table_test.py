@@ -40,6 +40,11 @@ def test_paper_rows_have_the_papers_settings():
     assert config.model.dropout_rate == pytest.approx(0.33) and config.train.batch_size == 256
     assert _labels_bought(config) == 300
     assert _labels_bought(mnist.get_config("all_data_max_entropy_1000")) == 1000
+    table_3_as_run = mnist.get_config("step_wise_max_entropy_1000")  # Table 3 as the authors' script ran it
+    assert (table_3_as_run.mode, table_3_as_run.policy, _labels_bought(table_3_as_run)) == (
+        "step_wise", "max_entropy", 1000)
+    everything = mnist.get_config("supervised_60000")  # the authors' code: 100 passes over the 60,000 labels
+    assert (everything.initial_all, everything.initial_epochs, everything.train.upsample) == (True, 100, 1)
     assert mnist.get_config("step_wise_above_average").above_average_reference == "mean"  # eq. 14 by default
     assert mnist.get_config("step_wise_above_average_theta").above_average_reference == "theta"
     assert mnist.get_config("all_data_bald").policy == "bald"

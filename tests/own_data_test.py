@@ -194,3 +194,14 @@ def test_a_folder_pinned_before_a_field_existed_resumes_while_the_field_keeps_it
 def test_the_labels_export_can_be_left_out(tmp_path, every, written):
     active.run(toy_config(iterations=2, labels_export_every=every), tmp_path)
     assert (tmp_path / runfolder.LABELS).exists() == written
+
+
+@pytest.mark.parametrize("divisor", [255.0, 256.0])
+def test_uint8_pixels_are_divided_by_the_pixel_divisor(tmp_path, divisor):
+    pixels = np.arange(256, dtype=np.uint8).reshape(4, 8, 8)
+    np.savez(tmp_path / "mine.npz", x=pixels, y=np.arange(4) % 2)
+    config = data.default_config()
+    config.name, config.path, config.pixel_divisor = "npz", str(tmp_path / "mine.npz"), divisor
+    images = data.load(config).train_images
+    np.testing.assert_array_equal(images[..., 0], pixels.astype(np.float32) / np.float32(divisor))
+    assert images.max() == pytest.approx(255 / divisor)
