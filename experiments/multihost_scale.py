@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from typing import Optional
 
 import jax
 import numpy as np
@@ -34,12 +35,14 @@ _POOL_SIZE = flags.DEFINE_integer("pool_size", 10_000_000, "Images in the synthe
 _MEASURED = flags.DEFINE_integer("measured", 4096, "Samples of each shard whose inference is timed.")
 _OUTDIR = flags.DEFINE_string("outdir", "results/multihost", "Where scale.json and README.md go.")
 _CHILD = flags.DEFINE_string("child", None, "Internal: PORT,INDEX of a child process.")
+_PROJECT_ONLY = flags.DEFINE_bool("project_only", False, "Rebuild the report from OUTDIR/scale.json's measurements.")
 
 PASSES, CHUNK, NUM_CLASSES = 10, 256, 10
 GPU_BENCH = pathlib.Path("results/bench/campaign_gpu_fe697dd.json")  # H100: chunk of 1,024 and step of 256 timed
 GPU_CHUNK, BATCH = 1024, 256
-ASSUMED_BANDWIDTH = 12.5e9  # bytes/s between hosts (100 Gb/s): an assumption, not measured here
-ASSUMED_STEP_EXCHANGE = 0.3e-3  # s per training step for the gradient and batch-row exchange: an assumption
+ASSUMED_BANDWIDTH = 12.5e9  # bytes/s into a host (100 Gb/s): an assumption, not measured here
+ASSUMED_LATENCY = 0.1e-3  # s per exchange between hosts: an assumption
+SAMPLE_BYTES, GRADIENT_BYTES = 28 * 28 * 4, 14_970 * 4  # one MNIST image; the paper CNN's gradient (float32)
 LOAD_BEFORE = 0.0  # the machine's 1-minute load average when the measurement started
 
 
@@ -116,17 +119,27 @@ def _gpu_rates() -> dict:
             "inference_samples_per_s": GPU_CHUNK / one["chunk_seconds"], "step_seconds": one["step_seconds"]}
 
 
+def step_exchange_seconds(hosts: int) -> float:
+    """One data-parallel step's exchange as `data_parallel` does it: every host receives every host's batch rows
+    (B images, zeros where it holds none) and gradient."""
+    if hosts == 1:
+        return 0.0
+    return 2 * ASSUMED_LATENCY + hosts * (BATCH * SAMPLE_BYTES + GRADIENT_BYTES) / ASSUMED_BANDWIDTH
+
+
 def projection(pool: int, hosts: int, gpu: dict) -> dict:
     """Seconds of one all-data iteration on `hosts` hosts of one GPU each (the pool fully pseudo-labeled)."""
     inference = pool / (hosts * gpu["inference_samples_per_s"])
-    gather = 0.0 if hosts == 1 else pool * (NUM_CLASSES + 3) * 4 / ASSUMED_BANDWIDTH
+    gather = 0.0 if hosts == 1 else ASSUMED_LATENCY + pool * (NUM_CLASSES + 3) * 4 / ASSUMED_BANDWIDTH
     steps = -(-pool // BATCH)  # the global batch stays the paper's 256: the step count does not shrink
-    epoch = steps * (gpu["step_seconds"] + (ASSUMED_STEP_EXCHANGE if hosts > 1 else 0.0))
+    epoch = steps * (gpu["step_seconds"] + step_exchange_seconds(hosts))
     return {"pool": pool, "hosts": hosts, "inference_s": inference, "score_gather_s": gather, "epoch_s": epoch,
             "total_s": inference + gather + epoch}
 
 
-def _report(measured: list[dict], gpu: dict, outdir: pathlib.Path) -> None:
+def _report(measured: list[dict], gpu: dict, outdir: pathlib.Path, saved: Optional[dict] = None) -> None:
+    """scale.json and README.md; `saved`: an earlier scale.json whose measurement (command, commit, device) this
+    report keeps."""
     rate = sum(m["samples_per_s"] for m in measured)
     shard = max(m["shard"][1] - m["shard"][0] for m in measured)
     projected_inference = shard / min(m["samples_per_s"] for m in measured)
@@ -136,7 +149,9 @@ def _report(measured: list[dict], gpu: dict, outdir: pathlib.Path) -> None:
               "processes": _PROCESSES.value, "pool_size": _POOL_SIZE.value, "measured": measured,
               "all_processes_samples_per_s": rate, "projected_pool_inference_s": projected_inference,
               "gpu_rates": gpu, "assumed_bandwidth_bytes_per_s": ASSUMED_BANDWIDTH,
-              "assumed_step_exchange_s": ASSUMED_STEP_EXCHANGE, "projection": rows}
+              "assumed_latency_s": ASSUMED_LATENCY, "projection": rows}
+    if saved:
+        result.update({key: saved[key] for key in ("command", "commit", "device", "processes", "pool_size")})
     outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "scale.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = [
@@ -170,10 +185,12 @@ def _report(measured: list[dict], gpu: dict, outdir: pathlib.Path) -> None:
         "",
         f"Measured inputs: one {gpu['device']} (commit {gpu['commit']}) scores "
         f"{gpu['inference_samples_per_s']:,.0f} pool samples/s (T' = 10) and takes {gpu['step_seconds'] * 1e3:.2f} ms "
-        f"per training step of {BATCH}. Assumed: {ASSUMED_BANDWIDTH / 1e9:.1f} GB/s between hosts for the score "
-        f"gather, {ASSUMED_STEP_EXCHANGE * 1e3:.1f} ms per step for the batch rows and gradients. The epoch keeps "
-        "the paper's global batch of 256, so its step count does not shrink with more hosts: data parallelism "
-        "shortens a step's compute, not the number of steps, and the epoch dominates at every size.",
+        f"per training step of {BATCH}. Assumed: {ASSUMED_BANDWIDTH / 1e9:.1f} GB/s into each host and "
+        f"{ASSUMED_LATENCY * 1e3:.1f} ms per exchange. Projected with the exchanges `data_parallel` makes: every "
+        "step each host receives every host's batch rows and gradient, so a step's exchange grows with the hosts. "
+        "The epoch keeps the paper's global batch of 256, so its step count does not shrink either: more hosts "
+        "shorten the pool inference, while the epoch dominates an iteration at every size and grows past a few "
+        "hosts. (The step's compute is taken as the measured full-batch step, an upper bound for a slice.)",
         "",
         "| pool | hosts | pool inference s | score gather s | training epoch s | iteration s |",
         "|---|---|---|---|---|---|",
@@ -190,8 +207,14 @@ def main(argv):
         port, index = (int(part) for part in _CHILD.value.split(","))
         return _child(port, index)
     global LOAD_BEFORE
+    outdir = pathlib.Path(_OUTDIR.value)
+    if _PROJECT_ONLY.value:
+        saved = json.loads((outdir / "scale.json").read_text())
+        LOAD_BEFORE = saved["load_average_before"]
+        sys.argv = ["", *saved["command"].split()[3:]]  # the measurement's own command, for the report
+        return _report(saved["measured"], _gpu_rates(), outdir, saved)
     LOAD_BEFORE = os.getloadavg()[0]
-    _report(_measure(), _gpu_rates(), pathlib.Path(_OUTDIR.value))
+    _report(_measure(), _gpu_rates(), outdir)
 
 
 if __name__ == "__main__":
