@@ -1,6 +1,7 @@
 """Several processes, one run (jax.distributed, gloo between CPU processes on 127.0.0.1): the pieces against one
 process in 2 and 4 processes, the toy end to end against one, and a killed process followed by a resume. The
-4-process toy and the killed process 0 are `slow` (`pytest -m slow tests/multiprocess_test.py`)."""
+4-process toy and the kills are `slow` (`pytest -m slow tests/multiprocess_test.py`): the default suite stays
+under 10 minutes on 2 cores."""
 
 import json
 import os
@@ -105,7 +106,8 @@ def test_the_toy_in_several_processes_buys_the_labels_of_one_process(tmp_path, o
     assert not list((tmp_path / "run").glob("seed_*"))  # one run folder, written by process 0
 
 
-@pytest.mark.parametrize("killed", [1, pytest.param(0, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("killed", [1, 0])
 def test_a_killed_process_stops_the_run_and_the_same_launch_resumes_it(tmp_path, one_process, killed):
     workdir = tmp_path / "run"
     results = _toy_run(2, workdir, extra_env={killed: {"DEEPBASS_FAULT_AT": "iteration:3"}})
