@@ -46,7 +46,7 @@ import numpy as np
 from absl import app, flags
 
 from deepbass_jax import active, algorithm, checkpoint, data, layers, models, runfolder
-from experiments import mnist_report, provenance
+from experiments import flagdefs, mnist_report, provenance
 from experiments.configs import mnist
 
 # The campaign's rows in order (Table 2 and Table 3; experiments/configs/mnist.py presets).
@@ -62,30 +62,30 @@ START_MARGIN_S = 20.0  # compilation and set-up of a new row, beyond its project
 SAVE_MARGIN_S = 10.0  # writing the snapshot, rows.json and runs.tar.gz at the end of a job
 
 
-_SMOKE = flags.DEFINE_bool("smoke", False, "Run the smoke check alone.")
-_BUDGET_S = flags.DEFINE_float("budget_s", 0.0, "Wall seconds for everything: smoke check, then the row.")
-_OUTDIR = flags.DEFINE_string("outdir", None, "Where campaign.json, progress.jsonl, row.json, runs.tar.gz go.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with MNIST's four IDX files (unset: the download cache).")
-_ROWS = flags.DEFINE_list("rows", list(ROW_ORDER), "Presets of experiments/configs/mnist.py, in campaign order.")
-_SEEDS_PER_ROW = flags.DEFINE_integer("seeds_per_row", 10, "Seeds 0 ... S-1 of every row (the paper: 10 runs).")
-_MAX_SEEDS = flags.DEFINE_integer("max_seeds", 10, "At most this many seeds run at once.")
-_MAX_ITERATIONS = flags.DEFINE_integer("max_iterations", 0, "Stop after this many iterations (initial fits aside) "
+_SMOKE = flagdefs.define(flags.DEFINE_bool, "smoke", False, "Run the smoke check alone.")
+_BUDGET_S = flagdefs.define(flags.DEFINE_float, "budget_s", 0.0, "Wall seconds for everything: smoke check, then the row.")
+_OUTDIR = flagdefs.define(flags.DEFINE_string, "outdir", None, "Where campaign.json, progress.jsonl, row.json, runs.tar.gz go.")
+_DATA_DIR = flagdefs.define(flags.DEFINE_string, "data_dir", None, "Folder with MNIST's four IDX files (unset: the download cache).")
+_ROWS = flagdefs.define(flags.DEFINE_list, "rows", list(ROW_ORDER), "Presets of experiments/configs/mnist.py, in campaign order.")
+_SEEDS_PER_ROW = flagdefs.define(flags.DEFINE_integer, "seeds_per_row", 10, "Seeds 0 ... S-1 of every row (the paper: 10 runs).")
+_MAX_SEEDS = flagdefs.define(flags.DEFINE_integer, "max_seeds", 10, "At most this many seeds run at once.")
+_MAX_ITERATIONS = flagdefs.define(flags.DEFINE_integer, "max_iterations", 0, "Stop after this many iterations (initial fits aside) "
                                        "in this job, e.g. for fixed-length job slots (0: no limit).")
-_SEED_AXIS = flags.DEFINE_enum("seed_axis", "auto", ("auto",) + algorithm.SEED_AXES,
+_SEED_AXIS = flagdefs.define(flags.DEFINE_enum, "seed_axis", "auto", ("auto",) + algorithm.SEED_AXES,
                                "How seeds share the program; auto: the faster of vmap and map, measured.")
-_SMOKE_ITERATIONS = flags.DEFINE_integer("smoke_iterations", 3, "Iterations of the row the smoke check runs.")
-_CHUNK_SIZE = flags.DEFINE_integer("chunk_size", 0, "Pool inference chunk per seed (0: by backend).")
+_SMOKE_ITERATIONS = flagdefs.define(flags.DEFINE_integer, "smoke_iterations", 3, "Iterations of the row the smoke check runs.")
+_CHUNK_SIZE = flagdefs.define(flags.DEFINE_integer, "chunk_size", 0, "Pool inference chunk per seed (0: by backend).")
 # Smaller settings for tests on the CPU; 0 keeps the preset's value.
-_POOL_SIZE = flags.DEFINE_integer("pool_size", 0, "Override config.pool_size (0: the preset's, all 60,000).")
-_ITERATIONS = flags.DEFINE_integer("iterations", 0, "Override config.iterations (0: the preset's).")
-_INITIAL_EPOCHS = flags.DEFINE_integer("initial_epochs", 0, "Override config.initial_epochs (0: the preset's).")
-_TEST_SIZE = flags.DEFINE_integer("test_size", 0, "Override config.test_size (0: the preset's, all 10,000).")
-_MERGE = flags.DEFINE_string("merge", None, "Fold a job's OUTDIR into --results (then do nothing else).")
-_RESULTS = flags.DEFINE_string("results", "results", "The results folder: done seeds and the pending row are read "
+_POOL_SIZE = flagdefs.define(flags.DEFINE_integer, "pool_size", 0, "Override config.pool_size (0: the preset's, all 60,000).")
+_ITERATIONS = flagdefs.define(flags.DEFINE_integer, "iterations", 0, "Override config.iterations (0: the preset's).")
+_INITIAL_EPOCHS = flagdefs.define(flags.DEFINE_integer, "initial_epochs", 0, "Override config.initial_epochs (0: the preset's).")
+_TEST_SIZE = flagdefs.define(flags.DEFINE_integer, "test_size", 0, "Override config.test_size (0: the preset's, all 10,000).")
+_MERGE = flagdefs.define(flags.DEFINE_string, "merge", None, "Fold a job's OUTDIR into --results (then do nothing else).")
+_RESULTS = flagdefs.define(flags.DEFINE_string, "results", "results", "The results folder: done seeds and the pending row are read "
                                "from it; --merge writes into it.")
-_ALLOW_REDUCED = flags.DEFINE_bool("allow_reduced", False, "--merge a job run with smaller settings (scale 'reduced').")
-_WORKROOT = flags.DEFINE_string("workroot", "/tmp/deepbass_campaign", "Run folders of this job (checkpoints).")
-_WRITE_REFERENCE = flags.DEFINE_bool("write_reference", False, "Write experiments/reference_cnn.json (CPU only).")
+_ALLOW_REDUCED = flagdefs.define(flags.DEFINE_bool, "allow_reduced", False, "--merge a job run with smaller settings (scale 'reduced').")
+_WORKROOT = flagdefs.define(flags.DEFINE_string, "workroot", "/tmp/deepbass_campaign", "Run folders of this job (checkpoints).")
+_WRITE_REFERENCE = flagdefs.define(flags.DEFINE_bool, "write_reference", False, "Write experiments/reference_cnn.json (CPU only).")
 
 REFERENCE = pathlib.Path(__file__).with_name("reference_cnn.json")
 # TF32 convolutions (XLA's default for float32 on recent GPUs) carry about 3 decimal digits.

@@ -22,16 +22,16 @@ from typing import Optional
 from absl import app, flags, logging
 
 from deepbass_jax import active, checkpoint, data, runfolder
-from experiments import mnist_report, provenance
+from experiments import flagdefs, mnist_report, provenance
 from experiments.configs import mnist
 
-_ROWS = flags.DEFINE_list("rows", [], "Presets of experiments/configs/mnist.py to run, in this order.")
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; each re-samples the pool, initial labels and network.")
-_DATASET = flags.DEFINE_enum("dataset", "mnist", ["mnist", "fashion_mnist"], "Which dataset.")
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with the four IDX files (unset: download into the cache).")
-_OUTDIR = flags.DEFINE_string("outdir", "results/mnist", "Where per-run JSON, the table and the figures go.")
-_WORKROOT = flags.DEFINE_string("workroot", "/tmp/deepbass_mnist_table", "Run directories (checkpoints).")
-_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rebuild the report from OUTDIR/runs.")
+_ROWS = flagdefs.define(flags.DEFINE_list, "rows", [], "Presets of experiments/configs/mnist.py to run, in this order.")
+_SEEDS = flagdefs.define(flags.DEFINE_list, "seeds", ["0", "1", "2"], "Seeds; each re-samples the pool, initial labels and network.")
+_DATASET = flagdefs.define(flags.DEFINE_enum, "dataset", "mnist", ["mnist", "fashion_mnist"], "Which dataset.")
+_DATA_DIR = flagdefs.define(flags.DEFINE_string, "data_dir", None, "Folder with the four IDX files (unset: download into the cache).")
+_OUTDIR = flagdefs.define(flags.DEFINE_string, "outdir", "results/mnist", "Where per-run JSON, the table and the figures go.")
+_WORKROOT = flagdefs.define(flags.DEFINE_string, "workroot", "/tmp/deepbass_mnist_table", "Run directories (checkpoints).")
+_REPORT_ONLY = flagdefs.define(flags.DEFINE_bool, "report_only", False, "Only rebuild the report from OUTDIR/runs.")
 
 
 def run_seeds(preset: str, seeds: list[int], dataset: data.Dataset, data_dir: Optional[str],

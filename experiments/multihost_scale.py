@@ -28,14 +28,14 @@ import numpy as np
 from absl import app, flags
 
 from deepbass_jax import algorithm, distributed, models
-from experiments import provenance
+from experiments import flagdefs, provenance
 
-_PROCESSES = flags.DEFINE_integer("processes", 4, "CPU processes on this machine.")
-_POOL_SIZE = flags.DEFINE_integer("pool_size", 10_000_000, "Images in the synthetic pool.")
-_MEASURED = flags.DEFINE_integer("measured", 4096, "Samples of each shard whose inference is timed.")
-_OUTDIR = flags.DEFINE_string("outdir", "results/multihost", "Where scale.json and README.md go.")
-_CHILD = flags.DEFINE_string("child", None, "Internal: PORT,INDEX of a child process.")
-_PROJECT_ONLY = flags.DEFINE_bool("project_only", False, "Rebuild the report from OUTDIR/scale.json's measurements.")
+_PROCESSES = flagdefs.define(flags.DEFINE_integer, "processes", 4, "CPU processes on this machine.")
+_POOL_SIZE = flagdefs.define(flags.DEFINE_integer, "pool_size", 10_000_000, "Images in the synthetic pool.")
+_MEASURED = flagdefs.define(flags.DEFINE_integer, "measured", 4096, "Samples of each shard whose inference is timed.")
+_OUTDIR = flagdefs.define(flags.DEFINE_string, "outdir", "results/multihost", "Where scale.json and README.md go.")
+_CHILD = flagdefs.define(flags.DEFINE_string, "child", None, "Internal: PORT,INDEX of a child process.")
+_PROJECT_ONLY = flagdefs.define(flags.DEFINE_bool, "project_only", False, "Rebuild the report from OUTDIR/scale.json's measurements.")
 
 PASSES, CHUNK, NUM_CLASSES = 10, 256, 10
 GPU_BENCH = pathlib.Path("results/bench/campaign_gpu_fe697dd.json")  # H100: chunk of 1,024 and step of 256 timed

@@ -35,8 +35,12 @@ def test_steps_per_epoch_of_the_headline_row():
 
 def _campaign(outdir: pathlib.Path, **flag_values) -> dict:
     """campaign.campaign with these flags set (the others at their defaults), in this process; the flags are
-    restored afterwards, and no other flag (another module's, absl's logging) is touched."""
-    with flagsaver.flagsaver(outdir=str(outdir), **flag_values):
+    restored afterwards, and no other flag (another module's, absl's logging) is touched. The flags whose names
+    other experiments scripts share (experiments/flagdefs.py) get the campaign's defaults here: whichever module
+    the tests import first defines them."""
+    shared = {"rows": list(campaign.ROW_ORDER), "workroot": str(outdir.parent / f"{outdir.name}_workroot"),
+              "data_dir": None}
+    with flagsaver.flagsaver(outdir=str(outdir), **{**shared, **flag_values}):
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()
         return campaign.campaign(outdir, flags.FLAGS.budget_s, smoke_only=flags.FLAGS.smoke)
