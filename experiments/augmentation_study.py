@@ -80,6 +80,8 @@ VARIANTS = {
                                   {"train.augment_degrees": 15.0, "train.augment_scale": 0.1}),
     "rotate_20_scale_15": Variant(AUG, "rotation < 20 deg, scale <= 15 %",
                                   {"train.augment_degrees": 20.0, "train.augment_scale": 0.15}),
+    "rotate_25_scale_20": Variant(AUG, "rotation < 25 deg, scale <= 20 %",
+                                  {"train.augment_degrees": 25.0, "train.augment_scale": 0.2}),
     "upsample_100": Variant(AUG, "upsample x100 (5x the views and steps per epoch)", {"train.upsample": 100}),
     "upsample_100_20_epochs": Variant(AUG, "upsample x100, 20 epochs (the preset's 400 steps)",
                                       {"train.upsample": 100, "initial_epochs": 20}),
