@@ -130,4 +130,5 @@ def test_resume_skips_finished_variants_and_the_report_reads_study_json(tmp_path
     text = study.write_report(tmp_path)
     assert "about 85" in text and "| `rotate_20` |" in text and "+2.50" in text  # paired: (3 + 2) / 2
     assert "s0: 80.00, s1: 82.00" in text and "81.00 (1.41)" in text
+    assert "Closest to the paper: `rotate_20`, 83.50 (0.71) over 2 seeds, 1.50 points below about 85 %" in text
     assert (tmp_path / "README.md").read_text() == text
