@@ -38,8 +38,8 @@ def check_config_file(folder, config: dict) -> None:
     """Refuses to resume a folder whose pinned config.json differs from `config`, naming the fields."""
     path = pathlib.Path(folder) / CONFIG
     if path.exists():
-        saved, config = _flat(json.loads(path.read_text())), _flat(config)
-        defaults = _flat(json.loads(config_lib.default_config().to_json_best_effort()))
+        saved, config = flat_fields(json.loads(path.read_text())), flat_fields(config)
+        defaults = flat_fields(json.loads(config_lib.default_config().to_json_best_effort()))
         for field in set(config) - set(saved):  # added to the code after the folder was pinned, at its default
             if field in defaults and config[field] == defaults[field]:
                 saved[field] = config[field]
@@ -53,15 +53,15 @@ def check_config_file(folder, config: dict) -> None:
             )
 
 
-def _flat(tree: dict, prefix: str = "") -> dict:
-    """{"data": {"seed": 0}} -> {"data.seed": 0}."""
-    flat = {}
+def flat_fields(tree: dict, prefix: str = "") -> dict:
+    """A config as JSON, flattened: {"data": {"seed": 0}} -> {"data.seed": 0}."""
+    fields = {}
     for key, value in tree.items():
         if isinstance(value, dict):
-            flat.update(_flat(value, f"{prefix}{key}."))
+            fields.update(flat_fields(value, f"{prefix}{key}."))
         else:
-            flat[prefix + key] = value
-    return flat
+            fields[prefix + key] = value
+    return fields
 
 
 def pin_config_file(folder, config: dict) -> None:

@@ -7,23 +7,13 @@ import jax
 import numpy as np
 import pytest
 
-from deepbass_jax import augment, checkpoint, config as config_lib
+from deepbass_jax import augment, checkpoint, config as config_lib, runfolder
 from experiments import augmentation_study as study
 from experiments.configs import mnist
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
-
-
 def _fields(config) -> dict:
-    return _flatten(json.loads(config.to_json_best_effort(sort_keys=True)))
+    return runfolder.flat_fields(json.loads(config.to_json_best_effort(sort_keys=True)))
 
 
 @pytest.mark.parametrize("name", list(study.VARIANTS))

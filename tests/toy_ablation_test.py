@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from deepbass_jax import config as config_lib
-from deepbass_jax import data
+from deepbass_jax import data, runfolder
 from experiments import toy_ablation, toy_table
 from experiments.configs import yinyang
 
@@ -15,20 +15,10 @@ def _fields(config) -> dict:
     return json.loads(config.to_json_best_effort(sort_keys=True))
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
-
-
 # ------------------------------------------------------------------------------------------------ presets
 @pytest.mark.parametrize("row", yinyang.PRESETS)
 def test_authors_fit_preset_changes_only_the_initial_fit(row):
-    paper, authors = _flatten(_fields(yinyang.get_config(row))), _flatten(_fields(yinyang.get_config(
+    paper, authors = runfolder.flat_fields(_fields(yinyang.get_config(row))), runfolder.flat_fields(_fields(yinyang.get_config(
         yinyang.AUTHORS_FIT + row)))
     changed = {key for key in paper if paper[key] != authors[key]}
     assert changed == {"preset", "initial_epochs", "initial_patience"}
@@ -47,9 +37,9 @@ def test_unknown_preset_names_the_rows_and_the_prefix():
 @pytest.mark.parametrize("row", ["initial", "semi_supervised", "supervised_1000"])
 def test_each_factor_changes_one_thing_against_the_preset(row, factor):
     spec = toy_ablation.FACTORS[factor]
-    preset = _flatten(_fields(yinyang.get_config(row)))
+    preset = runfolder.flat_fields(_fields(yinyang.get_config(row)))
     config = toy_ablation.factor_config(row, factor, seed=3, num_seeds=10)
-    changed = {key: value for key, value in _flatten(_fields(config)).items() if preset[key] != value}
+    changed = {key: value for key, value in runfolder.flat_fields(_fields(config)).items() if preset[key] != value}
     overridden = {key: value for key, value in spec.overrides.items() if preset[key] != value}
     assert changed == {**overridden, "seed": 3, "data.seed": 3, "num_seeds": 10}
     assert factor == "preset" or overridden or spec.dataset is not None  # every other factor changes something
