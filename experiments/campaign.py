@@ -16,7 +16,8 @@ per-phase times and the projected wall time of a full 10-seed row.
 With --budget_s the campaign goes on from what results/ records: first the row pending in
 results/mnist/pending.tar.gz, then each row of --rows (ROW_ORDER) whose seeds 0 ... --seeds_per_row - 1 are
 not all recorded, up to --max_seeds consecutive seeds at once (`--config.num_seeds` of the driver, in run
-folders under --workroot). Every finished iteration's lines are appended to OUTDIR/progress.jsonl as it
+folders under --workroot), fewer when the projection says only fewer fit in the time left (a supervised row
+must finish, any other must get through its fit and 3 iterations), block after block. Every finished iteration's lines are appended to OUTDIR/progress.jsonl as it
 happens. Before the budget runs out the driver stops after a checkpoint and OUTDIR/pending.tar.gz takes the run
 folder (checkpoint and per-seed logs), which --merge puts where the next job finds it.
 
@@ -324,6 +325,18 @@ def _missing_block(done: set, seeds_per_row: int, max_seeds: int) -> list[int]:
     return block
 
 
+def seeds_that_fit(config, block_size: int, seconds_left: float, projection) -> int:
+    """The most seeds (at most block_size) of `config`'s row to start with seconds_left: a supervised row (no
+    iterations) must finish, any other must get through its initial fit and 3 iterations (it checkpoints after
+    each and a later job continues it). 0 when not even one seed fits. projection(config, seeds) -> seconds."""
+    for seeds in range(block_size, 0, -1):
+        estimate = projection(config, seeds)
+        needed = estimate["initial_fit"] + min(3, config.iterations) * estimate["iteration"] + START_MARGIN_S
+        if needed <= seconds_left:
+            return seeds
+    return 0
+
+
 def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
     """The smoke check, then (with a budget) rows of the campaign until the budget is spent; see the module
     docstring. Returns what campaign.json holds."""
@@ -408,7 +421,8 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
         return report
 
     # The campaign: continue the pending row, then the rows in order, until the budget is spent.
-    finished: dict = {}  # preset -> row finished in this job
+    finished: dict = {}  # preset -> row finished in this job (its seeds, from one or more blocks)
+    seed_folders: dict = {}  # "PRESET/seed_S" -> the run folder of a finished seed, for runs.tar.gz
     iterations_run = 0
     while True:
         if pending is not None:
@@ -426,13 +440,14 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
             if config is None:
                 print("campaign: every row has its seeds", flush=True)
                 break
-            workdir = workroot / config.preset
-            shutil.rmtree(workdir, ignore_errors=True)
             if deadline is not None:
-                estimate = projection(config, config.num_seeds)
-                if time.time() + estimate["initial_fit"] + 3 * estimate["iteration"] + START_MARGIN_S > deadline:
+                fits = seeds_that_fit(config, config.num_seeds, deadline - time.time(), projection)
+                if not fits:
                     print(f"campaign: no time left to start {config.preset}", flush=True)
                     break
+                config.num_seeds = fits
+            workdir = workroot / f"{config.preset}_from_seed_{config.seed}"
+            shutil.rmtree(workdir, ignore_errors=True)
         pending = None
         seeds = list(range(config.seed, config.seed + config.num_seeds))
         job = {"row": config.preset, "seeds": seeds, "seed_axis": config.seed_axis, "resumed": resumed}
@@ -472,13 +487,22 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
         job.update(test_accuracy=accuracies, mean=float(np.mean(accuracies)),
                    std=float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else None)
         print(f"{config.preset} done: mean {job['mean']:.4f} over seeds {seeds}: {accuracies}", flush=True)
-        finished[config.preset] = {
-            "row": config.preset, "config": json.loads(config.to_json_best_effort(sort_keys=True)), "seeds": seeds,
-            "seed_axis": config.seed_axis, "device": report["device"], "commit": report["commit"],
-            "command": report["command"], "wall_seconds": job["wall_seconds"], "results": records}
+        if config.preset in finished:  # a further block of seeds of a row this job ran before
+            row = finished[config.preset]
+            row["seeds"] += seeds
+            row["wall_seconds"] += job["wall_seconds"]
+            row["results"] += records
+        else:
+            finished[config.preset] = {
+                "row": config.preset, "config": json.loads(config.to_json_best_effort(sort_keys=True)),
+                "seeds": list(seeds), "seed_axis": config.seed_axis, "device": report["device"],
+                "commit": report["commit"], "command": report["command"], "wall_seconds": job["wall_seconds"],
+                "results": records}
+        seed_folders.update({f"{config.preset}/seed_{seed}": runfolder.seed_folder(workdir, seed, config.num_seeds)
+                             for seed in seeds})
         checkpoint.write_json(outdir / "rows.json", finished)
-        (outdir / "runs.tar.gz").write_bytes(_tar({preset: workroot / preset for preset in finished},
-                                                  skip=(".lock", runfolder.CHECKPOINT, "checkpoint.prev.msgpack")))
+        (outdir / "runs.tar.gz").write_bytes(_tar(seed_folders, skip=(".lock", runfolder.CHECKPOINT,
+                                                                      "checkpoint.prev.msgpack", PENDING_ROW)))
         save()
         if _MAX_ITERATIONS.value and iterations_run >= _MAX_ITERATIONS.value:
             break

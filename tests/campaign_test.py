@@ -3,6 +3,7 @@ stop part-way, merges, continuation) giving the results of one uninterrupted job
 
 import json
 import pathlib
+import tarfile
 
 import numpy as np
 import pytest
@@ -115,3 +116,48 @@ def test_three_jobs_with_merges_equal_one_uninterrupted_job(tmp_path, mnist_dir)
     assert table["all_data_max_entropy_300"]["scale"] == "reduced"
     assert table["all_data_max_entropy_300"]["mean"] == pytest.approx(np.mean([r["test_accuracy"] for r in whole]),
                                                                       abs=0.01)
+
+
+def test_seeds_that_fit_shrinks_the_block_to_the_time_left():
+    """A supervised row must finish; a row with iterations must get through its fit and 3 iterations."""
+    def projection(config, seeds):  # 10 s of fit and 2 s per iteration per seed
+        return {"initial_fit": 10.0 * seeds, "iteration": 2.0 * seeds}
+
+    supervised, iterated = mnist.get_config("supervised_600"), mnist.get_config("all_data_max_entropy")
+    margin = campaign.START_MARGIN_S
+    assert campaign.seeds_that_fit(supervised, 10, margin + 100.0, projection) == 10
+    assert campaign.seeds_that_fit(supervised, 10, margin + 45.0, projection) == 4
+    assert campaign.seeds_that_fit(supervised, 5, margin + 1000.0, projection) == 5
+    assert campaign.seeds_that_fit(supervised, 10, margin + 9.0, projection) == 0
+    assert campaign.seeds_that_fit(iterated, 10, margin + 160.0, projection) == 10  # 100 + 3 x 20
+    assert campaign.seeds_that_fit(iterated, 10, margin + 159.0, projection) == 9
+    assert campaign.seeds_that_fit(iterated, 10, margin + 15.0, projection) == 0
+
+
+def test_a_row_in_several_blocks_of_one_job_keeps_every_seed(tmp_path, mnist_dir):
+    """With --max_seeds below the row's seeds, one job runs the row block after block: rows.json, runs.tar.gz
+    and the merged records hold every seed, each equal to a run of its seed alone."""
+    results = tmp_path / "results"
+    outdir = tmp_path / "job"
+    _campaign(outdir, rows=["supervised_100"], seeds_per_row=3, max_seeds=2, pool_size=320, initial_epochs=2,
+              test_size=100, chunk_size=64, seed_axis="map", smoke_iterations=0, budget_s=900.0,
+              data_dir=str(mnist_dir), results=str(results), workroot=str(tmp_path / "work"))
+    report = json.loads((outdir / "campaign.json").read_text())
+    assert [job["seeds"] for job in report["jobs"]] == [[0, 1], [2]]
+    rows = json.loads((outdir / "rows.json").read_text())
+    assert rows["supervised_100"]["seeds"] == [0, 1, 2]
+    assert [r["seed"] for r in rows["supervised_100"]["results"]] == [0, 1, 2]
+    with tarfile.open(outdir / "runs.tar.gz") as archive:
+        names = set(archive.getnames())
+    for seed in range(3):
+        assert {f"supervised_100/seed_{seed}/{name}" for name in ("metrics.jsonl", "summary.json")} <= names
+    campaign.merge(outdir, results, allow_reduced=True)
+    records = {p.name: json.loads(p.read_text()) for p in (results / "mnist" / "runs" / "supervised_100").glob("*")}
+    assert sorted(records) == ["seed_0.json", "seed_1.json", "seed_2.json"]
+    # Seed 2 ran alone in the second block: it equals seed 2 of a block of all three.
+    alone = tmp_path / "alone"
+    _campaign(alone, rows=["supervised_100"], seeds_per_row=3, max_seeds=3, pool_size=320, initial_epochs=2,
+              test_size=100, chunk_size=64, seed_axis="map", smoke_iterations=0, budget_s=900.0,
+              data_dir=str(mnist_dir), results=str(tmp_path / "results_alone"), workroot=str(tmp_path / "work2"))
+    together = json.loads((alone / "rows.json").read_text())["supervised_100"]["results"]
+    assert [r["test_accuracy"] for r in together] == [r["test_accuracy"] for r in rows["supervised_100"]["results"]]
