@@ -23,7 +23,7 @@ folder (checkpoint and per-seed logs), which --merge puts where the next job fin
 
 OUTDIR ends with at most five files, one folder deep: campaign.json (device, versions, commit, reference check,
 timings, projection, what each row did), progress.jsonl, rows.json (finished rows; per seed every metrics
-line, the oracle log and the final test accuracy), runs.tar.gz (their run folders PRESET/seed_S/: config.json,
+line, the number of oracle queries and the final test accuracy), runs.tar.gz (their run folders PRESET/seed_S/: config.json,
 metrics.jsonl, oracle_log.jsonl, summary.json, curves.png) and pending.tar.gz; plus any log the caller writes
 there.
 """
@@ -39,6 +39,7 @@ import platform
 import shutil
 import sys
 import tarfile
+import tempfile
 import time
 
 import jax
@@ -275,16 +276,19 @@ def run_config(preset: str, first_seed: int, num_seeds: int, seed_axis: str):
     return config
 
 
+def seed_record(seed: int, folder: pathlib.Path) -> dict:
+    """A finished seed's run folder as a record: seed, test_accuracy, every metrics line, the number of oracle
+    queries (the oracle log itself, 60,000 lines for the 60,000-label row, stays in runs.tar.gz)."""
+    summary = json.loads((folder / runfolder.SUMMARY).read_text())
+    return {"seed": seed, "test_accuracy": summary["test_accuracy"],
+            "metrics": checkpoint.read_jsonl(folder / runfolder.METRICS),
+            "oracle_queries": len(checkpoint.read_jsonl(folder / runfolder.ORACLE_LOG))}
+
+
 def seed_records(workdir: pathlib.Path, config) -> list[dict]:
-    """Per seed of a finished run in `workdir`: seed, test_accuracy, every metrics line, the oracle log."""
-    records = []
-    for r in range(config.num_seeds):
-        folder = runfolder.seed_folder(workdir, config.seed + r, config.num_seeds)
-        summary = json.loads((folder / runfolder.SUMMARY).read_text())
-        records.append({"seed": config.seed + r, "test_accuracy": summary["test_accuracy"],
-                        "metrics": checkpoint.read_jsonl(folder / runfolder.METRICS),
-                        "oracle_log": checkpoint.read_jsonl(folder / runfolder.ORACLE_LOG)})
-    return records
+    """seed_record of each seed of a finished run in `workdir`."""
+    return [seed_record(seed, runfolder.seed_folder(workdir, seed, config.num_seeds))
+            for seed in range(config.seed, config.seed + config.num_seeds)]
 
 
 def _tar(sources: dict, skip=(".lock", "checkpoint.prev.msgpack", runfolder.LABELS)) -> bytes:
@@ -514,15 +518,47 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
 SCALE_FIELDS = ("pool_size", "iterations", "initial_epochs", "test_size")
 
 
+def rows_from_archive(job: pathlib.Path, report: dict) -> dict:
+    """What rows.json holds, rebuilt from runs.tar.gz and campaign.json's finished jobs: for a job whose rows.json
+    did not come back (a file over the transfer limit, or a job killed between the two writes)."""
+    rows: dict = {}
+    with tempfile.TemporaryDirectory() as folder, tarfile.open(job / "runs.tar.gz") as archive:
+        archive.extractall(folder, filter="data")
+        for entry in report["jobs"]:
+            if "test_accuracy" not in entry:  # stopped part-way: the pending row
+                continue
+            seeds = entry["seeds"]
+            folders = [pathlib.Path(folder) / entry["row"] / f"seed_{seed}" for seed in seeds]
+            records = [seed_record(seed, path) for seed, path in zip(seeds, folders)]
+            if entry["row"] in rows:
+                row = rows[entry["row"]]
+                row["seeds"] += seeds
+                row["wall_seconds"] += entry["wall_seconds"]
+                row["results"] += records
+                continue
+            rows[entry["row"]] = {
+                "row": entry["row"], "config": json.loads((folders[0] / runfolder.CONFIG).read_text()),
+                "seeds": list(seeds), "seed_axis": entry["seed_axis"], "device": report["device"],
+                "commit": report["commit"], "command": report["command"], "wall_seconds": entry["wall_seconds"],
+                "results": records}
+    return rows
+
+
 def merge(job: pathlib.Path, results_dir: pathlib.Path, allow_reduced: bool = False) -> list[pathlib.Path]:
     """Folds a job folder into `results_dir`: each finished row's seeds as records in mnist/runs/PRESET/
     (scale "paper"), the job's timings into bench/, the job's pending checkpoint into mnist/ (or removes the
     one it finished), then the MNIST report. Merge jobs in the order they ran. Returns the files written.
+    Without rows.json the rows are rebuilt from runs.tar.gz (rows_from_archive).
 
     Rows run with smaller settings (--pool_size, --iterations, ...) are refused unless `allow_reduced`; their
     records then get scale "reduced" and never mix with the paper's setting."""
     report = json.loads((job / "campaign.json").read_text())
-    rows = json.loads((job / "rows.json").read_text()) if (job / "rows.json").exists() else {}
+    if (job / "rows.json").exists():
+        rows = json.loads((job / "rows.json").read_text())
+    elif (job / "runs.tar.gz").exists():
+        rows = rows_from_archive(job, report)
+    else:
+        rows = {}
     reduced = {}
     for preset, row in rows.items():
         paper = mnist.get_config(preset)
@@ -547,7 +583,7 @@ def merge(job: pathlib.Path, results_dir: pathlib.Path, allow_reduced: bool = Fa
                 "scale": "reduced" if reduced[preset] else "cpu" if preset.startswith(mnist.CPU_PREFIX) else "paper",
                 "test_accuracy": 100 * result["test_accuracy"], "config": dict(row["config"], seed=result["seed"]),
                 "summary": {"iterations": last["iteration"], "labels": last["labels"], "final": last,
-                            "test_accuracy": result["test_accuracy"], "oracle_queries": len(result["oracle_log"])},
+                            "test_accuracy": result["test_accuracy"], "oracle_queries": result["oracle_queries"]},
                 "metrics": result["metrics"],
                 "command": (row["command"]
                             + f"  # seed {result['seed']} of {row['seeds']}, seed axis {row['seed_axis']}"),

@@ -154,6 +154,12 @@ def test_a_row_in_several_blocks_of_one_job_keeps_every_seed(tmp_path, mnist_dir
     campaign.merge(outdir, results, allow_reduced=True)
     records = {p.name: json.loads(p.read_text()) for p in (results / "mnist" / "runs" / "supervised_100").glob("*")}
     assert sorted(records) == ["seed_0.json", "seed_1.json", "seed_2.json"]
+    # A job whose rows.json did not come back merges from runs.tar.gz and campaign.json to the same records.
+    (outdir / "rows.json").unlink()
+    rebuilt = tmp_path / "rebuilt"
+    campaign.merge(outdir, rebuilt, allow_reduced=True)
+    assert {p.name: json.loads(p.read_text()) for p in (rebuilt / "mnist" / "runs" / "supervised_100").glob("*")} \
+        == records
     # Seed 2 ran alone in the second block: it equals seed 2 of a block of all three.
     alone = tmp_path / "alone"
     _campaign(alone, rows=["supervised_100"], seeds_per_row=3, max_seeds=3, pool_size=320, initial_epochs=2,
