@@ -184,11 +184,12 @@ class Driver:
         self.module = models.build(config.model, first.dataset.num_classes)
         self.apply_fn = models.make_apply(self.module)
         self.mesh = uncertainty.pool_mesh(config.pool_devices)
-        if (config.train.augment_degrees or config.train.augment_scale) and first.pool_images.ndim != 4:
+        if config_lib.augmenting(config) and first.pool_images.ndim != 4:
             raise config_lib.ConfigError(
                 f"config.train.augment_degrees={config.train.augment_degrees} / augment_scale="
-                f"{config.train.augment_scale} warp images [N, H, W, C], but {config.data.name!r} has samples of "
-                f"shape {tuple(first.pool_images.shape[1:])}; set both to 0."
+                f"{config.train.augment_scale} / augment_shift={config.train.augment_shift} warp images "
+                f"[N, H, W, C], but {config.data.name!r} has samples of shape {tuple(first.pool_images.shape[1:])}; "
+                "set them to 0."
             )
         config_lib.check_budget(config, self.num_pool)
         for seed in self.seeds:  # checks initial_per_class against the pool and its rarest class
@@ -213,8 +214,8 @@ class Driver:
         checks = [
             ("num_seeds", config.num_seeds == 1, "1 (one run over several processes)"),
             ("val_size", config.val_size == 0, "0 (a validation set would need every process's images)"),
-            ("train.augment_degrees", not (config.train.augment_degrees or config.train.augment_scale),
-             "0 with train.augment_scale 0 (augmentation is single-process)"),
+            ("train.augment_degrees", not config_lib.augmenting(config),
+             "0 with train.augment_scale and train.augment_shift 0 (augmentation is single-process)"),
             ("model.dropout_masks", config.model.dropout_masks == "hash",
              "'hash' (its masks follow a row's place in the global batch)"),
             ("train.batch_size", config.train.batch_size % count == 0,
@@ -426,7 +427,8 @@ class Driver:
             return algorithm.stack([state]), [epoch]
         return algorithm.train_epoch(self.states, self.pool_images, self._targets(), plans, config.train.batch_size,
                                      self.shared_pool, self.seed_axis, self._labeled(),
-                                     config.train.augment_degrees, config.train.augment_scale)
+                                     config.train.augment_degrees, config.train.augment_scale,
+                                     config.train.augment_shift)
 
     def initial_fit(self) -> None:
         """Lines 1-2: buy the initial ground truth, then fit on it alone (upsampled); each seed stops by

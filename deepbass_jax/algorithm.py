@@ -189,9 +189,10 @@ def seeds_pseudo_labels(stats, theta, labeled, selected, mode: str, seed_axis: s
 
 
 @functools.partial(jax.jit, donate_argnums=0,
-                   static_argnames=("shared_images", "seed_axis", "augment_degrees", "augment_scale"))
+                   static_argnames=("shared_images", "seed_axis", "augment_degrees", "augment_scale", "augment_shift"))
 def seeds_train_step(states, images, targets, batch_indices, batch_weights, augment, take_step, shared_images: bool,
-                     seed_axis: str, augment_degrees: float = 0.0, augment_scale: float = 0.0):
+                     seed_axis: str, augment_degrees: float = 0.0, augment_scale: float = 0.0,
+                     augment_shift: float = 0.0):
     """Line 12, one step: `train.train_step` per seed; states [R], images [R, N, ...] ([N, ...] if shared),
     targets [R, N], batch_indices / batch_weights / augment [R, B], take_step [R] bool. A seed with take_step
     False keeps its whole state (an Adam step on a zero-weight batch would still move it through the L2 term
@@ -200,11 +201,11 @@ def seeds_train_step(states, images, targets, batch_indices, batch_weights, augm
     The gather from the pool and the step are one program: it compiles once per pool shape. (Split in two, the
     step would compile once for every pool size, but under lax.map its loss no longer matched a single run's
     to the bit.)"""
-    augmenting = augment_degrees != 0 or augment_scale != 0
+    augmenting = augment_degrees != 0 or augment_scale != 0 or augment_shift != 0
 
     def one(state, images, targets, indices, weights, warp, take):
         new_state, metrics = train.train_step(state, images, targets, indices, weights, warp if augmenting else None,
-                                              augment_degrees, augment_scale)
+                                              augment_degrees, augment_scale, augment_shift)
         keep = lambda new, old: jnp.where(take, new, old)  # noqa: E731
         metrics = jax.tree_util.tree_map(lambda m: jnp.where(take, m, jnp.zeros_like(m)), metrics)
         return jax.tree_util.tree_map(keep, new_state, state), metrics
@@ -276,15 +277,15 @@ def pool_stats(apply_fn, params, images, keys, num_passes: int, chunk_size: int,
 
 
 def train_epoch(states, images, targets, plans, batch_size: int, shared: bool, seed_axis: str, labeled=None,
-                augment_degrees: float = 0.0, augment_scale: float = 0.0):
+                augment_degrees: float = 0.0, augment_scale: float = 0.0, augment_shift: float = 0.0):
     """Line 12: one epoch per seed over its plan [(indices [M_r], weights [M_r])], in batches of exactly
     `batch_size` (padded with weight 0): seed r takes ceil(M_r / batch_size) steps, then no-ops.
 
-    With augment_degrees or augment_scale > 0, plan entries of ground-truth samples (labeled [R, N] bool) are
-    warped; pseudo-labeled ones are not. Returns the states and per seed train.EpochMetrics (None for an empty
+    With augment_degrees, augment_scale or augment_shift > 0, plan entries of ground-truth samples (labeled
+    [R, N] bool) are warped; pseudo-labeled ones are not. Returns the states and per seed train.EpochMetrics (None for an empty
     plan); FloatingPointError (naming the seed index) when a loss is not finite.
     """
-    augmenting = augment_degrees != 0 or augment_scale != 0
+    augmenting = augment_degrees != 0 or augment_scale != 0 or augment_shift != 0
     if augmenting and labeled is None:
         raise ValueError("augmentation warps ground-truth samples only: give train_epoch the `labeled` masks.")
     steps = np.array([-(-len(indices) // batch_size) for indices, _ in plans])
@@ -303,7 +304,7 @@ def train_epoch(states, images, targets, plans, batch_size: int, shared: bool, s
         states, metrics = seeds_train_step(states, images, targets, indices[:, batch], weights[:, batch],
                                            augment[:, batch], take_step[:, s], shared_images=shared,
                                            seed_axis=seed_axis, augment_degrees=augment_degrees,
-                                           augment_scale=augment_scale)
+                                           augment_scale=augment_scale, augment_shift=augment_shift)
         total_loss += metrics.loss  # accumulated on device, per seed
         total_correct += metrics.correct
         total_count += metrics.count

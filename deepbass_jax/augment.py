@@ -1,20 +1,26 @@
-"""Ground-truth data augmentation (section 5, "Data Augmentation"): slight random rotations and scalings.
+"""Ground-truth data augmentation (section 5, "Data Augmentation"): slight random rotations and scalings, and
+optionally translations (the paper names none; the authors' code shifted by up to 5 %, see
+results/mnist/augmentation).
 
 Shapes: `images` are [B, H, W, C] float32; per-sample parameters are [B]. An affine warp maps the output
 pixel (row r, column c) back to the input point it samples, about the image centre ((H-1)/2, (W-1)/2):
 the input is first scaled by (scale_h, scale_w) along (height, width), then rotated by `degrees`, positive
 counter-clockwise as displayed (row 0 at the top), so 90 degrees at scale 1 is `np.rot90(image)` of a
-square image. Bilinear interpolation; points outside the input read 0 (constant fill).
+square image, then moved down by shift_rows and right by shift_cols pixels. Bilinear interpolation; points
+outside the input read 0 (constant fill).
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import jax
 import jax.numpy as jnp
 from jax.scipy.ndimage import map_coordinates
 
 
-def source_coordinates(height: int, width: int, degrees: jax.Array, scale_h: jax.Array, scale_w: jax.Array):
+def source_coordinates(height: int, width: int, degrees: jax.Array, scale_h: jax.Array, scale_w: jax.Array,
+                       shift_rows: jax.Array = 0.0, shift_cols: jax.Array = 0.0):
     """Input (rows, cols), each [H, W] float32, that the output pixels of one warp sample (scalar parameters)."""
     center_row, center_col = (height - 1) / 2, (width - 1) / 2
     rows, cols = jnp.meshgrid(jnp.arange(height, dtype=jnp.float32), jnp.arange(width, dtype=jnp.float32),
@@ -24,23 +30,28 @@ def source_coordinates(height: int, width: int, degrees: jax.Array, scale_h: jax
     cos, sin = jnp.cos(angle), jnp.sin(angle)
     source_x = (cos * x + sin * y) / scale_w  # the inverse map: rotate back by -angle, then unscale
     source_y = (-sin * x + cos * y) / scale_h
-    return center_row - source_y, center_col + source_x
+    return center_row - source_y - shift_rows, center_col + source_x - shift_cols
 
 
-def transform(images: jax.Array, degrees: jax.Array, scale_h: jax.Array, scale_w: jax.Array) -> jax.Array:
-    """Warps images [B, H, W, C] by per-sample degrees, scale_h, scale_w [B] -> [B, H, W, C] (see module doc).
+def transform(images: jax.Array, degrees: jax.Array, scale_h: jax.Array, scale_w: jax.Array,
+              shift_rows: Optional[jax.Array] = None, shift_cols: Optional[jax.Array] = None) -> jax.Array:
+    """Warps images [B, H, W, C] by per-sample degrees, scale_h, scale_w and (optional) shift_rows, shift_cols
+    (pixels) [B] -> [B, H, W, C] (see module doc).
 
     `map_coordinates(order=1, mode="constant")` vmapped over samples and channels: on CPU it was faster than a
     hand-written 4-corner gather and equal to it bitwise.
     """
-    _, height, width, _ = images.shape
+    batch, height, width, _ = images.shape
+    no_shift = jnp.zeros((batch,), jnp.float32)
+    shift_rows = no_shift if shift_rows is None else shift_rows
+    shift_cols = no_shift if shift_cols is None else shift_cols
 
-    def one(image, angle, sh, sw):  # [H, W, C]
-        rows, cols = source_coordinates(height, width, angle, sh, sw)
+    def one(image, angle, sh, sw, dr, dc):  # [H, W, C]
+        rows, cols = source_coordinates(height, width, angle, sh, sw, dr, dc)
         sample = lambda channel: map_coordinates(channel, [rows, cols], order=1, mode="constant")  # noqa: E731
         return jax.vmap(sample, in_axes=2, out_axes=2)(image)
 
-    return jax.vmap(one)(images, degrees, scale_h, scale_w).astype(images.dtype)
+    return jax.vmap(one)(images, degrees, scale_h, scale_w, shift_rows, shift_cols).astype(images.dtype)
 
 
 def random_parameters(key: jax.Array, batch: int, max_degrees: float, max_scale: float):
@@ -52,31 +63,49 @@ def random_parameters(key: jax.Array, batch: int, max_degrees: float, max_scale:
     return degrees, scale_h, scale_w
 
 
-def _check(images, max_degrees: float, max_scale: float) -> None:
+def random_shifts(key: jax.Array, batch: int, height: int, width: int, max_shift: float):
+    """Per-sample (shift_rows, shift_cols) in pixels, each [B]: U(-max_shift, max_shift) times height / width (a
+    fraction of the image, as keras' height/width_shift_range). Drawn from fold_in(key, SHIFT_STREAM), so turning
+    shifts on leaves the rotations and scalings of `random_parameters(key)` as they were."""
+    row_key, col_key = jax.random.split(jax.random.fold_in(key, SHIFT_STREAM))
+    shift_rows = jax.random.uniform(row_key, (batch,), minval=-max_shift, maxval=max_shift) * height
+    shift_cols = jax.random.uniform(col_key, (batch,), minval=-max_shift, maxval=max_shift) * width
+    return shift_rows, shift_cols
+
+
+SHIFT_STREAM = 3  # fold_in constant of the shifts' key
+
+
+def _check(images, max_degrees: float, max_scale: float, max_shift: float) -> None:
     if images.ndim != 4:
         raise ValueError(f"augmentation warps images [B, H, W, C]; got an array of shape {images.shape}.")
-    if not (0 <= max_degrees < 180 and 0 <= max_scale < 1):
-        raise ValueError(f"max_degrees={max_degrees} must lie in [0, 180) and max_scale={max_scale} in [0, 1).")
+    if not (0 <= max_degrees < 180 and 0 <= max_scale < 1 and 0 <= max_shift < 0.5):
+        raise ValueError(f"max_degrees={max_degrees} must lie in [0, 180), max_scale={max_scale} in [0, 1) and "
+                         f"max_shift={max_shift} in [0, 0.5).")
 
 
-def random_affine(images: jax.Array, key: jax.Array, max_degrees: float, max_scale: float) -> jax.Array:
-    """Each sample of images [B, H, W, C] rotated and scaled by its own random parameters (`random_parameters`).
+def random_affine(images: jax.Array, key: jax.Array, max_degrees: float, max_scale: float,
+                  max_shift: float = 0.0) -> jax.Array:
+    """Each sample of images [B, H, W, C] rotated, scaled and (max_shift > 0) shifted by its own random parameters
+    (`random_parameters`, `random_shifts`).
 
-    max_degrees and max_scale are static Python floats; both 0 returns `images` itself, untouched.
+    max_degrees, max_scale and max_shift are static Python floats; all 0 returns `images` itself, untouched.
     """
-    if max_degrees == 0 and max_scale == 0:
+    if max_degrees == 0 and max_scale == 0 and max_shift == 0:
         return images
-    _check(images, max_degrees, max_scale)
-    return transform(images, *random_parameters(key, images.shape[0], max_degrees, max_scale))
+    _check(images, max_degrees, max_scale, max_shift)
+    batch, height, width, _ = images.shape
+    shifts = random_shifts(key, batch, height, width, max_shift) if max_shift else (None, None)
+    return transform(images, *random_parameters(key, batch, max_degrees, max_scale), *shifts)
 
 
 def random_affine_where(images: jax.Array, mask: jax.Array, key: jax.Array, max_degrees: float,
-                        max_scale: float) -> jax.Array:
+                        max_scale: float, max_shift: float = 0.0) -> jax.Array:
     """`random_affine` on the rows of images [B, H, W, C] where mask [B] bool is True; other rows bitwise as given.
 
     Row i's parameters do not depend on the mask (every row draws its own), only whether they are applied.
     """
-    if max_degrees == 0 and max_scale == 0:
+    if max_degrees == 0 and max_scale == 0 and max_shift == 0:
         return images
-    warped = random_affine(images, key, max_degrees, max_scale)
+    warped = random_affine(images, key, max_degrees, max_scale, max_shift)
     return jnp.where(mask.reshape(-1, *([1] * (images.ndim - 1))), warped, images)

@@ -66,6 +66,7 @@ _MEANINGS = {
     "model.dropout_rate": "the dropout rate of training and of MC dropout",
     "train.augment_degrees": "the maximum rotation of ground-truth augmentation in degrees; 0 is off",
     "train.augment_scale": "the maximum relative height/width scaling of ground-truth augmentation; 0 is off",
+    "train.augment_shift": "the maximum shift of ground-truth augmentation as a fraction of height/width; 0 is off",
     "num_seeds": "R, the seeds run at once",
 }
 _EXTRA_FIELDS = ("preset",)  # top-level fields a config file may add to default_config()
@@ -116,6 +117,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         ("train.pseudo_weight", config.train.pseudo_weight > 0, "positive"),
         ("train.augment_degrees", 0 <= config.train.augment_degrees < 180, "in [0, 180) (the paper: below 10)"),
         ("train.augment_scale", 0 <= config.train.augment_scale < 1, "in [0, 1) (the paper: 0.05)"),
+        ("train.augment_shift", 0 <= config.train.augment_shift < 0.5,
+         "in [0, 0.5) (the paper: none; the authors' code: 0.05)"),
         ("val_size", config.val_size >= 0, "0 or more"),
         ("pool_size", config.pool_size >= 0, "0 (all) or more"),
         ("test_size", config.test_size >= 0, "0 (all) or more"),
@@ -135,6 +138,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
                 f"config.{field}={value!r} is invalid{meaning}: it must be {expected}; set --config.{field} "
                 "to such a value."
             )
+
+
+def augmenting(config: ml_collections.ConfigDict) -> bool:
+    """Whether ground-truth samples are warped (any of train.augment_degrees / _scale / _shift above 0)."""
+    train_config = config.train
+    return bool(train_config.augment_degrees or train_config.augment_scale or train_config.augment_shift)
 
 
 def seed_axis(config: ml_collections.ConfigDict, backend: str | None = None) -> str:

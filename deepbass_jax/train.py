@@ -33,6 +33,7 @@ def default_config() -> ml_collections.ConfigDict:
     # Ground-truth augmentation (section 5, "Data Augmentation"); pseudo-labeled samples are never warped.
     config.augment_degrees = 0.0  # max rotation in degrees, U(-a, a) per sample (0 = off; paper: below 10)
     config.augment_scale = 0.0  # max relative scaling of height and width, each U(1-s, 1+s) (paper: 0.05)
+    config.augment_shift = 0.0  # max shift, a fraction of height / width, each U(-s, s) (paper: none; authors: 0.05)
     return config
 
 
@@ -85,15 +86,15 @@ def augment_key(dropout_key: jax.Array, step: jax.Array) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(dropout_key, step), AUGMENT_STREAM)
 
 
-@functools.partial(jax.jit, static_argnames=("augment_degrees", "augment_scale"))
+@functools.partial(jax.jit, static_argnames=("augment_degrees", "augment_scale", "augment_shift"))
 def gather_batch(images: jax.Array, targets: jax.Array, batch_indices: jax.Array, augment=None, dropout_key=None,
-                  step=None, augment_degrees: float = 0.0, augment_scale: float = 0.0):
+                  step=None, augment_degrees: float = 0.0, augment_scale: float = 0.0, augment_shift: float = 0.0):
     """images[batch_indices], targets[batch_indices]; with `augment` [B] bool, the rows marked True are warped
     by `augment_lib.random_affine_where` with key `augment_key(dropout_key, step)`."""
     x, y = images[batch_indices], targets[batch_indices]
     if augment is not None:
         x = augment_lib.random_affine_where(x, augment, augment_key(dropout_key, step), augment_degrees,
-                                            augment_scale)
+                                            augment_scale, augment_shift)
     return x, y
 
 
@@ -106,20 +107,22 @@ def train_step(
     augment: Optional[jax.Array] = None,
     augment_degrees: float = 0.0,
     augment_scale: float = 0.0,
+    augment_shift: float = 0.0,
 ) -> tuple[TrainState, StepMetrics]:
     """One Adam step on the batch images[batch_indices] with labels targets[batch_indices].
 
     images [N, ...] and targets [N] are the whole pool (gathered on device); batch_indices [B] int32,
     batch_weights [B] float32 (0 marks padding). Called alone, the gather and `batch_step` are two programs;
     `algorithm.seeds_train_step` traces both into one. augment [B] bool (images [N, H, W, C] only) marks the
-    rows to warp by a random rotation of up to `augment_degrees` and scaling of up to `augment_scale` (static
-    floats, config.train's fields of those names); None or both 0: no augmentation.
+    rows to warp by a random rotation of up to `augment_degrees`, scaling of up to `augment_scale` and shift of up
+    to `augment_shift` (static floats, config.train's fields of those names); None or all 0: no augmentation.
     """
-    if augment is None or (augment_degrees == 0 and augment_scale == 0):
+    if augment is None or (augment_degrees == 0 and augment_scale == 0 and augment_shift == 0):
         x, y = gather_batch(images, targets, batch_indices)
     else:
         x, y = gather_batch(images, targets, batch_indices, augment, state.dropout_key, state.step,
-                             augment_degrees=augment_degrees, augment_scale=augment_scale)
+                             augment_degrees=augment_degrees, augment_scale=augment_scale,
+                             augment_shift=augment_shift)
     return batch_step(state, x, y, batch_weights)
 
 

@@ -13,8 +13,9 @@ bit for bit `--config.seed=s` alone). Each finished variant is kept in OUTDIR/st
 accuracy, mean, sample std, seconds, commit, device, commands) and not run again; README.md is made from
 study.json alone. Run directories with checkpoints live under --workroot.
 
-Prototype variants (`Variant.prototype`) measure augmentations the package cannot express yet, as the authors'
-code did it (mrottmann/DeepBASS, deepbass.py: keras ImageDataGenerator(rotation_range=10, width_shift_range=0.05,
+Prototype variants (`Variant.prototype`) measure augmentations the package could not express when they ran
+(shifts: since then `config.train.augment_shift`, measured as `shift_10_package`) or cannot (nearest-neighbour
+sampling, 'nearest' fill, a channel shift), as the authors' code did it (mrottmann/DeepBASS, deepbass.py: keras ImageDataGenerator(rotation_range=10, width_shift_range=0.05,
 height_shift_range=0.05, channel_shift_range=0.05), keras 2.0.8: nearest-neighbour sampling (order 0) and
 fill_mode 'nearest'): for their run only, this script replaces deepbass_jax.augment.random_affine by
 `prototype_affine` (JAX caches cleared before and after). Their config.json therefore shows only the
@@ -85,6 +86,9 @@ VARIANTS = {
     "upsample_100": Variant(AUG, "upsample x100 (5x the views and steps per epoch)", {"train.upsample": 100}),
     "upsample_100_20_epochs": Variant(AUG, "upsample x100, 20 epochs (the preset's 400 steps)",
                                       {"train.upsample": 100, "initial_epochs": 20}),
+    # 4. Shifts, as the package does them now (train.augment_shift; the preset shift_augmented_supervised_50).
+    "shift_10_package": Variant(AUG, "shift <= 10 % (2.8 px) with train.augment_shift: shift_10 in the package "
+                                "(preset shift_augmented_supervised_50)", {"train.augment_shift": 0.1}, seeds=5),
     # Prototypes: augmentations the package cannot express (see the module doc); not run by default.
     "keras_authors": Variant(AUG, "prototype: the authors' keras ImageDataGenerator: rotation < 10 deg, shift "
                              "<= 5 % (1.4 px), channel shift 0.05, nearest neighbour, 'nearest' fill, no scaling",
@@ -149,14 +153,17 @@ def main_command(name: str, seeds: list[int], data_dir: Optional[str]) -> Option
 
 # ------------------------------------------------------------------------------------------------ prototype
 def prototype_affine(images: jax.Array, key: jax.Array, max_degrees: float, max_scale: float,
-                     prototype: Prototype) -> jax.Array:
-    """deepbass_jax.augment.random_affine plus `prototype`'s translation, sampling order, fill and channel shift.
+                     max_shift: float = 0.0, *, prototype: Prototype) -> jax.Array:
+    """deepbass_jax.augment.random_affine plus `prototype`'s translation, sampling order, fill and channel shift
+    (the prototype's shift, drawn as below: config.train.augment_shift must be 0).
 
     Per sample: degrees, scale_h, scale_w as augment.random_parameters; a shift (dy, dx) ~ U(-s, s) * (H, W)
     moves the warped image down / right; map_coordinates(order, mode=fill, cval=0); then, with a channel shift
     c, U(-c, c) is added to every pixel and the result clipped to that image's [min, max] (keras 2.0.8
     random_channel_shift).
     """
+    if max_shift:
+        raise ValueError(f"a prototype brings its own shift; got config.train.augment_shift={max_shift} as well.")
     batch, height, width, _ = images.shape
     parameter_key, shift_key, channel_key = jax.random.split(key, 3)
     degrees, scale_h, scale_w = augment.random_parameters(parameter_key, batch, max_degrees, max_scale)

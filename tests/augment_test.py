@@ -26,8 +26,8 @@ def _square(size=29, side=8):
 
 # Jitted: op-by-op dispatch would compile every primitive separately (seconds per new shape on 2 cores).
 _transform = jax.jit(augment.transform)
-_random_affine = jax.jit(augment.random_affine, static_argnames=("max_degrees", "max_scale"))
-_random_affine_where = jax.jit(augment.random_affine_where, static_argnames=("max_degrees", "max_scale"))
+_random_affine = jax.jit(augment.random_affine, static_argnames=("max_degrees", "max_scale", "max_shift"))
+_random_affine_where = jax.jit(augment.random_affine_where, static_argnames=("max_degrees", "max_scale", "max_shift"))
 
 
 def _warp(images, degrees=0.0, scale_h=1.0, scale_w=1.0):
@@ -39,6 +39,7 @@ def _warp(images, degrees=0.0, scale_h=1.0, scale_w=1.0):
 def test_off_returns_the_input_itself():
     x = _images()
     assert augment.random_affine(x, jax.random.key(0), 0.0, 0.0) is x
+    assert augment.random_affine(x, jax.random.key(0), 0.0, 0.0, 0.0) is x
     assert augment.random_affine_where(x, jnp.ones(4, bool), jax.random.key(0), 0, 0) is x
 
 
@@ -59,6 +60,37 @@ def test_scaling_resizes_a_centered_square_along_the_right_axis(scale_h, scale_w
     assert warped[:, center].sum() == pytest.approx(8 * scale_h, abs=0.3)  # height
     assert warped[center, :].sum() == pytest.approx(8 * scale_w, abs=0.3)  # width
     assert warped.sum() == pytest.approx(64 * scale_h * scale_w, rel=0.06)
+
+
+@pytest.mark.parametrize("rows, cols", [(2, 0), (0, -3), (1, 2), (-4, -1)])
+def test_a_whole_pixel_shift_moves_the_image_down_and_right_with_zero_fill(rows, cols):
+    x = np.asarray(_images(batch=2, height=9, width=8, channels=2))
+    shift = lambda value: np.full(2, value, np.float32)  # noqa: E731
+    out = np.asarray(_transform(jnp.asarray(x), shift(0.0), shift(1.0), shift(1.0), shift(rows), shift(cols)))
+    expected = np.zeros_like(x)
+    height, width = x.shape[1:3]
+    expected[:, max(rows, 0): height + min(rows, 0), max(cols, 0): width + min(cols, 0)] = \
+        x[:, max(-rows, 0): height - max(rows, 0), max(-cols, 0): width - max(cols, 0)]
+    np.testing.assert_allclose(out, expected, atol=1e-6)
+
+
+def test_random_shifts_are_fractions_of_height_and_width_and_leave_the_other_parameters_alone():
+    x = _images(batch=256, height=20, width=10)
+    rows, cols = (np.asarray(v) for v in augment.random_shifts(jax.random.key(0), 256, 20, 10, 0.1))
+    assert -2.0 <= rows.min() < -1.6 and 1.6 < rows.max() <= 2.0  # U(-0.1, 0.1) x 20 px
+    assert -1.0 <= cols.min() < -0.8 and 0.8 < cols.max() <= 1.0  # U(-0.1, 0.1) x 10 px
+    # Shifts on top of the same key's rotations and scalings: those are the ones random_affine draws without.
+    key = jax.random.key(7)
+    shifted = _random_affine(x, key, 10.0, 0.05, 0.1)
+    by_hand = _transform(x, *augment.random_parameters(key, 256, 10.0, 0.05),
+                         *augment.random_shifts(key, 256, 20, 10, 0.1))
+    np.testing.assert_array_equal(shifted, by_hand)
+    np.testing.assert_array_equal(_random_affine(x, key, 10.0, 0.05, 0.0),
+                                  _transform(x, *augment.random_parameters(key, 256, 10.0, 0.05)))
+    only_shift = np.asarray(_random_affine(x, key, 0.0, 0.0, 0.1))  # shifts alone are augmentation too
+    assert not np.array_equal(only_shift, np.asarray(x))
+    with pytest.raises(ValueError, match="max_shift=0.5"):
+        augment.random_affine(x, key, 0.0, 0.0, 0.5)
 
 
 def test_outputs_stay_within_the_input_range():
@@ -231,6 +263,7 @@ def test_augmentation_needs_the_labeled_mask():
 # ------------------------------------------------------------------------------------------ config
 @pytest.mark.parametrize("field, value", [("augment_degrees", -1.0), ("augment_degrees", 180.0),
                                           ("augment_scale", -0.01), ("augment_scale", 1.0),
+                                          ("augment_shift", -0.01), ("augment_shift", 0.5),
                                           ("augment_degrees", float("nan"))])
 def test_validation_rejects_out_of_range_values_naming_the_field(field, value):
     config = config_lib.default_config()
@@ -253,5 +286,5 @@ def _toy_with_augmentation():
 
 
 def test_driver_refuses_augmentation_of_non_image_data(tmp_path):
-    with pytest.raises(config_lib.ConfigError, match=r"config\.train\.augment_degrees=5\.0 .* shape \(2,\); set both"):
+    with pytest.raises(config_lib.ConfigError, match=r"config\.train\.augment_degrees=5\.0 .* shape \(2,\); set them to 0"):
         active.Driver(_toy_with_augmentation(), tmp_path)

@@ -72,7 +72,7 @@ def test_prototype_shift_with_nearest_sampling_is_a_roll():
     image[0, 10:14, 9:12, 0] = np.arange(12, dtype=np.float32).reshape(4, 3) + 1
     prototype = study.Prototype(shift=0.1, order=0)
     key = jax.random.key(3)
-    out = np.asarray(study.prototype_affine(image, key, 0.0, 0.0, prototype))
+    out = np.asarray(study.prototype_affine(image, key, 0.0, 0.0, prototype=prototype))
     shift = np.asarray(jax.random.uniform(jax.random.split(key, 3)[1], (1, 2), minval=-0.1, maxval=0.1))[0] * 28
     dy, dx = np.round(shift).astype(int)
     assert (dy, dx) != (0, 0)
@@ -82,14 +82,30 @@ def test_prototype_shift_with_nearest_sampling_is_a_roll():
 def test_prototype_without_extras_is_the_packages_warp():
     images = jax.random.uniform(jax.random.key(0), (4, 28, 28, 1))
     key = jax.random.key(1)
-    ours = study.prototype_affine(images, key, 10.0, 0.05, study.Prototype())
+    ours = study.prototype_affine(images, key, 10.0, 0.05, prototype=study.Prototype())
     degrees, sh, sw = augment.random_parameters(jax.random.split(key, 3)[0], 4, 10.0, 0.05)
     np.testing.assert_allclose(ours, augment.transform(images, degrees, sh, sw), atol=1e-6)
 
 
+def test_the_packages_shift_warps_as_the_prototypes_did():
+    """train.augment_shift (augment.transform's shifts) moves images as the shift prototype did: given the same
+    parameters, the same images; and a prototype refuses a package shift on top of its own."""
+    images = jax.random.uniform(jax.random.key(0), (4, 28, 28, 1))
+    key = jax.random.key(1)
+    prototype = study.prototype_affine(images, key, 10.0, 0.05, prototype=study.Prototype(shift=0.1))
+    parameter_key, shift_key, _ = jax.random.split(key, 3)
+    shifts = jax.random.uniform(shift_key, (4, 2), minval=-0.1, maxval=0.1) * 28
+    package = augment.transform(images, *augment.random_parameters(parameter_key, 4, 10.0, 0.05), shifts[:, 0],
+                                shifts[:, 1])
+    np.testing.assert_allclose(prototype, package, atol=1e-5)
+    with pytest.raises(ValueError, match="its own shift"):
+        study.prototype_affine(images, key, 10.0, 0.05, 0.1, prototype=study.Prototype(shift=0.1))
+
+
 def test_prototype_channel_shift_stays_in_the_images_range():
     images = jax.random.uniform(jax.random.key(0), (8, 28, 28, 1))
-    out = np.asarray(study.prototype_affine(images, jax.random.key(2), 0.0, 0.0, study.Prototype(channel_shift=0.3)))
+    out = np.asarray(study.prototype_affine(images, jax.random.key(2), 0.0, 0.0,
+                                            prototype=study.Prototype(channel_shift=0.3)))
     inside = np.asarray(images)
     assert (out.min(axis=(1, 2, 3)) >= inside.min(axis=(1, 2, 3)) - 1e-6).all()
     assert (out.max(axis=(1, 2, 3)) <= inside.max(axis=(1, 2, 3)) + 1e-6).all()

@@ -269,8 +269,8 @@ CASES = [
          "setup", _run(_toy_config(budget=5000))),
     Case("Augmentation of data that are not images", "`--config.train.augment_degrees=10` on the yin-yang toy",
          config_lib.ConfigError,
-         "config.train.augment_degrees=10.0 / augment_scale=0.0 warp images [N, H, W, C], but 'yinyang' has "
-         "samples of shape (2,); set both to 0.",
+         "config.train.augment_degrees=10.0 / augment_scale=0.0 / augment_shift=0.0 warp images [N, H, W, C], but "
+         "'yinyang' has samples of shape (2,); set them to 0.",
          "setup", _run(_toy_config(**{"train.augment_degrees": 10.0}))),
     Case("Data directory does not exist", "`--config.data.data_dir=nowhere`", data.DataError,
          "…/nowhere: data directory does not exist; check --config.data.data_dir.",

@@ -75,8 +75,9 @@ def test_each_preset_sets_what_its_name_says(preset):
     """Key fields of every preset against what its name promises (a check independent of the preset table)."""
     config, default = mnist.get_config(preset), config_lib.default_config()
     labels = int(preset.rsplit("_", 1)[1]) if preset[-1].isdigit() else 300
-    augmented = preset.startswith(("augmented_", "improved_"))
+    augmented = preset.startswith(("augmented_", "improved_", "shift_augmented_"))
     assert (config.train.augment_degrees, config.train.augment_scale) == ((10.0, 0.05) if augmented else (0.0, 0.0))
+    assert config.train.augment_shift == (0.1 if preset.startswith("shift_") else 0.0)
     if preset == "smoke":
         assert (config.pool_size, config.iterations, config.acquire_every, config.budget) == (2000, 10, 2, 150)
     elif "supervised" in preset:
