@@ -137,6 +137,7 @@ class Driver:
             raise RunFinished(f"{self.workdir} holds a finished run ({folders[0] / SUMMARY}); choose another "
                               "--workdir to run again.")
         loaded = {}  # data config (JSON) -> Dataset: seeds with the same data config share one load
+        self._device_test_images = {}  # test images' memory -> (them, their device copy), made when first evaluated
         self.seeds = []
         for seed_config, folder in zip(seed_configs, folders):
             source = dataset
@@ -537,9 +538,19 @@ class Driver:
 
     def _held_out_accuracy(self, r: int) -> dict:
         seed = self.seeds[r]
+        test_images, device_images = seed.dataset.test_images, None
+        if test_images is not None:
+            # One device copy per test set (the memory it occupies, so the views seeds take of one array share
+            # it), kept with the array so that the memory stays its own: the test images are evaluated every
+            # iteration for every seed.
+            where = (test_images.__array_interface__["data"][0], test_images.shape, test_images.strides,
+                     test_images.dtype.str)
+            if where not in self._device_test_images:
+                self._device_test_images[where] = (test_images, jnp.asarray(test_images))
+            device_images = self._device_test_images[where][1]
         with self._stop_on_nan(self.iteration):
-            return metrics_lib.held_out_accuracy(self.apply_fn, algorithm.unstack(self.states.params, r), seed.dataset,
-                                                 seed.val_indices)
+            return metrics_lib.held_out_accuracy(self.apply_fn, algorithm.unstack(self.states.params, r),
+                                                 seed.dataset, seed.val_indices, device_images)
 
     # ------------------------------------------------------------------------------- NaN / Inf guard
     @contextlib.contextmanager

@@ -39,12 +39,13 @@ def metrics_line(config: ml_collections.ConfigDict, apply_fn, ground_truth_image
     return line
 
 
-def held_out_accuracy(apply_fn, params, dataset: data.Dataset, val_indices: np.ndarray) -> dict:
+def held_out_accuracy(apply_fn, params, dataset: data.Dataset, val_indices: np.ndarray, test_images=None) -> dict:
     """Test accuracy (and validation accuracy when samples were held out of the pool); FloatingPointError when
-    a prediction is NaN or Inf."""
+    a prediction is NaN or Inf. test_images: dataset.test_images already on the device (None: sent from the host)."""
     result = {}
     if dataset.test_images is not None and dataset.test_labels is not None:
-        result["test_accuracy"] = train.accuracy(apply_fn, params, dataset.test_images, dataset.test_labels, "test")
+        images = dataset.test_images if test_images is None else test_images
+        result["test_accuracy"] = train.accuracy(apply_fn, params, images, dataset.test_labels, "test")
     if len(val_indices):
         result["val_accuracy"] = train.accuracy(apply_fn, params, dataset.train_images[val_indices],
                                                 dataset.train_labels[val_indices], "validation")

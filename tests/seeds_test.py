@@ -199,3 +199,19 @@ def test_auto_seed_axis_is_map_on_the_cpu_and_vmap_elsewhere():
     assert config_lib.seed_axis(config, "cpu") == "map" and config_lib.seed_axis(config, "gpu") == "vmap"
     config.seed_axis = "vmap"
     assert config_lib.seed_axis(config, "cpu") == "vmap"
+
+
+def test_seeds_evaluate_one_device_copy_of_their_test_set(tmp_path):
+    """The test images go to the device once for all seeds and iterations; the accuracy is the one computed from
+    the host's arrays."""
+    config = _toy_config(num_seeds=3, iterations=2, test_size=150)
+    driver = active.Driver(config, tmp_path, dataset=data.load(config.data))  # the seeds share one data set
+    driver.run()
+    [(host, device)] = driver._device_test_images.values()  # each seed's test set is a view of the same array
+    assert len(host) == 150
+    assert all(np.shares_memory(s.dataset.test_images, host) for s in driver.seeds)
+    np.testing.assert_array_equal(np.asarray(device), host)
+    for r, seed in enumerate(driver.seeds):
+        expected = train.accuracy(driver.apply_fn, driver.seed_state(r).train_state.params, host,
+                                  seed.dataset.test_labels)
+        assert checkpoint.read_jsonl(seed.folder / runfolder.METRICS)[-1]["test_accuracy"] == expected
