@@ -312,12 +312,14 @@ def write_report(outdir: pathlib.Path) -> str:
                      f"{entry['seconds']:.0f} |")
     lines += [
         "",
-        "Prototype rows (`+ prototype`) ran an augmentation the package cannot express yet: "
+        "Prototype rows (`+ prototype`) ran an augmentation the package could not express when they ran: "
         "`experiments/augmentation_study.py` replaced `deepbass_jax.augment.random_affine` for their run "
         "(`prototype_affine`: adds a translation, nearest-neighbour sampling, 'nearest' fill and a channel shift "
         "as the authors' keras `ImageDataGenerator(rotation_range=10, width_shift_range=0.05, "
         "height_shift_range=0.05, channel_shift_range=0.05)` in mrottmann/DeepBASS `deepbass.py`); no "
-        "`experiments.main` command reproduces them. `seconds`: wall time of all seeds together on a shared "
+        "`experiments.main` command reproduces them. Shifts are now `config.train.augment_shift`: "
+        "`shift_10_package` is `shift_10` in the package (other random draws, the same distribution; the preset "
+        "`shift_augmented_supervised_50`). `seconds`: wall time of all seeds together on a shared "
         "2-core CPU (other jobs running), so only a rough cost.",
         "",
     ]
