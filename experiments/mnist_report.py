@@ -47,8 +47,9 @@ PAPER = {
 # Where the paper and its authors' code differ, or the paper is silent: the paper's text where it is clear, the
 # authors' code elsewhere, the other choice kept as an option (experiments/configs/mnist.py's docstring too).
 DEVIATIONS = (
-    "Pixels: divided by 255 (onto [0, 1]); the authors' code divided by 256. Kept for every recorded result: the "
-    "difference is a 0.4 % smaller input scale; `--config.data.pixel_divisor=256` is the authors' choice.",
+    "Pixels: divided by 255 (onto [0, 1]); the authors' code divided by 256 (`--config.data.pixel_divisor=256`). "
+    "Kept for every recorded result: measured on `supervised_100` over 10 paired seeds, 256 moves the test "
+    "accuracy by -0.04 points (std 0.11; `pixel_divisor/`).",
     "`supervised_60000`: 100 passes over the 60,000 labels, as the authors' code (the paper gives no count); "
     "`--config.initial_epochs=30` was this project's earlier setting.",
     "Table 3: `all_data_max_entropy_1000` is all data as the paper's text says; `step_wise_max_entropy_1000` is "
