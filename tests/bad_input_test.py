@@ -504,6 +504,7 @@ def _poison_loss(raises):
 def _poison_test_images(monkeypatch):
     def before(driver):
         driver.seeds[0].dataset.test_images[5] = np.inf  # the arrays of a frozen Dataset are still writable
+        driver._device_test_images.clear()  # the device copy of the test set is made anew from the poisoned one
 
     _in_iteration(monkeypatch, 3, before)
 
