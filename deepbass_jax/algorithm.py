@@ -282,8 +282,8 @@ def train_epoch(states, images, targets, plans, batch_size: int, shared: bool, s
     `batch_size` (padded with weight 0): seed r takes ceil(M_r / batch_size) steps, then no-ops.
 
     With augment_degrees, augment_scale or augment_shift > 0, plan entries of ground-truth samples (labeled
-    [R, N] bool) are warped; pseudo-labeled ones are not. Returns the states and per seed train.EpochMetrics (None for an empty
-    plan); FloatingPointError (naming the seed index) when a loss is not finite.
+    [R, N] bool) are warped; pseudo-labeled ones are not. Returns the states and per seed train.EpochMetrics
+    (None for an empty plan); FloatingPointError (naming the seed index) when a loss is not finite.
     """
     augmenting = augment_degrees != 0 or augment_scale != 0 or augment_shift != 0
     if augmenting and labeled is None:

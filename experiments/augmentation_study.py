@@ -15,9 +15,9 @@ study.json alone. Run directories with checkpoints live under --workroot.
 
 Prototype variants (`Variant.prototype`) measure augmentations the package could not express when they ran
 (shifts: since then `config.train.augment_shift`, measured as `shift_10_package`) or cannot (nearest-neighbour
-sampling, 'nearest' fill, a channel shift), as the authors' code did it (mrottmann/DeepBASS, deepbass.py: keras ImageDataGenerator(rotation_range=10, width_shift_range=0.05,
-height_shift_range=0.05, channel_shift_range=0.05), keras 2.0.8: nearest-neighbour sampling (order 0) and
-fill_mode 'nearest'): for their run only, this script replaces deepbass_jax.augment.random_affine by
+sampling, 'nearest' fill, a channel shift), as the authors' code did it (mrottmann/DeepBASS, deepbass.py: keras
+ImageDataGenerator(rotation_range=10, width_shift_range=0.05, height_shift_range=0.05, channel_shift_range=0.05),
+keras 2.0.8: nearest-neighbour sampling (order 0) and fill_mode 'nearest'): for their run only, this script replaces deepbass_jax.augment.random_affine by
 `prototype_affine` (JAX caches cleared before and after). Their config.json therefore shows only the
 rotation/scale fields; study.json says what ran. They are not part of the default --variants.
 """

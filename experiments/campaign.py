@@ -17,15 +17,15 @@ With --budget_s the campaign goes on from what results/ records: first the row p
 results/mnist/pending.tar.gz, then each row of --rows (ROW_ORDER) whose seeds 0 ... --seeds_per_row - 1 are
 not all recorded, up to --max_seeds consecutive seeds at once (`--config.num_seeds` of the driver, in run
 folders under --workroot), fewer when the projection says only fewer fit in the time left (a supervised row
-must finish, any other must get through its fit and 3 iterations), block after block. Every finished iteration's lines are appended to OUTDIR/progress.jsonl as it
-happens. Before the budget runs out the driver stops after a checkpoint and OUTDIR/pending.tar.gz takes the run
+must finish, any other must get through its fit and 3 iterations), block after block. Every finished
+iteration's lines are appended to OUTDIR/progress.jsonl as it happens. Before the budget runs out the driver stops after a checkpoint and OUTDIR/pending.tar.gz takes the run
 folder (checkpoint and per-seed logs), which --merge puts where the next job finds it.
 
 OUTDIR ends with at most five files, one folder deep: campaign.json (device, versions, commit, reference check,
 timings, projection, what each row did), progress.jsonl, rows.json (finished rows; per seed every metrics
-line, the number of oracle queries and the final test accuracy), runs.tar.gz (their run folders PRESET/seed_S/: config.json,
-metrics.jsonl, oracle_log.jsonl, summary.json, curves.png) and pending.tar.gz; plus any log the caller writes
-there.
+line, the number of oracle queries and the final test accuracy), runs.tar.gz (their run folders
+PRESET/seed_S/: config.json, metrics.jsonl, oracle_log.jsonl, summary.json, curves.png) and pending.tar.gz; plus
+any log the caller writes there.
 """
 
 from __future__ import annotations
@@ -329,6 +329,21 @@ def _missing_block(done: set, seeds_per_row: int, max_seeds: int) -> list[int]:
     return block
 
 
+def add_block(rows: dict, report: dict, preset: str, config: dict, seed_axis: str, wall_seconds: float,
+              records: list[dict]) -> None:
+    """Adds a finished block of seeds of `preset` to rows (what rows.json holds): a new row, or a further block
+    of a row the job ran before (its seeds, records and wall seconds are added)."""
+    if preset in rows:
+        row = rows[preset]
+        row["seeds"] += [r["seed"] for r in records]
+        row["wall_seconds"] += wall_seconds
+        row["results"] += records
+        return
+    rows[preset] = {"row": preset, "config": config, "seeds": [r["seed"] for r in records], "seed_axis": seed_axis,
+                    "device": report["device"], "commit": report["commit"], "command": report["command"],
+                    "wall_seconds": wall_seconds, "results": records}
+
+
 def seeds_that_fit(config, block_size: int, seconds_left: float, projection) -> int:
     """The most seeds (at most block_size) of `config`'s row to start with seconds_left: a supervised row (no
     iterations) must finish, any other must get through its initial fit and 3 iterations (it checkpoints after
@@ -491,17 +506,8 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
         job.update(test_accuracy=accuracies, mean=float(np.mean(accuracies)),
                    std=float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else None)
         print(f"{config.preset} done: mean {job['mean']:.4f} over seeds {seeds}: {accuracies}", flush=True)
-        if config.preset in finished:  # a further block of seeds of a row this job ran before
-            row = finished[config.preset]
-            row["seeds"] += seeds
-            row["wall_seconds"] += job["wall_seconds"]
-            row["results"] += records
-        else:
-            finished[config.preset] = {
-                "row": config.preset, "config": json.loads(config.to_json_best_effort(sort_keys=True)),
-                "seeds": list(seeds), "seed_axis": config.seed_axis, "device": report["device"],
-                "commit": report["commit"], "command": report["command"], "wall_seconds": job["wall_seconds"],
-                "results": records}
+        add_block(finished, report, config.preset, json.loads(config.to_json_best_effort(sort_keys=True)),
+                  config.seed_axis, job["wall_seconds"], records)
         seed_folders.update({f"{config.preset}/seed_{seed}": runfolder.seed_folder(workdir, seed, config.num_seeds)
                              for seed in seeds})
         checkpoint.write_json(outdir / "rows.json", finished)
@@ -527,20 +533,10 @@ def rows_from_archive(job: pathlib.Path, report: dict) -> dict:
         for entry in report["jobs"]:
             if "test_accuracy" not in entry:  # stopped part-way: the pending row
                 continue
-            seeds = entry["seeds"]
-            folders = [pathlib.Path(folder) / entry["row"] / f"seed_{seed}" for seed in seeds]
-            records = [seed_record(seed, path) for seed, path in zip(seeds, folders)]
-            if entry["row"] in rows:
-                row = rows[entry["row"]]
-                row["seeds"] += seeds
-                row["wall_seconds"] += entry["wall_seconds"]
-                row["results"] += records
-                continue
-            rows[entry["row"]] = {
-                "row": entry["row"], "config": json.loads((folders[0] / runfolder.CONFIG).read_text()),
-                "seeds": list(seeds), "seed_axis": entry["seed_axis"], "device": report["device"],
-                "commit": report["commit"], "command": report["command"], "wall_seconds": entry["wall_seconds"],
-                "results": records}
+            folders = [pathlib.Path(folder) / entry["row"] / f"seed_{seed}" for seed in entry["seeds"]]
+            add_block(rows, report, entry["row"], json.loads((folders[0] / runfolder.CONFIG).read_text()),
+                      entry["seed_axis"], entry["wall_seconds"],
+                      [seed_record(seed, path) for seed, path in zip(entry["seeds"], folders)])
     return rows
 
 
