@@ -12,6 +12,7 @@ resumes it from process 0's last checkpoint.
 from __future__ import annotations
 
 import dataclasses
+import socket
 from typing import Optional
 
 import jax
@@ -40,6 +41,13 @@ class Topology:
         """[lo, hi): the contiguous part of range(num_samples) that process `index` (default: this one) holds."""
         index = self.index if index is None else index
         return num_samples * index // self.count, num_samples * (index + 1) // self.count
+
+
+def free_local_port() -> int:
+    """A TCP port free on 127.0.0.1 now, for the coordinator of processes launched on this machine."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def initialize(coordinator_address: Optional[str] = None, num_processes: Optional[int] = None,

@@ -17,7 +17,6 @@ import json
 import os
 import pathlib
 import resource
-import socket
 import subprocess
 import sys
 import time
@@ -89,15 +88,9 @@ def _child(port: int, index: int) -> None:
                       "peak_rss_mb": _peak_mb()}), flush=True)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _measure() -> list[dict]:
     """Runs the children; each reports one JSON line."""
-    port = _free_port()
+    port = distributed.free_local_port()
     flags_ = [f"--processes={_PROCESSES.value}", f"--pool_size={_POOL_SIZE.value}", f"--measured={_MEASURED.value}"]
     children = [subprocess.Popen([sys.executable, "-m", "experiments.multihost_scale", *flags_,
                                   f"--child={port},{index}"], stdout=subprocess.PIPE, text=True,

@@ -6,14 +6,13 @@ under 10 minutes on 2 cores."""
 import json
 import os
 import pathlib
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from deepbass_jax import active, checkpoint, runfolder
+from deepbass_jax import active, checkpoint, distributed, runfolder
 from tests.helpers import toy_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -23,15 +22,9 @@ TOY_FLAGS = ["--config=experiments/configs/yinyang.py", "--config.data.num_per_c
              "--config.train.batch_size=64"]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _launch(count: int, command, extra_env=None, timeout=240):
     """Starts `command(port, process_id)` in `count` processes; returns [(returncode, stderr, stdout)] by id."""
-    port = _free_port()
+    port = distributed.free_local_port()
     processes = []
     for index in range(count):
         env = {**os.environ, "JAX_PLATFORMS": "cpu", **((extra_env or {}).get(index, {}))}
