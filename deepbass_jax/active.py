@@ -483,7 +483,8 @@ class Driver:
         # Line 5 and eq. 8: MC-dropout inference on the pool (T') and on the ground truth (T).
         stats = self._pool_stats(pool_keys)
         phases.lap("pool_inference")
-        labeled_images = jnp.asarray(np.stack([self._images(s, np.flatnonzero(m)) for s, m in zip(seeds, labeled)]))
+        # On the host: pool_stats pads its last chunk there, so a new number of labels compiles nothing.
+        labeled_images = np.stack([self._images(s, np.flatnonzero(m)) for s, m in zip(seeds, labeled)])
         labeled_stats = algorithm.pool_stats(self.apply_fn, self.states.params, labeled_images, labeled_keys,
                                              config.mc_passes_labeled, config.labeled_chunk_size, False, axis,
                                              self.mesh)

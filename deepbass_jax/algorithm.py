@@ -25,6 +25,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from deepbass_jax import acquisition, config as config_lib, data, models, pseudo_label, train, uncertainty
+from deepbass_jax.chunks import pad_rows
 
 SEED_AXES = ("vmap", "map")
 
@@ -253,16 +254,13 @@ def pool_stats(apply_fn, params, images, keys, num_passes: int, chunk_size: int,
         if result is None:
             result = uncertainty.UncertaintyStats(*(np.empty((f.shape[0], num_samples, *f.shape[2:]), f.dtype)
                                                     for f in scores))
-        for out, field in zip(result, scores):
-            out[:, start: start + valid] = np.asarray(field[:, :valid])
+        for out, field in zip(result, scores):  # sliced on the host: a device slice would compile per `valid`
+            out[:, start: start + valid] = np.asarray(field)[:, :valid]
 
     for start in range(0, num_samples, chunk_size):
         valid = min(chunk_size, num_samples - start)
-        chunk = jnp.asarray(images[start: start + valid] if shared else images[:, start: start + valid])
-        if valid < chunk_size:
-            padding = [(0, 0)] * chunk.ndim
-            padding[axis] = (0, chunk_size - valid)
-            chunk = jnp.pad(chunk, padding)
+        chunk = pad_rows(images[start: start + valid] if shared else images[:, start: start + valid], chunk_size,
+                         axis)
         sample_ids = np.arange(first_id + start, first_id + start + chunk_size, dtype=np.uint32)
         if mesh is not None:
             chunk = jax.device_put(chunk, NamedSharding(mesh, spec))

@@ -5,6 +5,21 @@ from __future__ import annotations
 from typing import Iterator
 
 import jax.numpy as jnp
+import numpy as np
+
+
+def pad_rows(piece, size: int, axis: int = 0) -> jnp.ndarray:
+    """piece (numpy or device) zero-padded along `axis` to `size` rows -> a device array. A host piece is padded
+    on the host before it is sent: every send then has the one shape of a full chunk, so no transfer or padding
+    op is compiled anew for each shape a last chunk takes (ground-truth sets grow with every acquisition)."""
+    missing = size - piece.shape[axis]
+    if missing <= 0:
+        return jnp.asarray(piece)
+    widths = [(0, 0)] * piece.ndim
+    widths[axis] = (0, missing)
+    if isinstance(piece, np.ndarray):
+        return jnp.asarray(np.pad(piece, widths))
+    return jnp.pad(piece, widths)
 
 
 def padded_chunks(array, chunk_size: int) -> Iterator[tuple[int, jnp.ndarray, int]]:
@@ -12,9 +27,5 @@ def padded_chunks(array, chunk_size: int) -> Iterator[tuple[int, jnp.ndarray, in
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be at least 1, got {chunk_size}.")
     for start in range(0, array.shape[0], chunk_size):
-        chunk = jnp.asarray(array[start : start + chunk_size])
-        valid = chunk.shape[0]
-        if valid < chunk_size:
-            padding = jnp.zeros((chunk_size - valid, *chunk.shape[1:]), chunk.dtype)
-            chunk = jnp.concatenate([chunk, padding])
-        yield start, chunk, valid
+        piece = array[start : start + chunk_size]
+        yield start, pad_rows(piece, chunk_size), piece.shape[0]

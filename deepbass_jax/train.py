@@ -193,14 +193,12 @@ def _predict_chunk(apply_fn: ApplyFn, params, images: jax.Array):
 def accuracy(apply_fn: ApplyFn, params, images, labels, what: str = "test", chunk_size: int = 2048) -> float:
     """Accuracy in [0, 1] of the deterministic network (dropout off) on images [N, ...] with labels [N], in padded
     fixed-size chunks; FloatingPointError naming `what` when the logits of a prediction hold NaN or Inf."""
-    predictions, finite = [], []
-    for _, chunk, valid in padded_chunks(images, chunk_size):
-        chunk_predictions, chunk_finite = _predict_chunk(apply_fn, params, chunk)
-        predictions.append(chunk_predictions[:valid])
-        finite.append(chunk_finite[:valid])
-    finite = np.asarray(jnp.concatenate(finite))
+    chunks = [(_predict_chunk(apply_fn, params, chunk), valid) for _, chunk, valid in padded_chunks(images, chunk_size)]
+    # Sliced on the host: a device slice would compile anew for every `valid` a growing ground truth takes.
+    predictions = [np.asarray(chunk_predictions)[:valid] for (chunk_predictions, _), valid in chunks]
+    finite = np.concatenate([np.asarray(chunk_finite)[:valid] for (_, chunk_finite), valid in chunks])
     if not finite.all():
         raise FloatingPointError(
             f"NaN or Inf in the {what} predictions ({int((~finite).sum())} of {len(finite)} samples)"
         )
-    return float(np.mean(np.asarray(jnp.concatenate(predictions)) == np.asarray(labels)))
+    return float(np.mean(np.concatenate(predictions) == np.asarray(labels)))

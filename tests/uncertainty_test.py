@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 
 from deepbass_jax import algorithm, models, uncertainty
-from deepbass_jax.chunks import padded_chunks
+from deepbass_jax.chunks import pad_rows, padded_chunks
 from tests.compilations import count_compilations
 
 SETTINGS = settings(max_examples=30, deadline=None)
@@ -410,6 +410,22 @@ def test_padded_chunks_cover_the_array_with_zero_padding(num_rows, chunk_size):
     if num_rows:
         np.testing.assert_array_equal(np.concatenate(rows), array)
         assert all(valid == chunk_size for _, _, valid in chunks[:-1])
+
+
+def test_pad_rows_pads_host_and_device_pieces_alike_and_host_pieces_compile_nothing_new():
+    piece = np.arange(12, dtype=np.float32).reshape(2, 3, 2)
+    for axis in (0, 1):
+        expected = np.asarray(jnp.pad(jnp.asarray(piece), [(0, 5 - piece.shape[0] if axis == 0 else 0),
+                                                           (0, 5 - piece.shape[1] if axis == 1 else 0), (0, 0)]))
+        np.testing.assert_array_equal(pad_rows(piece, 5, axis), expected)
+        np.testing.assert_array_equal(pad_rows(jnp.asarray(piece), 5, axis), expected)
+    full = np.ones((4, 3), np.float32)
+    pad_rows(full, 4)  # the one shape every padded host piece is sent with
+    with count_compilations() as compiled:  # host pieces of any length: padded on the host, sent at that shape
+        padded = [pad_rows(full[:rows], 4) for rows in (1, 2, 3)]
+    assert compiled.total() == 0, dict(compiled)
+    for rows, chunk in zip((1, 2, 3), padded):
+        np.testing.assert_array_equal(np.asarray(chunk), np.concatenate([full[:rows], np.zeros((4 - rows, 3))]))
 
 
 @pytest.mark.parametrize("chunk_size", [0, -3])
