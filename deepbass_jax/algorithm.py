@@ -25,6 +25,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from deepbass_jax import acquisition, config as config_lib, data, models, pseudo_label, train, uncertainty
+from deepbass_jax import augment as augment_lib
 from deepbass_jax.chunks import pad_rows
 
 SEED_AXES = ("vmap", "map")
@@ -202,7 +203,7 @@ def seeds_train_step(states, images, targets, batch_indices, batch_weights, augm
     The gather from the pool and the step are one program: it compiles once per pool shape. (Split in two, the
     step would compile once for every pool size, but under lax.map its loss no longer matched a single run's
     to the bit.)"""
-    augmenting = augment_degrees != 0 or augment_scale != 0 or augment_shift != 0
+    augmenting = augment_lib.warps(augment_degrees, augment_scale, augment_shift)
 
     def one(state, images, targets, indices, weights, warp, take):
         new_state, metrics = train.train_step(state, images, targets, indices, weights, warp if augmenting else None,
@@ -283,7 +284,7 @@ def train_epoch(states, images, targets, plans, batch_size: int, shared: bool, s
     [R, N] bool) are warped; pseudo-labeled ones are not. Returns the states and per seed train.EpochMetrics
     (None for an empty plan); FloatingPointError (naming the seed index) when a loss is not finite.
     """
-    augmenting = augment_degrees != 0 or augment_scale != 0 or augment_shift != 0
+    augmenting = augment_lib.warps(augment_degrees, augment_scale, augment_shift)
     if augmenting and labeled is None:
         raise ValueError("augmentation warps ground-truth samples only: give train_epoch the `labeled` masks.")
     steps = np.array([-(-len(indices) // batch_size) for indices, _ in plans])

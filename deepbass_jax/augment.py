@@ -76,6 +76,11 @@ def random_shifts(key: jax.Array, batch: int, height: int, width: int, max_shift
 SHIFT_STREAM = 3  # fold_in constant of the shifts' key
 
 
+def warps(max_degrees: float, max_scale: float, max_shift: float = 0.0) -> bool:
+    """Whether these maxima change an image at all (any of them above 0)."""
+    return max_degrees != 0 or max_scale != 0 or max_shift != 0
+
+
 def _check(images, max_degrees: float, max_scale: float, max_shift: float) -> None:
     if images.ndim != 4:
         raise ValueError(f"augmentation warps images [B, H, W, C]; got an array of shape {images.shape}.")
@@ -91,7 +96,7 @@ def random_affine(images: jax.Array, key: jax.Array, max_degrees: float, max_sca
 
     max_degrees, max_scale and max_shift are static Python floats; all 0 returns `images` itself, untouched.
     """
-    if max_degrees == 0 and max_scale == 0 and max_shift == 0:
+    if not warps(max_degrees, max_scale, max_shift):
         return images
     _check(images, max_degrees, max_scale, max_shift)
     batch, height, width, _ = images.shape
@@ -105,7 +110,7 @@ def random_affine_where(images: jax.Array, mask: jax.Array, key: jax.Array, max_
 
     Row i's parameters do not depend on the mask (every row draws its own), only whether they are applied.
     """
-    if max_degrees == 0 and max_scale == 0 and max_shift == 0:
+    if not warps(max_degrees, max_scale, max_shift):
         return images
     warped = random_affine(images, key, max_degrees, max_scale, max_shift)
     return jnp.where(mask.reshape(-1, *([1] * (images.ndim - 1))), warped, images)

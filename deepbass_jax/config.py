@@ -8,7 +8,7 @@ import functools
 import jax
 import ml_collections
 
-from deepbass_jax import acquisition, data, layers, models, pseudo_label, train
+from deepbass_jax import acquisition, augment, data, layers, models, pseudo_label, train
 
 SEED_AXIS_CHOICES = ("auto", "vmap", "map")  # config.seed_axis; algorithm.SEED_AXES once resolved
 
@@ -142,8 +142,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
 
 def augmenting(config: ml_collections.ConfigDict) -> bool:
     """Whether ground-truth samples are warped (any of train.augment_degrees / _scale / _shift above 0)."""
-    train_config = config.train
-    return bool(train_config.augment_degrees or train_config.augment_scale or train_config.augment_shift)
+    return augment.warps(config.train.augment_degrees, config.train.augment_scale, config.train.augment_shift)
 
 
 def seed_axis(config: ml_collections.ConfigDict, backend: str | None = None) -> str:

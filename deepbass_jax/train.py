@@ -117,7 +117,7 @@ def train_step(
     rows to warp by a random rotation of up to `augment_degrees`, scaling of up to `augment_scale` and shift of up
     to `augment_shift` (static floats, config.train's fields of those names); None or all 0: no augmentation.
     """
-    if augment is None or (augment_degrees == 0 and augment_scale == 0 and augment_shift == 0):
+    if augment is None or not augment_lib.warps(augment_degrees, augment_scale, augment_shift):
         x, y = gather_batch(images, targets, batch_indices)
     else:
         x, y = gather_batch(images, targets, batch_indices, augment, state.dropout_key, state.step,

@@ -171,8 +171,7 @@ def prototype_affine(images: jax.Array, key: jax.Array, max_degrees: float, max_
     shifts = shifts * jnp.array([height, width], jnp.float32)
 
     def one(image, angle, sh, sw, shift):
-        rows, cols = augment.source_coordinates(height, width, angle, sh, sw)
-        rows, cols = rows - shift[0], cols - shift[1]
+        rows, cols = augment.source_coordinates(height, width, angle, sh, sw, shift[0], shift[1])
         sample = lambda channel: map_coordinates(channel, [rows, cols], order=prototype.order,  # noqa: E731
                                                  mode=prototype.fill, cval=0.0)
         return jax.vmap(sample, in_axes=2, out_axes=2)(image)
