@@ -1,11 +1,16 @@
-"""The paper-scale MNIST campaign on accelerators: a smoke check proven on first contact, then Tables 2 and 3
-row by row across short jobs, each continuing where the last one stopped, and a merge into results/.
+"""The paper-scale campaign on accelerators: a smoke check proven on first contact, then Tables 2 and 3 (and
+the same rows on Fashion-MNIST) row by row across short jobs, each continuing where the last one stopped, and a
+merge into results/.
 
   # on the accelerator: the smoke check alone, or the smoke check and then the campaign, in one process
-  python -m experiments.campaign --smoke --data_dir=PATH/TO/mnist --outdir=/tmp/smoke
-  python -m experiments.campaign --budget_s=480 --data_dir=PATH/TO/mnist --outdir=$OUT
+  python -m experiments.campaign --smoke --data_root=PATH/TO/data --outdir=/tmp/smoke
+  python -m experiments.campaign --budget_s=480 --data_root=PATH/TO/data --outdir=$OUT
   # back here: fold what came back into results/ (per-seed records, table, figures, timings, pending row)
   python -m experiments.campaign --merge=DIR
+
+--data_root holds one folder of IDX files per data set (mnist/, fashion_mnist/, as ../shared/data does);
+--data_dir=PATH/TO/mnist gives MNIST's alone. A row is a preset of experiments/configs/mnist.py, on MNIST, or
+DATASET:PRESET (fashion_mnist:supervised_300).
 
 The smoke check prints the backend and device, compares the paper CNN's logits and gradient on fixed inputs
 with reference numbers computed on the CPU (experiments/reference_cnn.json, `--write_reference` remakes it),
@@ -14,20 +19,21 @@ the faster axis, runs `--smoke_iterations` iterations of the first row on its fu
 per-phase times and the projected wall time of a full 10-seed row.
 
 With --budget_s the campaign goes on from what results/ records: first the row pending in
-results/mnist/pending.tar.gz, then each row of --rows (ROW_ORDER) whose seeds 0 ... --seeds_per_row - 1 are
-not all recorded, up to --max_seeds consecutive seeds at once (`--config.num_seeds` of the driver, in run
-folders under --workroot), fewer when the projection says only fewer fit in the time left (a supervised row
-must finish, any other must get through its fit and 3 iterations), block after block. Every finished
-iteration's lines are appended to OUTDIR/progress.jsonl as it happens. Before the budget runs out the driver stops after a checkpoint and OUTDIR/pending.tar.gz takes the run
-folder (checkpoint and per-seed logs), which --merge puts where the next job finds it.
+results/mnist/pending.tar.gz (the one unfinished row, whatever its data set), then each row of --rows
+(ROW_ORDER) whose seeds 0 ... --seeds_per_row - 1 are not all recorded in results/DATASET/runs, up to
+--max_seeds consecutive seeds at once (`--config.num_seeds` of the driver, in run folders under --workroot),
+fewer when the projection says only fewer fit in the time left (a supervised row must finish, any other must
+get through its fit and 3 iterations), block after block. Every finished iteration's lines are appended to
+OUTDIR/progress.jsonl as it happens. Before the budget runs out the driver stops after a checkpoint and
+OUTDIR/pending.tar.gz takes the run folder (checkpoint and per-seed logs), which --merge puts where the next
+job finds it.
 
 OUTDIR ends with at most five files, one folder deep: campaign.json (device, versions, commit, reference check,
 timings, projection, what each row did), progress.jsonl, rows.json (finished rows; per seed every metrics
 line, the number of oracle queries and the final test accuracy), runs.tar.gz (their run folders
-PRESET/seed_S/: config.json, metrics.jsonl, oracle_log.jsonl, summary.json, curves.png) and pending.tar.gz; plus
+ROW/seed_S/: config.json, metrics.jsonl, oracle_log.jsonl, summary.json, curves.png) and pending.tar.gz; plus
 any log the caller writes there.
 """
-
 from __future__ import annotations
 
 import io
@@ -54,10 +60,14 @@ from experiments.configs import mnist
 # The campaign's rows in order (Table 2 and Table 3; experiments/configs/mnist.py presets).
 ROW_ORDER = (
     "all_data_max_entropy", "semi_supervised_100", "all_data_max_entropy_1000",
-    "step_wise_max_entropy", "step_wise_above_average", "semi_supervised_300", "semi_supervised_600",
-    "semi_supervised_1000", "semi_supervised_3000", "supervised_600", "supervised_1000", "supervised_3000",
-    "supervised_60000",
+    "step_wise_max_entropy", "step_wise_above_average", "all_data_above_average", "semi_supervised_300",
+    "semi_supervised_600", "semi_supervised_1000", "semi_supervised_3000", "supervised_600", "supervised_1000",
+    "supervised_3000", "supervised_60000",
+    # Fashion-MNIST (the paper has no numbers for it): the rows results/fashion_mnist holds at CPU scale, and
+    # supervised learning with ten times the labels.
+    "fashion_mnist:all_data_max_entropy", "fashion_mnist:supervised_300", "fashion_mnist:supervised_3000",
 )
+DATASETS = ("mnist", "fashion_mnist")
 PENDING = "pending.tar.gz"  # the folder of an unfinished row: its checkpoint and per-seed logs
 PENDING_ROW = "campaign_row.json"  # inside it: the preset, seeds and seed axis it runs
 START_MARGIN_S = 20.0  # compilation and set-up of a new row, beyond its projected initial fit
@@ -67,8 +77,12 @@ SAVE_MARGIN_S = 10.0  # writing the snapshot, rows.json and runs.tar.gz at the e
 _SMOKE = flagdefs.define(flags.DEFINE_bool, "smoke", False, "Run the smoke check alone.")
 _BUDGET_S = flagdefs.define(flags.DEFINE_float, "budget_s", 0.0, "Wall seconds for everything: smoke check, then the row.")
 _OUTDIR = flagdefs.define(flags.DEFINE_string, "outdir", None, "Where campaign.json, progress.jsonl, row.json, runs.tar.gz go.")
-_DATA_DIR = flagdefs.define(flags.DEFINE_string, "data_dir", None, "Folder with MNIST's four IDX files (unset: the download cache).")
-_ROWS = flagdefs.define(flags.DEFINE_list, "rows", list(ROW_ORDER), "Presets of experiments/configs/mnist.py, in campaign order.")
+_DATA_DIR = flagdefs.define(flags.DEFINE_string, "data_dir", None, "Folder with MNIST's four IDX files (unset: DATA_ROOT/mnist, "
+                               "else the download cache).")
+_DATA_ROOT = flagdefs.define(flags.DEFINE_string, "data_root", None, "Folder with a folder of IDX files per data set: "
+                               "mnist/, fashion_mnist/ (unset: the download cache).")
+_ROWS = flagdefs.define(flags.DEFINE_list, "rows", list(ROW_ORDER), "Presets of experiments/configs/mnist.py, in campaign "
+                         "order; DATASET:PRESET runs one on another data set (e.g. fashion_mnist:supervised_300).")
 _SEEDS_PER_ROW = flagdefs.define(flags.DEFINE_integer, "seeds_per_row", 10, "Seeds 0 ... S-1 of every row (the paper: 10 runs).")
 _MAX_SEEDS = flagdefs.define(flags.DEFINE_integer, "max_seeds", 10, "At most this many seeds run at once.")
 _MAX_ITERATIONS = flagdefs.define(flags.DEFINE_integer, "max_iterations", 0, "Stop after this many iterations (initial fits aside) "
@@ -162,10 +176,32 @@ def check_reference(kernels: str) -> dict:
 
 
 # --------------------------------------------------------------------------------------- the config
+def parse_row(row: str) -> tuple[str, str]:
+    """A campaign row, 'PRESET' (MNIST) or 'DATASET:PRESET', -> (data set, preset of experiments/configs/mnist.py)."""
+    dataset, _, preset = row.rpartition(":")
+    dataset = dataset or "mnist"
+    if dataset not in DATASETS:
+        raise ValueError(f"campaign row {row!r} names the data set {dataset!r}; choose one of {DATASETS}.")
+    return dataset, preset
+
+
+def row_name(config) -> str:
+    """The campaign's name of `config`'s row (what parse_row reads)."""
+    return config.preset if config.data.name == "mnist" else f"{config.data.name}:{config.preset}"
+
+
+def data_dir(dataset: str):
+    """The IDX folder of `dataset` the flags give (None: the download cache)."""
+    if dataset == "mnist" and _DATA_DIR.value:
+        return _DATA_DIR.value
+    return str(pathlib.Path(_DATA_ROOT.value) / dataset) if _DATA_ROOT.value else None
+
+
 def row_config(row: str):
-    config = mnist.get_config(row)
-    config.data.name = "mnist"
-    config.data.data_dir = _DATA_DIR.value
+    dataset, preset = parse_row(row)
+    config = mnist.get_config(preset)
+    config.data.name = dataset
+    config.data.data_dir = data_dir(dataset)
     backend = jax.default_backend()
     config.chunk_size = _CHUNK_SIZE.value or POOL_CHUNK.get(backend, DEVICE_POOL_CHUNK)
     config.labeled_chunk_size = LABELED_CHUNK.get(backend, DEVICE_LABELED_CHUNK)
@@ -256,10 +292,10 @@ def phase_summary(metrics: list[dict]) -> dict:
     return phases
 
 
-def seeds_done(results_dir: pathlib.Path, preset: str, config) -> set[int]:
-    """Seeds of `preset` recorded under results_dir/mnist/runs at the scale of `config`."""
+def seeds_done(results_dir: pathlib.Path, config) -> set[int]:
+    """Seeds of `config`'s row recorded under results_dir/DATASET/runs at its scale."""
     done = set()
-    for path in (results_dir / "mnist" / "runs" / preset).glob("seed_*.json"):
+    for path in (results_dir / config.data.name / "runs" / config.preset).glob("seed_*.json"):
         record = json.loads(path.read_text())
         if all(record["config"][field] == config[field] for field in SCALE_FIELDS):
             done.add(record["seed"])
@@ -267,11 +303,12 @@ def seeds_done(results_dir: pathlib.Path, preset: str, config) -> set[int]:
 
 
 def pending_path(results_dir: pathlib.Path) -> pathlib.Path:
+    """The campaign's one unfinished row, whatever its data set."""
     return results_dir / "mnist" / PENDING
 
 
-def run_config(preset: str, first_seed: int, num_seeds: int, seed_axis: str):
-    config = row_config(preset)
+def run_config(row: str, first_seed: int, num_seeds: int, seed_axis: str):
+    config = row_config(row)
     config.seed, config.num_seeds, config.seed_axis = first_seed, num_seeds, seed_axis
     return config
 
@@ -303,7 +340,7 @@ def _tar(sources: dict, skip=(".lock", "checkpoint.prev.msgpack", runfolder.LABE
 
 def _stash_pending(workdir: pathlib.Path, config, outdir: pathlib.Path) -> None:
     """OUTDIR/pending.tar.gz: the unfinished run folder (checkpoint, per-seed logs) and how to run it on."""
-    (workdir / PENDING_ROW).write_text(json.dumps({"preset": config.preset, "seed": config.seed,
+    (workdir / PENDING_ROW).write_text(json.dumps({"row": row_name(config), "seed": config.seed,
                                                    "num_seeds": config.num_seeds, "seed_axis": config.seed_axis}))
     (outdir / PENDING).write_bytes(_tar({".": workdir}))
 
@@ -312,10 +349,11 @@ def _unstash_pending(archive: pathlib.Path, workroot: pathlib.Path):
     """Extracts a pending run folder; returns (its config, its workdir)."""
     with tarfile.open(archive) as pending:
         row = json.loads(pending.extractfile(f"./{PENDING_ROW}").read())
-        workdir = workroot / row["preset"]
+        name = row.get("row", row.get("preset"))  # "preset": an MNIST row stashed before rows named data sets
+        workdir = workroot / name
         shutil.rmtree(workdir, ignore_errors=True)
         pending.extractall(workdir, filter="data")
-    return run_config(row["preset"], row["seed"], row["num_seeds"], row["seed_axis"]), workdir
+    return run_config(name, row["seed"], row["num_seeds"], row["seed_axis"]), workdir
 
 
 def _missing_block(done: set, seeds_per_row: int, max_seeds: int) -> list[int]:
@@ -374,18 +412,33 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
 
     print(f"backend {report['device']['backend']}, device {report['device']['device_kind']} "
           f"(x{report['device']['devices']}), jax {jax.__version__}, commit {report['commit']}", flush=True)
+    for row in _ROWS.value:  # a misspelt row or a missing data folder fails now, not hours into a job
+        folder = row_config(row).data.data_dir
+        if folder and not pathlib.Path(folder).is_dir():
+            raise FileNotFoundError(f"campaign row {row!r} reads {folder}, which is not a folder: give "
+                                    "--data_root=DIR holding mnist/ and fashion_mnist/ (or --data_dir=MNIST_DIR).")
     pending = None
     if pending_path(results_dir).exists():
         pending = _unstash_pending(pending_path(results_dir), workroot)
-    first_row = pending[0].preset if pending is not None else _ROWS.value[0]
+    first_row = row_name(pending[0]) if pending is not None else _ROWS.value[0]
     config = row_config(first_row)
     kernels = layers.resolve_kernels(config.model.kernels)
     report["reference"] = check_reference(kernels)
     print(f"reference check ({kernels} kernels): {report['reference']}", flush=True)
     save()
 
-    dataset = data.load(config.data)
-    num_pool = config.pool_size or len(dataset.train_images)
+    datasets: dict = {}  # data set name -> Dataset, loaded when a row first needs it
+
+    def dataset_for(config_) -> data.Dataset:
+        if config_.data.name not in datasets:
+            datasets[config_.data.name] = data.load(config_.data)
+        return datasets[config_.data.name]
+
+    def pool_of(config_) -> int:
+        return config_.pool_size or len(dataset_for(config_).train_images)
+
+    dataset = dataset_for(config)
+    num_pool = pool_of(config)
     max_seeds = _MAX_SEEDS.value
 
     # Which seed axis, and how the time grows with the number of seeds.
@@ -401,7 +454,7 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
         by_seeds = {t["seeds"]: t for t in timings if t["seed_axis"] == axis}
         chunk = _linear(by_seeds[1]["chunk_seconds"], by_seeds[max_seeds]["chunk_seconds"], max_seeds)
         step = _linear(by_seeds[1]["step_seconds"], by_seeds[max_seeds]["step_seconds"], max_seeds)
-        return lambda row_config_, seeds: projected_seconds(row_config_, num_pool, chunk(seeds), step(seeds))
+        return lambda config_, seeds: projected_seconds(config_, pool_of(config_), chunk(seeds), step(seeds))
 
     projections = {axis: projection_for(axis) for axis in axes}
     seed_axis = min(axes, key=lambda axis: projections[axis](config, max_seeds)["row"])
@@ -449,12 +502,12 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
             resumed = True
         else:
             config, resumed = None, False
-            for preset in _ROWS.value:
-                done = seeds_done(results_dir, preset, row_config(preset))
-                done |= {r["seed"] for r in finished.get(preset, {}).get("results", [])}
+            for row in _ROWS.value:
+                done = seeds_done(results_dir, row_config(row))
+                done |= {r["seed"] for r in finished.get(row, {}).get("results", [])}
                 block = _missing_block(done, _SEEDS_PER_ROW.value, max_seeds)
                 if block:
-                    config = run_config(preset, block[0], len(block), seed_axis)
+                    config = run_config(row, block[0], len(block), seed_axis)
                     break
             if config is None:
                 print("campaign: every row has its seeds", flush=True)
@@ -462,16 +515,17 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
             if deadline is not None:
                 fits = seeds_that_fit(config, config.num_seeds, deadline - time.time(), projection)
                 if not fits:
-                    print(f"campaign: no time left to start {config.preset}", flush=True)
+                    print(f"campaign: no time left to start {row_name(config)}", flush=True)
                     break
                 config.num_seeds = fits
-            workdir = workroot / f"{config.preset}_from_seed_{config.seed}"
+            workdir = workroot / f"{row_name(config)}_from_seed_{config.seed}"
             shutil.rmtree(workdir, ignore_errors=True)
         pending = None
+        row = row_name(config)
         seeds = list(range(config.seed, config.seed + config.num_seeds))
-        job = {"row": config.preset, "seeds": seeds, "seed_axis": config.seed_axis, "resumed": resumed}
+        job = {"row": row, "seeds": seeds, "seed_axis": config.seed_axis, "resumed": resumed}
         report["jobs"].append(job)
-        print(f"{config.preset}: seeds {seeds}, " + ("continuing" if resumed else "from the start"), flush=True)
+        print(f"{row}: seeds {seeds}, " + ("continuing" if resumed else "from the start"), flush=True)
         row_started = time.time()
         clock = {"last": None, "recent": []}
 
@@ -484,19 +538,19 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
             clock["last"] = now
             folders = [runfolder.seed_folder(workdir, seed, config.num_seeds) for seed in seeds]
             lines = [checkpoint.read_jsonl(folder / runfolder.METRICS)[-1] for folder in folders]
-            checkpoint.append_jsonl(outdir / "progress.jsonl", [{"row": config.preset, "time": now - started,
+            checkpoint.append_jsonl(outdir / "progress.jsonl", [{"row": row, "time": now - started,
                                                                  "seeds": seeds, "lines": lines}])
             job["iteration"] = lines[0]["iteration"]
             typical = float(np.median(clock["recent"][-5:])) if clock["recent"] else 0.0
             out_of_time = deadline is not None and now + 1.5 * typical + SAVE_MARGIN_S > deadline
             return out_of_time or (bool(_MAX_ITERATIONS.value) and iterations_run >= _MAX_ITERATIONS.value)
 
-        summary = active.Driver(config, workdir, dataset=dataset).run(should_stop=should_stop)
+        summary = active.Driver(config, workdir, dataset=dataset_for(config)).run(should_stop=should_stop)
         job["wall_seconds"] = time.time() - row_started
         if summary is None:
             _stash_pending(workdir, config, outdir)
             job["pending"] = True
-            print(f"{config.preset}: stopped part-way; {outdir / PENDING} continues it", flush=True)
+            print(f"{row}: stopped part-way; {outdir / PENDING} continues it", flush=True)
             save()
             break
         records = seed_records(workdir, config)
@@ -505,10 +559,10 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
         accuracies = [r["test_accuracy"] for r in records]
         job.update(test_accuracy=accuracies, mean=float(np.mean(accuracies)),
                    std=float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else None)
-        print(f"{config.preset} done: mean {job['mean']:.4f} over seeds {seeds}: {accuracies}", flush=True)
-        add_block(finished, report, config.preset, json.loads(config.to_json_best_effort(sort_keys=True)),
+        print(f"{row} done: mean {job['mean']:.4f} over seeds {seeds}: {accuracies}", flush=True)
+        add_block(finished, report, row, json.loads(config.to_json_best_effort(sort_keys=True)),
                   config.seed_axis, job["wall_seconds"], records)
-        seed_folders.update({f"{config.preset}/seed_{seed}": runfolder.seed_folder(workdir, seed, config.num_seeds)
+        seed_folders.update({f"{row}/seed_{seed}": runfolder.seed_folder(workdir, seed, config.num_seeds)
                              for seed in seeds})
         checkpoint.write_json(outdir / "rows.json", finished)
         (outdir / "runs.tar.gz").write_bytes(_tar(seed_folders, skip=(".lock", runfolder.CHECKPOINT,
@@ -541,9 +595,10 @@ def rows_from_archive(job: pathlib.Path, report: dict) -> dict:
 
 
 def merge(job: pathlib.Path, results_dir: pathlib.Path, allow_reduced: bool = False) -> list[pathlib.Path]:
-    """Folds a job folder into `results_dir`: each finished row's seeds as records in mnist/runs/PRESET/
+    """Folds a job folder into `results_dir`: each finished row's seeds as records in DATASET/runs/PRESET/
     (scale "paper"), the job's timings into bench/, the job's pending checkpoint into mnist/ (or removes the
-    one it finished), then the MNIST report. Merge jobs in the order they ran. Returns the files written.
+    one it finished), then the report of each data set it added to. Merge jobs in the order they ran. Returns
+    the files written.
     Without rows.json the rows are rebuilt from runs.tar.gz (rows_from_archive).
 
     Rows run with smaller settings (--pool_size, --iterations, ...) are refused unless `allow_reduced`; their
@@ -556,12 +611,12 @@ def merge(job: pathlib.Path, results_dir: pathlib.Path, allow_reduced: bool = Fa
     else:
         rows = {}
     reduced = {}
-    for preset, row in rows.items():
-        paper = mnist.get_config(preset)
-        reduced[preset] = [f"{field}={row['config'][field]} (paper: {paper[field]})" for field in SCALE_FIELDS
-                           if row["config"][field] != paper[field]]
-        if reduced[preset] and not allow_reduced:
-            raise ValueError(f"{job} ran {preset} with {', '.join(reduced[preset])}: not the paper's setting, so it "
+    for name, row in rows.items():
+        paper = mnist.get_config(parse_row(name)[1])
+        reduced[name] = [f"{field}={row['config'][field]} (paper: {paper[field]})" for field in SCALE_FIELDS
+                         if row["config"][field] != paper[field]]
+        if reduced[name] and not allow_reduced:
+            raise ValueError(f"{job} ran {name} with {', '.join(reduced[name])}: not the paper's setting, so it "
                              "is not merged into the results (--allow_reduced merges it as scale 'reduced').")
     written = []
     stamp = report.get("started_utc", "").replace(":", "").replace("-", "")
@@ -570,13 +625,14 @@ def merge(job: pathlib.Path, results_dir: pathlib.Path, allow_reduced: bool = Fa
     bench.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.write_json(bench, report)
     written.append(bench)
-    for preset, row in rows.items():
+    for name, row in rows.items():
+        dataset, preset = parse_row(name)
         num_seeds = len(row["results"])
         for result in row["results"]:
             last = result["metrics"][-1]
             record = {
-                "row": mnist_report.table_row(preset), "preset": preset, "seed": result["seed"], "dataset": "mnist",
-                "scale": "reduced" if reduced[preset] else "cpu" if preset.startswith(mnist.CPU_PREFIX) else "paper",
+                "row": mnist_report.table_row(preset), "preset": preset, "seed": result["seed"], "dataset": dataset,
+                "scale": "reduced" if reduced[name] else "cpu" if preset.startswith(mnist.CPU_PREFIX) else "paper",
                 "test_accuracy": 100 * result["test_accuracy"], "config": dict(row["config"], seed=result["seed"]),
                 "summary": {"iterations": last["iteration"], "labels": last["labels"], "final": last,
                             "test_accuracy": result["test_accuracy"], "oracle_queries": result["oracle_queries"]},
@@ -587,7 +643,7 @@ def merge(job: pathlib.Path, results_dir: pathlib.Path, allow_reduced: bool = Fa
                 # the row's seeds ran at once: each record carries its share of the wall time of this job
                 "seconds": row["wall_seconds"] / num_seeds, "row_wall_seconds": row["wall_seconds"],
             }
-            path = results_dir / "mnist" / "runs" / preset / f"seed_{result['seed']}.json"
+            path = results_dir / dataset / "runs" / preset / f"seed_{result['seed']}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
             checkpoint.write_json(path, record)
             written.append(path)
@@ -598,9 +654,9 @@ def merge(job: pathlib.Path, results_dir: pathlib.Path, allow_reduced: bool = Fa
         written.append(target)
     elif target.exists() and any(j.get("resumed") for j in report["jobs"]):
         target.unlink()  # the job finished the row it continued
-    if rows:
-        mnist_report.write_report(results_dir / "mnist")
-        written.append(results_dir / "mnist" / "table.json")
+    for dataset in sorted({parse_row(name)[0] for name in rows}):
+        mnist_report.write_report(results_dir / dataset)
+        written.append(results_dir / dataset / "table.json")
     return written
 
 

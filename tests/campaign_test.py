@@ -40,7 +40,7 @@ def _campaign(outdir: pathlib.Path, **flag_values) -> dict:
     other experiments scripts share (experiments/flagdefs.py) get the campaign's defaults here: whichever module
     the tests import first defines them."""
     shared = {"rows": list(campaign.ROW_ORDER), "workroot": str(outdir.parent / f"{outdir.name}_workroot"),
-              "data_dir": None}
+              "data_dir": None, "data_root": None}
     with flagsaver.flagsaver(outdir=str(outdir), **{**shared, **flag_values}):
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()
@@ -167,3 +167,65 @@ def test_a_row_in_several_blocks_of_one_job_keeps_every_seed(tmp_path, mnist_dir
               data_dir=str(mnist_dir), results=str(tmp_path / "results_alone"), workroot=str(tmp_path / "work2"))
     together = json.loads((alone / "rows.json").read_text())["supervised_100"]["results"]
     assert [r["test_accuracy"] for r in together] == [r["test_accuracy"] for r in rows["supervised_100"]["results"]]
+
+
+def _data_root(tmp_path: pathlib.Path, mnist_dir, fashion_mnist_dir) -> pathlib.Path:
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "mnist").symlink_to(mnist_dir)
+    (root / "fashion_mnist").symlink_to(fashion_mnist_dir)
+    return root
+
+
+def test_fashion_mnist_rows_run_and_merge_into_their_own_results(tmp_path, mnist_dir, fashion_mnist_dir):
+    """A DATASET:PRESET row runs on that data set (from --data_root) and merges into results/DATASET; a later
+    job finds its seeds there and has nothing left to do."""
+    results, root = tmp_path / "results", _data_root(tmp_path, mnist_dir, fashion_mnist_dir)
+    settings = dict(rows=["supervised_100", "fashion_mnist:supervised_100"], seeds_per_row=1, max_seeds=1,
+                    pool_size=320, initial_epochs=2, test_size=100, chunk_size=64, seed_axis="map",
+                    smoke_iterations=0, budget_s=900.0, data_root=str(root), results=str(results),
+                    workroot=str(tmp_path / "work"))
+    report = _campaign(tmp_path / "job", **settings)
+    assert [job["row"] for job in report["jobs"]] == ["supervised_100", "fashion_mnist:supervised_100"]
+    campaign.merge(tmp_path / "job", results, allow_reduced=True)
+    mnist_record, fashion_record = (json.loads((results / name / "runs" / "supervised_100" / "seed_0.json").read_text())
+                                    for name in ("mnist", "fashion_mnist"))
+    assert (mnist_record["dataset"], fashion_record["dataset"]) == ("mnist", "fashion_mnist")
+    assert fashion_record["config"]["data"]["name"] == "fashion_mnist"
+    assert fashion_record["config"]["data"]["data_dir"] == str(root / "fashion_mnist")
+    # The same seed and setting on the two data sets: the same labels are bought, but other images are learnt.
+    assert mnist_record["test_accuracy"] != fashion_record["test_accuracy"]
+    table = json.loads((results / "fashion_mnist" / "table.json").read_text())
+    assert table["supervised_100"]["scale"] == "reduced"
+    assert table["supervised_100"]["per_seed"] == [pytest.approx(fashion_record["test_accuracy"])]
+    assert "supervised_100" in json.loads((results / "mnist" / "table.json").read_text())
+    assert _campaign(tmp_path / "again", **{**settings, "workroot": str(tmp_path / "work2")})["jobs"] == []
+
+
+def test_rows_and_data_folders_are_checked_before_any_work(tmp_path, mnist_dir, fashion_mnist_dir):
+    """A misspelt data set or preset anywhere in --rows, or a data folder that is not there, stops the job
+    before the reference check or any row."""
+    root = _data_root(tmp_path, mnist_dir, fashion_mnist_dir)
+    common = dict(seeds_per_row=1, max_seeds=1, smoke_iterations=0, budget_s=900.0, results=str(tmp_path / "r"))
+    with pytest.raises(ValueError, match="names the data set 'fashion'"):
+        _campaign(tmp_path / "a", rows=["supervised_100", "fashion:supervised_100"], data_root=str(root), **common)
+    with pytest.raises(ValueError, match="unknown mnist preset 'supervised_7'"):
+        _campaign(tmp_path / "b", rows=["fashion_mnist:supervised_7"], data_root=str(root), **common)
+    with pytest.raises(FileNotFoundError, match="not a folder"):
+        _campaign(tmp_path / "c", rows=["supervised_100", "fashion_mnist:supervised_100"], data_dir=str(mnist_dir),
+                  data_root=str(tmp_path / "nowhere"), **common)
+    assert not any((tmp_path / job / "campaign.json").exists() for job in "abc")  # nothing ran
+
+
+def test_a_pending_row_stashed_before_rows_named_data_sets_continues_on_mnist(tmp_path):
+    """results/mnist/pending.tar.gz of earlier jobs names its row "preset" (an MNIST preset)."""
+    folder = tmp_path / "stash"
+    folder.mkdir()
+    (folder / campaign.PENDING_ROW).write_text(json.dumps({"preset": "semi_supervised_100", "seed": 0,
+                                                           "num_seeds": 10, "seed_axis": "vmap"}))
+    with tarfile.open(tmp_path / campaign.PENDING, "w:gz") as archive:
+        archive.add(folder, arcname=".")
+    with flagsaver.flagsaver(data_dir=None, data_root=None):
+        config, workdir = campaign._unstash_pending(tmp_path / campaign.PENDING, tmp_path / "work")
+    assert (campaign.row_name(config), config.data.name, config.num_seeds) == ("semi_supervised_100", "mnist", 10)
+    assert (workdir / campaign.PENDING_ROW).exists()
