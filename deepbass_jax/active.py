@@ -429,7 +429,7 @@ class Driver:
         return algorithm.train_epoch(self.states, self.pool_images, self._targets(), plans, config.train.batch_size,
                                      self.shared_pool, self.seed_axis, self._labeled(),
                                      config.train.augment_degrees, config.train.augment_scale,
-                                     config.train.augment_shift)
+                                     config.train.augment_shift, config.train.steps_per_call)
 
     def initial_fit(self) -> None:
         """Lines 1-2: buy the initial ground truth, then fit on it alone (upsampled); each seed stops by

@@ -216,6 +216,26 @@ def seeds_train_step(states, images, targets, batch_indices, batch_weights, augm
     return per_seed(one, seed_axis, batched, states, images, targets, batch_indices, batch_weights, augment, take_step)
 
 
+@functools.partial(jax.jit, donate_argnums=0,
+                   static_argnames=("shared_images", "seed_axis", "augment_degrees", "augment_scale", "augment_shift"))
+def seeds_train_steps(states, totals: train.StepMetrics, images, targets, batch_indices, batch_weights, augment,
+                      take_step, shared_images: bool, seed_axis: str, augment_degrees: float = 0.0,
+                      augment_scale: float = 0.0, augment_shift: float = 0.0):
+    """K consecutive `seeds_train_step`s in one program (`lax.scan`): batch_indices / batch_weights / augment
+    [K, R, B], take_step [K, R]; totals: running sums [R] of the steps' metrics, returned with these K added
+    one by one (as a loop over seeds_train_step adds them). One call instead of K spares an accelerator K - 1
+    dispatches and host transfers."""
+    def step(carry, batch):
+        states, totals = carry
+        states, metrics = seeds_train_step.__wrapped__(states, images, targets, *batch, shared_images=shared_images,
+                                                       seed_axis=seed_axis, augment_degrees=augment_degrees,
+                                                       augment_scale=augment_scale, augment_shift=augment_shift)
+        return (states, jax.tree_util.tree_map(jnp.add, totals, metrics)), None
+
+    (states, totals), _ = jax.lax.scan(step, (states, totals), (batch_indices, batch_weights, augment, take_step))
+    return states, totals
+
+
 # ------------------------------------------------------------------------------ host loops over devices
 def stack(trees):
     """Per-seed pytrees of one structure -> one pytree with a leading seed axis (static fields of the first)."""
@@ -276,17 +296,23 @@ def pool_stats(apply_fn, params, images, keys, num_passes: int, chunk_size: int,
 
 
 def train_epoch(states, images, targets, plans, batch_size: int, shared: bool, seed_axis: str, labeled=None,
-                augment_degrees: float = 0.0, augment_scale: float = 0.0, augment_shift: float = 0.0):
+                augment_degrees: float = 0.0, augment_scale: float = 0.0, augment_shift: float = 0.0,
+                steps_per_call: int = 1):
     """Line 12: one epoch per seed over its plan [(indices [M_r], weights [M_r])], in batches of exactly
     `batch_size` (padded with weight 0): seed r takes ceil(M_r / batch_size) steps, then no-ops.
 
-    With augment_degrees, augment_scale or augment_shift > 0, plan entries of ground-truth samples (labeled
-    [R, N] bool) are warped; pseudo-labeled ones are not. Returns the states and per seed train.EpochMetrics
-    (None for an empty plan); FloatingPointError (naming the seed index) when a loss is not finite.
+    The steps go to the device `steps_per_call` at a time (`seeds_train_steps`; the last few one at a time), so
+    at most two programs compile, and the states equal those of steps taken one by one (under vmap the mean
+    loss may differ in its last bits). With augment_degrees, augment_scale or augment_shift > 0, plan entries
+    of ground-truth samples (labeled [R, N] bool) are warped; pseudo-labeled ones are not. Returns the states
+    and per seed train.EpochMetrics (None for an empty plan); FloatingPointError (naming the seed index) when a
+    loss is not finite.
     """
     augmenting = augment_lib.warps(augment_degrees, augment_scale, augment_shift)
     if augmenting and labeled is None:
         raise ValueError("augmentation warps ground-truth samples only: give train_epoch the `labeled` masks.")
+    if steps_per_call < 1:
+        raise ValueError(f"steps_per_call must be at least 1, got {steps_per_call}.")
     steps = np.array([-(-len(indices) // batch_size) for indices, _ in plans])
     num_seeds, max_steps = len(plans), int(steps.max())
     indices = np.zeros((num_seeds, max_steps * batch_size), np.int32)
@@ -296,20 +322,21 @@ def train_epoch(states, images, targets, plans, batch_size: int, shared: bool, s
         indices[r, : len(plan_indices)], weights[r, : len(plan_weights)] = plan_indices, plan_weights
         if augmenting:
             augment[r, : len(plan_indices)] = np.asarray(labeled[r], bool)[plan_indices]
-    take_step = np.arange(max_steps)[None, :] < steps[:, None]  # [R, S]
-    total_loss, total_correct, total_count = 0.0, 0, 0
-    for s in range(max_steps):
-        batch = slice(s * batch_size, (s + 1) * batch_size)
-        states, metrics = seeds_train_step(states, images, targets, indices[:, batch], weights[:, batch],
-                                           augment[:, batch], take_step[:, s], shared_images=shared,
-                                           seed_axis=seed_axis, augment_degrees=augment_degrees,
-                                           augment_scale=augment_scale, augment_shift=augment_shift)
-        total_loss += metrics.loss  # accumulated on device, per seed
-        total_correct += metrics.correct
-        total_count += metrics.count
+    # Step-major: [S, R, B] and [S, R].
+    batches = [a.reshape(num_seeds, max_steps, batch_size).swapaxes(0, 1) for a in (indices, weights, augment)]
+    take_step = (np.arange(max_steps)[None, :] < steps[:, None]).T
+    totals = train.StepMetrics.zeros(num_seeds)  # summed on the device, per seed
+    start = 0
+    while start < max_steps:
+        calls = slice(start, start + (steps_per_call if max_steps - start >= steps_per_call else 1))
+        states, totals = seeds_train_steps(states, totals, images, targets, *(a[calls] for a in batches),
+                                           take_step[calls], shared_images=shared, seed_axis=seed_axis,
+                                           augment_degrees=augment_degrees, augment_scale=augment_scale,
+                                           augment_shift=augment_shift)
+        start = calls.stop
     if max_steps == 0:
         return states, [None] * num_seeds
-    total_loss, total_correct, total_count = (np.asarray(x) for x in (total_loss, total_correct, total_count))
+    total_loss, total_correct, total_count = (np.asarray(x) for x in totals)
     results = []
     for r in range(num_seeds):
         if steps[r] == 0:

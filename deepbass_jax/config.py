@@ -68,6 +68,7 @@ _MEANINGS = {
     "train.augment_scale": "the maximum relative height/width scaling of ground-truth augmentation; 0 is off",
     "train.augment_shift": "the maximum shift of ground-truth augmentation as a fraction of height/width; 0 is off",
     "num_seeds": "R, the seeds run at once",
+    "train.steps_per_call": "training steps sent to the device as one program",
 }
 _EXTRA_FIELDS = ("preset",)  # top-level fields a config file may add to default_config()
 
@@ -119,6 +120,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
         ("train.augment_scale", 0 <= config.train.augment_scale < 1, "in [0, 1) (the paper: 0.05)"),
         ("train.augment_shift", 0 <= config.train.augment_shift < 0.5,
          "in [0, 0.5) (the paper: none; the authors' code: 0.05)"),
+        ("train.steps_per_call", config.train.steps_per_call >= 1, "at least 1"),
         ("val_size", config.val_size >= 0, "0 or more"),
         ("pool_size", config.pool_size >= 0, "0 (all) or more"),
         ("test_size", config.test_size >= 0, "0 (all) or more"),

@@ -25,7 +25,7 @@ CONFIG = "config.json"
 LABELS = "labels.csv"
 CORRECTIONS = "corrections.csv"
 # Fields a resumed run may change: they do not change the algorithm (how long the file oracle waits).
-RESUMABLE_CHANGES = ("oracle_wait_seconds",)
+RESUMABLE_CHANGES = ("oracle_wait_seconds", "train.steps_per_call")  # fields a run may resume with changed
 
 
 def seed_folder(workdir, seed: int, num_seeds: int) -> pathlib.Path:

@@ -34,6 +34,9 @@ def default_config() -> ml_collections.ConfigDict:
     config.augment_degrees = 0.0  # max rotation in degrees, U(-a, a) per sample (0 = off; paper: below 10)
     config.augment_scale = 0.0  # max relative scaling of height and width, each U(1-s, 1+s) (paper: 0.05)
     config.augment_shift = 0.0  # max shift, a fraction of height / width, each U(-s, s) (paper: none; authors: 0.05)
+    # Steps sent to the device as one program (lax.scan): fewer dispatches; the trained networks are the same
+    # for any value (under seed_axis vmap the logged training loss may differ in its last bits)
+    config.steps_per_call = 16
     return config
 
 
@@ -75,6 +78,11 @@ class StepMetrics(NamedTuple):
     loss: jax.Array  # cross-entropy + L2 of the batch
     correct: jax.Array  # number of weighted samples predicted right
     count: jax.Array  # number of samples with weight > 0
+
+    @classmethod
+    def zeros(cls, shape=()) -> "StepMetrics":
+        """The sums of no steps (with the dtypes of a step's metrics), e.g. shape [R] for R seeds."""
+        return cls(jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.int32), jnp.zeros(shape, jnp.int32))
 
 
 AUGMENT_STREAM = 0x61756721  # fold_in data that separates a step's augmentation key from its dropout key

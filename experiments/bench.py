@@ -71,7 +71,8 @@ def _jax_figures(pool_size: int, train_samples: int, repeats: int) -> dict:
 
     def epoch():  # one run's epoch; returns once the loss is on the host
         nonlocal states
-        states, _ = algorithm.train_epoch(states, pool, targets, [plan], 256, shared=True, seed_axis=SEED_AXIS)
+        states, _ = algorithm.train_epoch(states, pool, targets, [plan], 256, shared=True, seed_axis=SEED_AXIS,
+                                          steps_per_call=train.default_config().steps_per_call)
 
     train_seconds = _best_seconds(epoch, repeats)
     return {

@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from deepbass_jax import active, algorithm, checkpoint, data, layers, models, runfolder
+from deepbass_jax import active, algorithm, checkpoint, data, layers, models, runfolder, train
 from experiments import flagdefs, mnist_report, provenance
 from experiments.configs import mnist
 
@@ -233,7 +233,8 @@ def _timed(fn, repeats: int) -> float:
 
 
 def time_device_functions(config, dataset: data.Dataset, num_seeds: int, seed_axis: str) -> dict:
-    """Seconds of one pool chunk of MC inference and of one training step for `num_seeds` seeds at once."""
+    """Seconds of one pool chunk of MC inference and of one training step (of train.steps_per_call in one call) for
+    `num_seeds` seeds at once."""
     module = models.build(config.model, dataset.num_classes)
     apply_fn = models.make_apply(module)
     states = algorithm.stack([algorithm.initial_train_state(module, apply_fn, jax.random.key(r), dataset.input_shape,
@@ -245,22 +246,23 @@ def time_device_functions(config, dataset: data.Dataset, num_seeds: int, seed_ax
     chunk_seconds = _timed(lambda: algorithm.seeds_chunk_stats(
         apply_fn, states.params, images, ids, keys, num_passes=config.mc_passes_pool, shared_images=True,
         seed_axis=seed_axis), repeats=3)
-    batch = config.train.batch_size
-    indices = np.random.default_rng(0).integers(0, chunk, (num_seeds, batch)).astype(np.int32)
-    weights = np.ones((num_seeds, batch), np.float32)
-    no_augment = np.zeros((num_seeds, batch), bool)
-    take = np.ones(num_seeds, bool)
+    batch, per_call = config.train.batch_size, config.train.steps_per_call
+    indices = np.random.default_rng(0).integers(0, chunk, (per_call, num_seeds, batch)).astype(np.int32)
+    weights = np.ones((per_call, num_seeds, batch), np.float32)
+    no_augment = np.zeros((per_call, num_seeds, batch), bool)
+    take = np.ones((per_call, num_seeds), bool)
     targets = jnp.asarray(np.tile(dataset.train_labels[:chunk], (num_seeds, 1)))
-    holder = {"states": states}
+    holder = {"states": states, "totals": train.StepMetrics.zeros(num_seeds)}
 
-    def step():
-        holder["states"], metrics = algorithm.seeds_train_step(
-            holder["states"], images, targets, indices, weights, no_augment, take, shared_images=True,
-            seed_axis=seed_axis)
-        return metrics.loss
+    def steps():  # train.steps_per_call steps in one program, as the epochs take them
+        holder["states"], holder["totals"] = algorithm.seeds_train_steps(
+            holder["states"], holder["totals"], images, targets, indices, weights, no_augment, take,
+            shared_images=True, seed_axis=seed_axis)
+        return holder["totals"].loss
 
-    step_seconds = _timed(step, repeats=10)
-    return {"seeds": num_seeds, "seed_axis": seed_axis, "chunk_seconds": chunk_seconds, "step_seconds": step_seconds}
+    step_seconds = _timed(steps, repeats=max(1, 16 // per_call)) / per_call
+    return {"seeds": num_seeds, "seed_axis": seed_axis, "chunk_seconds": chunk_seconds, "step_seconds": step_seconds,
+            "steps_per_call": per_call}
 
 
 def projected_seconds(config, num_pool: int, chunk_seconds: float, step_seconds: float) -> dict:

@@ -175,6 +175,9 @@ def test_finished_runs_are_not_rerun_and_config_changes_are_refused(tmp_path):
     changed = toy_config(iterations=2)
     with pytest.raises(ValueError, match=r"different config \(fields \['iterations'\] differ\)"):
         active.Driver(changed, other)
+    dispatch = toy_config(iterations=1)
+    dispatch.train.steps_per_call = 3  # how the steps reach the device: the same run
+    active.Driver(dispatch, other)
 
 
 @pytest.mark.parametrize(

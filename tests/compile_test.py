@@ -11,9 +11,11 @@ from tests.compilations import count_compilations
 
 # Eager jax.numpy ops on arrays whose size changes each iteration compile too; these must not.
 JITTED = [algorithm.seeds_chunk_stats, algorithm.seeds_queries, algorithm.seeds_pseudo_labels,
-          algorithm.seeds_train_step, train._predict_chunk]
-# Functions of the whole pool's arrays compile once more for a pool of another size; the others never.
-POOL_SHAPED = {fn.__name__ for fn in (algorithm.seeds_queries, algorithm.seeds_pseudo_labels, algorithm.seeds_train_step)}
+          algorithm.seeds_train_steps, train._predict_chunk]
+# Functions of the whole pool's arrays compile again for a pool of another size (the training steps twice: the
+# program of train.steps_per_call steps and the one-step program of an epoch's last steps); the others never.
+POOL_SHAPED = {algorithm.seeds_queries.__name__: 1, algorithm.seeds_pseudo_labels.__name__: 1,
+               algorithm.seeds_train_steps.__name__: 2}
 
 
 def _jitted_compilations(compiled):
@@ -26,16 +28,21 @@ def _config(num_per_class, seed):
     config.data.num_per_class = num_per_class
     config.initial_epochs, config.initial_patience = 5, 0
     config.iterations, config.mc_passes_labeled, config.chunk_size = 0, 8, 32
+    # Epochs of several steps, some odd in number: the fit already takes both training programs.
+    config.train.batch_size, config.train.steps_per_call = 32, 2
     return config
 
 
 def test_iterations_pool_sizes_and_runs_share_one_compilation(tmp_path):
+    steps = algorithm.seeds_train_steps.__name__
     first = active.Driver(_config(num_per_class=50, seed=0), tmp_path / "a")
-    first.initial_fit()
-    first.iterate()  # compiles everything an iteration needs
+    with count_compilations() as warm_up:
+        first.initial_fit()
+        first.iterate()  # compiles everything an iteration needs
     with count_compilations() as compiled:
         for _ in range(3):
             first.iterate()
+    assert warm_up[steps] <= 2, "the training steps compiled more than their two programs"
     assert not any(_jitted_compilations(compiled).values()), "an iteration retraced"
     # Another run: a different seed and a pool of another size (130 vs 100 samples, other chunk counts).
     with count_compilations() as compiled:
@@ -43,7 +50,7 @@ def test_iterations_pool_sizes_and_runs_share_one_compilation(tmp_path):
         second.initial_fit()
         for _ in range(2):
             second.iterate()
-    assert _jitted_compilations(compiled) == {fn.__name__: int(fn.__name__ in POOL_SHAPED) for fn in JITTED}, \
+    assert _jitted_compilations(compiled) == {fn.__name__: POOL_SHAPED.get(fn.__name__, 0) for fn in JITTED}, \
         "a new run or pool size retraced more than the pool-shaped functions, or those more than once"
     assert second.pool_images.shape[0] != first.pool_images.shape[0]
     assert not np.array_equal(second.state.ground_truth, first.state.ground_truth)  # really another run

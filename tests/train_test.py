@@ -59,22 +59,56 @@ def test_sampling_plan_refuses_to_overwrite_ground_truth():
         train.sampling_plan(labeled, labeled.copy(), jax.random.key(0))
 
 
-def test_epoch_compiles_once_when_the_plan_size_changes():
+@pytest.mark.parametrize("seed_axis", ["map", "vmap"])
+def test_steps_per_call_changes_nothing_but_the_dispatch(seed_axis):
+    """Two seeds with plans of 7 and 4 steps (no-op steps for the second) trained one step per call, 3 per call
+    (3 + 3 + 1) or all at once: the same states bit for bit; the same epoch metrics, under vmap the mean loss
+    within round-off (its batch sums may be ordered otherwise inside the scan)."""
+    images = jnp.asarray(np.random.default_rng(0).normal(size=(300, 2)), jnp.float32)
+    targets = jnp.asarray(np.stack([np.arange(300) % 2, (np.arange(300) // 7) % 2]), jnp.int32)
+    rng = np.random.default_rng(1)
+    plans = [(rng.integers(0, 300, n).astype(np.int32), rng.uniform(0.5, 1.0, n).astype(np.float32))
+             for n in (7 * 32 - 5, 4 * 32)]
+    results = []
+    for steps_per_call in (1, 3, 7):
+        states = algorithm.stack([_toy_state(0), _toy_state(1)])
+        states, metrics = algorithm.train_epoch(states, images, targets, plans, 32, shared=True, seed_axis=seed_axis,
+                                                steps_per_call=steps_per_call)
+        results.append((jax.tree_util.tree_leaves((states.step, states.params, states.opt_state)), metrics))
+    assert [m.steps for m in results[0][1]] == [7, 4]
+    for leaves, metrics in results[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(results[0][0], leaves))
+        if seed_axis == "map":
+            assert metrics == results[0][1]
+        for ours, expected in zip(metrics, results[0][1]):
+            assert (ours.accuracy, ours.steps) == (expected.accuracy, expected.steps)
+            assert ours.loss == pytest.approx(expected.loss, rel=1e-6)
+
+
+def test_epochs_compile_two_programs_whatever_the_plan_size():
+    """The K-step program and the one-step program (for an epoch's last steps) compile once each; epochs of
+    other plan sizes compile nothing."""
     states = algorithm.stack([_toy_state()])
     images = jnp.asarray(np.random.default_rng(0).normal(size=(300, 2)), jnp.float32)
     targets = jnp.asarray(np.arange(300) % 2, jnp.int32)
     labeled = np.zeros(300, bool)
     labeled[:8] = True
-    # Warm up, then change the plan's size twice: one trace in total.
+
+    def epoch(states, num_selected):
+        selected = ~labeled & (np.arange(300) < 8 + num_selected)
+        indices, weights = train.sampling_plan(labeled, selected, jax.random.key(num_selected), upsample=20)
+        states, [metrics] = algorithm.train_epoch(states, images, targets[None], [(indices, weights)], 64,
+                                                  shared=True, seed_axis="map", steps_per_call=4)
+        assert metrics.steps == -(-indices.shape[0] // 64)
+        return states
+
     with count_compilations() as compiled:
-        for num_selected in (17, 100, 292):
-            selected = ~labeled & (np.arange(300) < 8 + num_selected)
-            indices, weights = train.sampling_plan(labeled, selected, jax.random.key(num_selected), upsample=20)
-            states, metrics = _epoch(states, images, targets, indices, weights, batch_size=64)
-            if num_selected == 17:
-                compiled_in_first_epoch = compiled[algorithm.seeds_train_step.__name__]
-            assert metrics.steps == -(-indices.shape[0] // 64)
-    assert compiled[algorithm.seeds_train_step.__name__] == compiled_in_first_epoch <= 1
+        for num_selected in (17, 100):  # 3 steps of 64 (3 x 1), 5 steps (4 + 1)
+            states = epoch(states, num_selected)
+    assert compiled[algorithm.seeds_train_steps.__name__] <= 2
+    with count_compilations() as compiled:
+        states = epoch(states, 292)  # 8 steps: 2 x 4
+    assert compiled[algorithm.seeds_train_steps.__name__] == 0
     assert int(states.step[0]) == sum(-(-(160 + n) // 64) for n in (17, 100, 292))
 
 
