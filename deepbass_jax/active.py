@@ -526,32 +526,48 @@ class Driver:
         self.iteration = iteration
         seconds = time.perf_counter() - started
         lines = []
-        ground_truth_images = [self._images(s, np.flatnonzero(s.state.labeled)) for s in seeds]
-        for r, seed in enumerate(seeds if self.leader else []):  # the metrics are process 0's to write
-            state = self.seed_state(r)
-            line = metrics_lib.metrics_line(seed.config, self.apply_fn, ground_truth_images[r], seed.hidden_labels,
-                                            state, stats.entropy[r], theta[r], bought[r], epochs[r].loss, seconds)
-            line.update(self._held_out_accuracy(r))
+        ground_truth = [np.flatnonzero(s.state.labeled) for s in seeds]
+        ground_truth_images = np.stack([self._images(s, indices) for s, indices in zip(seeds, ground_truth)])
+        if self.leader:  # the metrics are process 0's to write
+            with self._stop_on_nan(iteration):
+                ground_truth_accuracy = algorithm.seeds_accuracy(
+                    self.apply_fn, self.states.params, ground_truth_images,
+                    np.stack([s.state.ground_truth[indices] for s, indices in zip(seeds, ground_truth)]), False, axis,
+                    "ground-truth")
+            held_out = self._held_out_accuracy()
+        for r, seed in enumerate(seeds if self.leader else []):
+            seed.state.iteration = iteration  # the line needs the sets alone, not the network (seed_state(r))
+            line = metrics_lib.metrics_line(seed.config, seed.hidden_labels, seed.state, stats.entropy[r], theta[r],
+                                            bought[r], epochs[r].loss, ground_truth_accuracy[r], seconds)
+            line.update(held_out[r])
             line["phase_seconds"] = phases.seconds  # all seeds together; "metrics" is filled in below
             lines.append(line)
         phases.lap("metrics")
         return lines
 
-    def _held_out_accuracy(self, r: int) -> dict:
-        seed = self.seeds[r]
-        test_images, device_images = seed.dataset.test_images, None
-        if test_images is not None:
-            # One device copy per test set (the memory it occupies, so the views seeds take of one array share
-            # it), kept with the array so that the memory stays its own: the test images are evaluated every
-            # iteration for every seed.
-            where = (test_images.__array_interface__["data"][0], test_images.shape, test_images.strides,
-                     test_images.dtype.str)
+    def _held_out_accuracy(self) -> list[dict]:
+        """Each seed's test (and validation) accuracy; every seed in one program per chunk."""
+        seeds = self.seeds
+        test = {}
+        if seeds[0].dataset.test_images is not None and seeds[0].dataset.test_labels is not None:
+            # One device copy per test set (the memory it occupies: the views seeds take of one array share it),
+            # kept with the array so that the memory stays its own: it is evaluated every iteration.
+            where = tuple((s.dataset.test_images.__array_interface__["data"][0], s.dataset.test_images.shape,
+                           s.dataset.test_images.strides, s.dataset.test_images.dtype.str) for s in seeds)
+            shared = len(set(where)) == 1
             if where not in self._device_test_images:
-                self._device_test_images[where] = (test_images, jnp.asarray(test_images))
-            device_images = self._device_test_images[where][1]
+                host = seeds[0].dataset.test_images if shared else np.stack([s.dataset.test_images for s in seeds])
+                self._device_test_images[where] = (host, jnp.asarray(host))
+            test = {"test_images": self._device_test_images[where][1], "shared_test": shared,
+                    "test_labels": seeds[0].dataset.test_labels if shared else
+                    np.stack([s.dataset.test_labels for s in seeds])}
+        validation = {}
+        if len(seeds[0].val_indices):
+            validation = {"val_images": np.stack([s.dataset.train_images[s.val_indices] for s in seeds]),
+                          "val_labels": np.stack([s.dataset.train_labels[s.val_indices] for s in seeds])}
         with self._stop_on_nan(self.iteration):
-            return metrics_lib.held_out_accuracy(self.apply_fn, algorithm.unstack(self.states.params, r),
-                                                 seed.dataset, seed.val_indices, device_images)
+            return metrics_lib.held_out_accuracy(self.apply_fn, self.states.params, self.seed_axis, **test,
+                                                 **validation)
 
     # ------------------------------------------------------------------------------- NaN / Inf guard
     @contextlib.contextmanager
@@ -598,10 +614,11 @@ class Driver:
     def _run(self, should_stop):
         if not self._restore():
             self.initial_fit()
-            for r, seed in enumerate(self.seeds if self.leader else []):
+            held_out = self._held_out_accuracy() if self.leader else []
+            for seed, seed_held_out in zip(self.seeds, held_out):
                 initial = {"iteration": 0, "labels": int(seed.state.labeled.sum()),
                            "bought": int(seed.state.labeled.sum())}
-                initial.update(self._held_out_accuracy(r))
+                initial.update(seed_held_out)
                 checkpoint.rewrite_jsonl(seed.folder / METRICS, [initial])
                 logging.info("Initial model of seed %d: %s", seed.config.seed, initial)
             self._save()

@@ -236,6 +236,17 @@ def seeds_train_steps(states, totals: train.StepMetrics, images, targets, batch_
     return states, totals
 
 
+@functools.partial(jax.jit, static_argnames=("apply_fn", "shared_images", "seed_axis"))
+def seeds_predictions(apply_fn, params, images, shared_images: bool, seed_axis: str):
+    """Each seed's deterministic network (dropout off) on a chunk: predicted classes [R, B] and whether each row's
+    logits are finite [R, B]; params [R, ...], images [R, B, ...] ([B, ...] if shared)."""
+    def one(p, x):
+        logits = apply_fn(p, x)
+        return logits.argmax(axis=-1), jnp.isfinite(logits).all(axis=-1)
+
+    return per_seed(one, seed_axis, (True, not shared_images), params, images)
+
+
 # ------------------------------------------------------------------------------ host loops over devices
 def stack(trees):
     """Per-seed pytrees of one structure -> one pytree with a leading seed axis (static fields of the first)."""
@@ -293,6 +304,32 @@ def pool_stats(apply_fn, params, images, keys, num_passes: int, chunk_size: int,
         in_flight = (start, valid, scores)
     collect(*in_flight)
     return result
+
+
+def seeds_accuracy(apply_fn, params, images, labels, shared: bool, seed_axis: str, what: str = "test",
+                   chunk_size: int = 2048) -> np.ndarray:
+    """Accuracy in [0, 1] of each seed's deterministic network [R]: images [N, ...] with labels [N] if `shared`,
+    else [R, N, ...] and [R, N], in zero-padded chunks of `chunk_size` samples (per seed). FloatingPointError
+    naming `what` (and the seed's index when R > 1) when the logits of a prediction hold NaN or Inf."""
+    axis = 0 if shared else 1
+    num_samples = images.shape[axis]
+    if num_samples == 0:
+        raise ValueError(f"there are no {what} samples to evaluate.")
+    chunks = []
+    for start in range(0, num_samples, chunk_size):
+        valid = min(chunk_size, num_samples - start)
+        piece = images[start: start + valid] if shared else images[:, start: start + valid]
+        chunks.append((seeds_predictions(apply_fn, params, pad_rows(piece, chunk_size, axis), shared_images=shared,
+                                         seed_axis=seed_axis), valid))
+    # Sliced on the host: a device slice would compile anew for every `valid` a growing ground truth takes.
+    predictions, finite = (np.concatenate([np.asarray(outputs[i])[:, :valid] for outputs, valid in chunks], axis=1)
+                           for i in range(2))
+    for r, seed_finite in enumerate(finite):
+        if not seed_finite.all():
+            raise FloatingPointError(
+                f"NaN or Inf in the {what} predictions ({int((~seed_finite).sum())} of {num_samples} samples"
+                + (f", the seed at index {r})" if len(finite) > 1 else ")"))
+    return np.mean(predictions == np.asarray(labels), axis=1)
 
 
 def train_epoch(states, images, targets, plans, batch_size: int, shared: bool, seed_axis: str, labeled=None,

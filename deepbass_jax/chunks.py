@@ -1,8 +1,6 @@
-"""Fixed-size padded chunks over a leading sample axis, so jitted per-chunk functions compile once."""
+"""Fixed-size padded chunks, so that jitted per-chunk functions compile once."""
 
 from __future__ import annotations
-
-from typing import Iterator
 
 import jax.numpy as jnp
 import numpy as np
@@ -20,12 +18,3 @@ def pad_rows(piece, size: int, axis: int = 0) -> jnp.ndarray:
     if isinstance(piece, np.ndarray):
         return jnp.asarray(np.pad(piece, widths))
     return jnp.pad(piece, widths)
-
-
-def padded_chunks(array, chunk_size: int) -> Iterator[tuple[int, jnp.ndarray, int]]:
-    """Yields (start, chunk [chunk_size, ...], number of real rows); the last chunk is zero-padded."""
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}.")
-    for start in range(0, array.shape[0], chunk_size):
-        piece = array[start : start + chunk_size]
-        yield start, pad_rows(piece, chunk_size), piece.shape[0]

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 from typing import Optional
 
+import jax
 import ml_collections
 import numpy as np
 
-from deepbass_jax import data, train
+from deepbass_jax import algorithm
 from deepbass_jax.algorithm import RunState
 
 
-def metrics_line(config: ml_collections.ConfigDict, apply_fn, ground_truth_images, hidden_labels: Optional[np.ndarray],
-                 state: RunState, entropy, theta, bought: int, train_loss: float, seconds: float) -> dict:
+def metrics_line(config: ml_collections.ConfigDict, hidden_labels: Optional[np.ndarray], state: RunState, entropy,
+                 theta, bought: int, train_loss: float, ground_truth_accuracy: float, seconds: float) -> dict:
     """The metrics line of a finished iteration (held-out accuracy aside).
 
-    ground_truth_images [L, ...]: the labeled pool samples in pool order; entropy [N]: the pool entropy the
-    iteration decided with; hidden_labels [N] or None.
+    entropy [N]: the pool entropy the iteration decided with; hidden_labels [N] or None; ground_truth_accuracy:
+    the network's on the ground truth X.
     """
     labeled, selected = state.labeled, state.selected
     line = {
@@ -28,8 +29,7 @@ def metrics_line(config: ml_collections.ConfigDict, apply_fn, ground_truth_image
         "theta": float(theta),
         "mean_pool_entropy": float(np.asarray(entropy)[~labeled].mean()) if (~labeled).any() else 0.0,
         "train_loss": train_loss,
-        "ground_truth_accuracy": train.accuracy(apply_fn, state.train_state.params, ground_truth_images,
-                                                state.ground_truth[labeled], "ground-truth"),
+        "ground_truth_accuracy": float(ground_truth_accuracy),
         "pseudo_label_coverage": float(selected.sum() / max((~labeled).sum(), 1)),
         "pseudo_label_accuracy": None,
         "seconds": seconds,
@@ -39,14 +39,17 @@ def metrics_line(config: ml_collections.ConfigDict, apply_fn, ground_truth_image
     return line
 
 
-def held_out_accuracy(apply_fn, params, dataset: data.Dataset, val_indices: np.ndarray, test_images=None) -> dict:
-    """Test accuracy (and validation accuracy when samples were held out of the pool); FloatingPointError when
-    a prediction is NaN or Inf. test_images: dataset.test_images already on the device (None: sent from the host)."""
-    result = {}
-    if dataset.test_images is not None and dataset.test_labels is not None:
-        images = dataset.test_images if test_images is None else test_images
-        result["test_accuracy"] = train.accuracy(apply_fn, params, images, dataset.test_labels, "test")
-    if len(val_indices):
-        result["val_accuracy"] = train.accuracy(apply_fn, params, dataset.train_images[val_indices],
-                                                dataset.train_labels[val_indices], "validation")
-    return result
+def held_out_accuracy(apply_fn, params, seed_axis: str, test_images=None, test_labels=None, shared_test: bool = True,
+                      val_images=None, val_labels=None) -> list[dict]:
+    """Per seed, the test accuracy (given a labeled test set: images [M, ...] and labels [M] if `shared_test`,
+    else [R, M, ...] and [R, M]) and the validation accuracy (given samples held out of the pool: [R, V, ...] and
+    [R, V]); params [R, ...]: all seeds in one program per chunk. FloatingPointError when a prediction is NaN or
+    Inf."""
+    results = [{} for _ in range(jax.tree_util.tree_leaves(params)[0].shape[0])]
+    for key, images, labels, shared, what in (("test_accuracy", test_images, test_labels, shared_test, "test"),
+                                              ("val_accuracy", val_images, val_labels, False, "validation")):
+        if images is not None:
+            accuracies = algorithm.seeds_accuracy(apply_fn, params, images, labels, shared, seed_axis, what)
+            for result, accuracy in zip(results, accuracies):
+                result[key] = float(accuracy)
+    return results

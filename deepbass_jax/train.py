@@ -1,4 +1,4 @@
-"""Training: the jit-compiled step, sampling plans, evaluation; `algorithm.train_epoch` runs the epochs.
+"""Training: the jit-compiled step and sampling plans; `algorithm.train_epoch` runs the epochs.
 
 Line 12 of Algorithm 3.1 trains one epoch on D = ground truth repeated `upsample` times (section 4,
 "intentional overfitting") plus the pseudo-labeled samples, each at most once. Sets are boolean masks
@@ -19,7 +19,6 @@ import optax
 
 from deepbass_jax import augment as augment_lib
 from deepbass_jax import losses
-from deepbass_jax.chunks import padded_chunks
 from deepbass_jax.models import ApplyFn
 
 
@@ -189,24 +188,3 @@ class EpochMetrics(NamedTuple):
     loss: float  # mean batch loss
     accuracy: float  # training accuracy over the plan (pseudo-labels count as labels)
     steps: int
-
-
-@functools.partial(jax.jit, static_argnames=("apply_fn",))
-def _predict_chunk(apply_fn: ApplyFn, params, images: jax.Array):
-    """Deterministic predictions [B] of a chunk [B, ...] and whether each row's logits are finite [B]."""
-    logits = apply_fn(params, images)
-    return logits.argmax(axis=-1), jnp.isfinite(logits).all(axis=-1)
-
-
-def accuracy(apply_fn: ApplyFn, params, images, labels, what: str = "test", chunk_size: int = 2048) -> float:
-    """Accuracy in [0, 1] of the deterministic network (dropout off) on images [N, ...] with labels [N], in padded
-    fixed-size chunks; FloatingPointError naming `what` when the logits of a prediction hold NaN or Inf."""
-    chunks = [(_predict_chunk(apply_fn, params, chunk), valid) for _, chunk, valid in padded_chunks(images, chunk_size)]
-    # Sliced on the host: a device slice would compile anew for every `valid` a growing ground truth takes.
-    predictions = [np.asarray(chunk_predictions)[:valid] for (chunk_predictions, _), valid in chunks]
-    finite = np.concatenate([np.asarray(chunk_finite)[:valid] for (_, chunk_finite), valid in chunks])
-    if not finite.all():
-        raise FloatingPointError(
-            f"NaN or Inf in the {what} predictions ({int((~finite).sum())} of {len(finite)} samples)"
-        )
-    return float(np.mean(np.concatenate(predictions) == np.asarray(labels)))

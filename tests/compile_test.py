@@ -5,13 +5,13 @@ retraces every iteration would cost seconds to minutes each time."""
 import jax
 import numpy as np
 
-from deepbass_jax import active, algorithm, config as config_lib, data, models, train
+from deepbass_jax import active, algorithm, config as config_lib, data, models
 from experiments.configs import yinyang
 from tests.compilations import count_compilations
 
 # Eager jax.numpy ops on arrays whose size changes each iteration compile too; these must not.
 JITTED = [algorithm.seeds_chunk_stats, algorithm.seeds_queries, algorithm.seeds_pseudo_labels,
-          algorithm.seeds_train_steps, train._predict_chunk]
+          algorithm.seeds_train_steps, algorithm.seeds_predictions]
 # Functions of the whole pool's arrays compile again for a pool of another size (the training steps twice: the
 # program of train.steps_per_call steps and the one-step program of an epoch's last steps); the others never.
 POOL_SHAPED = {algorithm.seeds_queries.__name__: 1, algorithm.seeds_pseudo_labels.__name__: 1,

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from deepbass_jax import active, algorithm, checkpoint, config as config_lib, data, models, runfolder, train
 from experiments.configs import mnist as mnist_configs
@@ -212,6 +213,40 @@ def test_seeds_evaluate_one_device_copy_of_their_test_set(tmp_path):
     assert all(np.shares_memory(s.dataset.test_images, host) for s in driver.seeds)
     np.testing.assert_array_equal(np.asarray(device), host)
     for r, seed in enumerate(driver.seeds):
-        expected = train.accuracy(driver.apply_fn, driver.seed_state(r).train_state.params, host,
-                                  seed.dataset.test_labels)
+        [expected] = algorithm.seeds_accuracy(driver.apply_fn, algorithm.stack([driver.seed_state(r).train_state.params]),
+                                              host, seed.dataset.test_labels, shared=True, seed_axis="map")
         assert checkpoint.read_jsonl(seed.folder / runfolder.METRICS)[-1]["test_accuracy"] == expected
+
+
+def _scaled_logits(params, x):
+    """A network whose logits are row-wise products, exact in floats: x [B, C] * w [C]."""
+    return x * params["w"]
+
+
+@settings(max_examples=25, deadline=None)
+@given(num_samples=st.integers(1, 11), chunk_size=st.sampled_from([1, 3, 8, 16]), num_seeds=st.integers(1, 3),
+       shared=st.booleans(), seed_axis=st.sampled_from(algorithm.SEED_AXES))
+def test_seeds_accuracy_is_each_seeds_share_of_right_predictions(num_samples, chunk_size, num_seeds, shared,
+                                                                  seed_axis):
+    """Whatever the chunking (a last chunk zero-padded), each seed's accuracy over its own or the shared images."""
+    rng = np.random.default_rng(num_samples * 100 + chunk_size)
+    params = {"w": jnp.asarray(rng.uniform(0.5, 2.0, (num_seeds, 4)), jnp.float32)}
+    shape = (num_samples, 4) if shared else (num_seeds, num_samples, 4)
+    images, labels = rng.normal(size=shape).astype(np.float32), rng.integers(0, 4, shape[:-1])
+    accuracy = algorithm.seeds_accuracy(_scaled_logits, params, images, labels, shared, seed_axis,
+                                        chunk_size=chunk_size)
+    expected = [np.mean((np.broadcast_to(images, (num_seeds, num_samples, 4))[r] * np.asarray(params["w"][r])).argmax(-1)
+                        == np.broadcast_to(labels, (num_seeds, num_samples))[r]) for r in range(num_seeds)]
+    np.testing.assert_array_equal(accuracy, expected)
+
+
+def test_seeds_accuracy_names_the_seed_whose_predictions_are_not_finite():
+    params = {"w": jnp.ones((3, 2))}
+    images = np.ones((3, 5, 2), np.float32)
+    images[1, 4, 0] = np.nan
+    with pytest.raises(FloatingPointError, match=r"NaN or Inf in the test predictions \(1 of 5 samples, the seed at "
+                                                 r"index 1\)"):
+        algorithm.seeds_accuracy(_scaled_logits, params, images, np.zeros((3, 5)), False, "map", chunk_size=2)
+    with pytest.raises(FloatingPointError, match=r"NaN or Inf in the ground-truth predictions \(1 of 5 samples\)$"):
+        algorithm.seeds_accuracy(_scaled_logits, {"w": params["w"][1:2]}, images[1], np.zeros(5), True, "map",
+                                 "ground-truth")

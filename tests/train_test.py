@@ -199,7 +199,7 @@ def test_supervised_fit_on_1000_real_mnist_images_reaches_90_percent(mnist_dir):
         indices, weights = train.sampling_plan(labeled, ~labeled, jax.random.fold_in(jax.random.key(2), epoch),
                                                config.upsample)
         states, metrics = _epoch(states, images, targets, indices, weights, config.batch_size)
-    test_accuracy = train.accuracy(apply_fn, algorithm.unstack(states.params, 0), dataset.test_images,
-                                   dataset.test_labels)
+    [test_accuracy] = algorithm.seeds_accuracy(apply_fn, states.params, dataset.test_images, dataset.test_labels,
+                                               shared=True, seed_axis="map")
     assert metrics.accuracy > 0.9  # training accuracy under dropout
     assert test_accuracy >= 0.90, f"test accuracy {test_accuracy:.4f} on the 10,000 MNIST test images"

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 
 from deepbass_jax import algorithm, models, uncertainty
-from deepbass_jax.chunks import pad_rows, padded_chunks
+from deepbass_jax.chunks import pad_rows
 from tests.compilations import count_compilations
 
 SETTINGS = settings(max_examples=30, deadline=None)
@@ -391,25 +391,7 @@ def test_pool_stats_rejects_an_empty_pool():
 
 
 # ----------------------------------------------------------------------------------------------------------
-# chunks.padded_chunks
-
-
-@settings(max_examples=30, deadline=None)
-@given(st.integers(0, 20), st.sampled_from([1, 3, 8]))
-def test_padded_chunks_cover_the_array_with_zero_padding(num_rows, chunk_size):
-    array = np.arange(1, 3 * num_rows + 1, dtype=np.int32).reshape(num_rows, 3)  # no zero rows
-    chunks = list(padded_chunks(array, chunk_size))
-    assert len(chunks) == -(-num_rows // chunk_size)
-    rows = []
-    for position, (start, chunk, valid) in enumerate(chunks):
-        assert start == position * chunk_size
-        assert chunk.shape == (chunk_size, 3) and chunk.dtype == jnp.int32
-        assert valid == min(chunk_size, num_rows - start)
-        np.testing.assert_array_equal(chunk[valid:], 0)
-        rows.append(np.asarray(chunk[:valid]))
-    if num_rows:
-        np.testing.assert_array_equal(np.concatenate(rows), array)
-        assert all(valid == chunk_size for _, _, valid in chunks[:-1])
+# chunks.pad_rows
 
 
 def test_pad_rows_pads_host_and_device_pieces_alike_and_host_pieces_compile_nothing_new():
@@ -426,9 +408,3 @@ def test_pad_rows_pads_host_and_device_pieces_alike_and_host_pieces_compile_noth
     assert compiled.total() == 0, dict(compiled)
     for rows, chunk in zip((1, 2, 3), padded):
         np.testing.assert_array_equal(np.asarray(chunk), np.concatenate([full[:rows], np.zeros((4 - rows, 3))]))
-
-
-@pytest.mark.parametrize("chunk_size", [0, -3])
-def test_padded_chunks_rejects_chunk_size_below_one(chunk_size):
-    with pytest.raises(ValueError, match="chunk_size"):
-        list(padded_chunks(np.zeros((4, 2)), chunk_size))
