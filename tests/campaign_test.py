@@ -74,6 +74,8 @@ def test_smoke_check_reports_device_check_timings_and_projection(tmp_path, mnist
     assert report["device"]["backend"] == "cpu" and report["reference"]["passed"]
     # Given one seed axis, only it is timed (auto times both and takes the faster: vmap is slow to compile here).
     assert [(t["seed_axis"], t["seeds"]) for t in report["device_function_seconds"]] == [("map", 1)]
+    [timing] = report["device_function_seconds"]  # steps timed as the epochs take them, and one at a time
+    assert timing["steps_per_call"] == 16 and timing["step_seconds"] > 0 and timing["single_step_seconds"] > 0
     assert report["seed_axis"] == "map"
     smoke = report["smoke"]
     assert smoke["seeds"] == 1 and smoke["iterations"] == 2 and len(smoke["test_accuracy"]) == 1
