@@ -7,6 +7,7 @@ merge into results/.
   python -m experiments.campaign --budget_s=480 --data_root=PATH/TO/data --outdir=$OUT
   # back here: fold what came back into results/ (per-seed records, table, figures, timings, pending row)
   python -m experiments.campaign --merge=DIR
+  python -m experiments.campaign --status    # rows done, the pending one, what remains and its device time
 
 --data_root holds one folder of IDX files per data set (mnist/, fashion_mnist/, as ../shared/data does);
 --data_dir=PATH/TO/mnist gives MNIST's alone. A row is a preset of experiments/configs/mnist.py, on MNIST, or
@@ -101,6 +102,8 @@ _RESULTS = flagdefs.define(flags.DEFINE_string, "results", "results", "The resul
                                "from it; --merge writes into it.")
 _ALLOW_REDUCED = flagdefs.define(flags.DEFINE_bool, "allow_reduced", False, "--merge a job run with smaller settings (scale 'reduced').")
 _WORKROOT = flagdefs.define(flags.DEFINE_string, "workroot", "/tmp/deepbass_campaign", "Run folders of this job (checkpoints).")
+_STATUS = flagdefs.define(flags.DEFINE_bool, "status", False, "Print which rows --results holds and which remain, with their "
+                           "projected device time (then do nothing else).")
 _WRITE_REFERENCE = flagdefs.define(flags.DEFINE_bool, "write_reference", False, "Write experiments/reference_cnn.json (CPU only).")
 
 REFERENCE = pathlib.Path(__file__).with_name("reference_cnn.json")
@@ -263,8 +266,8 @@ def time_device_functions(config, dataset: data.Dataset, num_seeds: int, seed_ax
     step_seconds = _timed(lambda: steps(per_call), repeats=max(1, 16 // per_call)) / per_call
     # One step per call as well, what the epochs did before train.steps_per_call: the dispatch cost it saves.
     single_step_seconds = _timed(lambda: steps(1), repeats=10) if per_call > 1 else step_seconds
-    return {"seeds": num_seeds, "seed_axis": seed_axis, "chunk_seconds": chunk_seconds, "step_seconds": step_seconds,
-            "steps_per_call": per_call, "single_step_seconds": single_step_seconds}
+    return {"seeds": num_seeds, "seed_axis": seed_axis, "chunk_size": chunk, "chunk_seconds": chunk_seconds,
+            "step_seconds": step_seconds, "steps_per_call": per_call, "single_step_seconds": single_step_seconds}
 
 
 def projected_seconds(config, num_pool: int, chunk_seconds: float, step_seconds: float) -> dict:
@@ -280,6 +283,17 @@ def _linear(at_one: float, at_many: float, many: int):
     slope = (at_many - at_one) / (many - 1) if many > 1 else at_one
     slope = max(slope, 0.0)
     return lambda seeds: max(at_one + slope * (seeds - 1), 0.0)
+
+
+def projection_from(timings: list[dict], axis: str, pool_of):
+    """projection(config, seeds) -> projected_seconds of `config`'s row for that many seeds at once, from the
+    micro-benchmark's `timings` of seed axis `axis` (at 1 and at most seeds, linear between); pool_of(config) ->
+    its pool size."""
+    by_seeds = {t["seeds"]: t for t in timings if t["seed_axis"] == axis}
+    most = max(by_seeds)
+    chunk = _linear(by_seeds[min(by_seeds)]["chunk_seconds"], by_seeds[most]["chunk_seconds"], most)
+    step = _linear(by_seeds[min(by_seeds)]["step_seconds"], by_seeds[most]["step_seconds"], most)
+    return lambda config, seeds: projected_seconds(config, pool_of(config), chunk(seeds), step(seeds))
 
 
 # ------------------------------------------------------------------------------------------ the runs
@@ -454,13 +468,7 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
               f"{1e3 * timing['chunk_seconds']:.2f} ms, training step {1e3 * timing['step_seconds']:.2f} ms "
               f"({timing['steps_per_call']} per call; alone {1e3 * timing['single_step_seconds']:.2f} ms)", flush=True)
 
-    def projection_for(axis):
-        by_seeds = {t["seeds"]: t for t in timings if t["seed_axis"] == axis}
-        chunk = _linear(by_seeds[1]["chunk_seconds"], by_seeds[max_seeds]["chunk_seconds"], max_seeds)
-        step = _linear(by_seeds[1]["step_seconds"], by_seeds[max_seeds]["step_seconds"], max_seeds)
-        return lambda config_, seeds: projected_seconds(config_, pool_of(config_), chunk(seeds), step(seeds))
-
-    projections = {axis: projection_for(axis) for axis in axes}
+    projections = {axis: projection_from(timings, axis, pool_of) for axis in axes}
     seed_axis = min(axes, key=lambda axis: projections[axis](config, max_seeds)["row"])
     projection = projections[seed_axis]
     report["seed_axis"] = seed_axis
@@ -578,6 +586,80 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
     return report
 
 
+# ------------------------------------------------------------------------------------------ status
+FULL_POOL = 60_000  # the training images of MNIST and of Fashion-MNIST: a paper-scale row's pool
+
+
+def pending_progress(results_dir: pathlib.Path):
+    """The pending row of `results_dir`: {"row", "seeds", "iteration" its seeds finished}, or None."""
+    path = pending_path(results_dir)
+    if not path.exists():
+        return None
+    with tempfile.TemporaryDirectory() as folder, tarfile.open(path) as archive:
+        archive.extractall(folder, filter="data")
+        row = json.loads((pathlib.Path(folder) / PENDING_ROW).read_text())
+        metrics = checkpoint.read_jsonl(runfolder.seed_folder(folder, row["seed"], row["num_seeds"]) / runfolder.METRICS)
+    return {"row": row.get("row", row.get("preset")), "seeds": list(range(row["seed"], row["seed"] + row["num_seeds"])),
+            "iteration": metrics[-1]["iteration"]}
+
+
+def latest_accelerator_timings(results_dir: pathlib.Path):
+    """The newest job report in results_dir/bench from an accelerator with micro-benchmark timings, or None."""
+    reports = [json.loads(path.read_text()) for path in (results_dir / "bench").glob("campaign_*.json")]
+    reports = [r for r in reports if r["device"]["backend"] != "cpu" and r.get("device_function_seconds")]
+    return max(reports, key=lambda r: r.get("started_utc", ""), default=None)
+
+
+def status(results_dir: pathlib.Path, rows, seeds_per_row: int, max_seeds: int) -> dict:
+    """Per row: the seeds recorded at paper scale, the pending seeds and their iteration, the seeds not started,
+    and the device seconds projected for what remains (pool inference and training, blocks of max_seeds, at the
+    speed the newest accelerator job measured; host work aside, so a lower bound)."""
+    pending, timings = pending_progress(results_dir), latest_accelerator_timings(results_dir)
+    projection = None if timings is None else projection_from(
+        timings["device_function_seconds"], timings["seed_axis"], lambda config: config.pool_size or FULL_POOL)
+    entries = []
+    for row in rows:
+        config = row_config(row)
+        if timings is not None:  # the chunk the timings are of (jobs before it was recorded: the device default)
+            config.chunk_size = timings["device_function_seconds"][0].get("chunk_size", DEVICE_POOL_CHUNK)
+        done = seeds_done(results_dir, config)
+        running = pending["seeds"] if pending is not None and pending["row"] == row else []
+        to_start = [seed for seed in range(seeds_per_row) if seed not in done and seed not in running]
+        entry = {"row": row, "labels": config.budget, "iterations": config.iterations, "seeds": seeds_per_row,
+                 "seeds_done": sorted(done), "pending": None, "seeds_to_start": to_start, "projected_seconds": None}
+        if running:
+            entry["pending"] = {"seeds": running, "iteration": pending["iteration"]}
+        if projection is not None:
+            seconds = sum(projection(config, len(to_start[start: start + max_seeds]))["row"]
+                          for start in range(0, len(to_start), max_seeds))
+            if running:
+                seconds += (config.iterations - pending["iteration"]) * projection(config, len(running))["iteration"]
+            entry["projected_seconds"] = seconds
+        entries.append(entry)
+    return {"rows": entries, "timings": None if timings is None else {
+        "device": timings["device"]["description"], "commit": timings["commit"], "started_utc": timings["started_utc"],
+        "seed_axis": timings["seed_axis"]},
+        "projected_seconds": None if projection is None else sum(e["projected_seconds"] for e in entries)}
+
+
+def print_status(report: dict) -> None:
+    print(f"{'row':<38} {'labels':>6} {'iter.':>5}  {'seeds done':<10} {'pending':<22} {'projected':>9}")
+    for entry in report["rows"]:
+        pending = entry["pending"]
+        pending = (f"seeds {pending['seeds'][0]}-{pending['seeds'][-1]} at {pending['iteration']}"
+                   if pending else "-")
+        seconds = "?" if entry["projected_seconds"] is None else f"{entry['projected_seconds']:.0f} s"
+        print(f"{entry['row']:<38} {entry['labels']:>6} {entry['iterations']:>5}  "
+              f"{len(entry['seeds_done']):>2} of {entry['seeds']:<5} {pending:<22} {seconds:>9}")
+    if report["timings"] is None:
+        print("no accelerator job in results/bench yet: no projection")
+        return
+    timings = report["timings"]
+    print(f"remaining: {report['projected_seconds']:.0f} device seconds of pool inference and training (a lower bound: "
+          f"host work aside) at the speed measured on {timings['device']} ({timings['started_utc']}, commit "
+          f"{timings['commit']}, seed axis {timings['seed_axis']})")
+
+
 # ------------------------------------------------------------------------------------------- merge
 SCALE_FIELDS = ("pool_size", "iterations", "initial_epochs", "test_size")
 
@@ -676,6 +758,9 @@ def main(argv):
     if _MERGE.value:
         for path in merge(pathlib.Path(_MERGE.value), pathlib.Path(_RESULTS.value), _ALLOW_REDUCED.value):
             print(f"wrote {path}")
+        return
+    if _STATUS.value:
+        print_status(status(pathlib.Path(_RESULTS.value), _ROWS.value, _SEEDS_PER_ROW.value, _MAX_SEEDS.value))
         return
     if _SMOKE.value == bool(_BUDGET_S.value):
         raise app.UsageError("give one of --smoke (the check alone), --budget_s=SECONDS (the check, then the row) "

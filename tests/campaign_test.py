@@ -42,9 +42,13 @@ def _campaign(outdir: pathlib.Path, **flag_values) -> dict:
     shared = {"rows": list(campaign.ROW_ORDER), "workroot": str(outdir.parent / f"{outdir.name}_workroot"),
               "data_dir": None, "data_root": None}
     with flagsaver.flagsaver(outdir=str(outdir), **{**shared, **flag_values}):
-        if not flags.FLAGS.is_parsed():
-            flags.FLAGS.mark_as_parsed()
+        _mark_flags_parsed()
         return campaign.campaign(outdir, flags.FLAGS.budget_s, smoke_only=flags.FLAGS.smoke)
+
+
+def _mark_flags_parsed():
+    if not flags.FLAGS.is_parsed():
+        flags.FLAGS.mark_as_parsed()
 
 
 def _job(tmp_path: pathlib.Path, name: str, results: pathlib.Path, mnist_dir, **extra) -> pathlib.Path:
@@ -228,6 +232,52 @@ def test_a_pending_row_stashed_before_rows_named_data_sets_continues_on_mnist(tm
     with tarfile.open(tmp_path / campaign.PENDING, "w:gz") as archive:
         archive.add(folder, arcname=".")
     with flagsaver.flagsaver(data_dir=None, data_root=None):
+        _mark_flags_parsed()
         config, workdir = campaign._unstash_pending(tmp_path / campaign.PENDING, tmp_path / "work")
     assert (campaign.row_name(config), config.data.name, config.num_seeds) == ("semi_supervised_100", "mnist", 10)
     assert (workdir / campaign.PENDING_ROW).exists()
+
+
+def test_status_reports_done_pending_and_remaining_rows_with_projected_device_time(tmp_path):
+    """--status: seeds recorded at paper scale, the pending row's seeds and iteration, the seeds not started, and
+    device seconds projected from the newest accelerator job's micro-benchmark (a CPU job's is ignored)."""
+    results = tmp_path / "results"
+    with flagsaver.flagsaver(data_dir=None, data_root=None, pool_size=0, iterations=0, initial_epochs=0, test_size=0,
+                             chunk_size=0):
+        _mark_flags_parsed()
+        supervised = campaign.row_config("supervised_100")
+        for seed in (0, 1):  # at paper scale; seed 2 of a smaller setting does not count
+            path = results / "mnist" / "runs" / "supervised_100" / f"seed_{seed}.json"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps({"seed": seed, "config": {f: supervised[f] for f in campaign.SCALE_FIELDS}}))
+        (results / "mnist" / "runs" / "supervised_100" / "seed_2.json").write_text(json.dumps(
+            {"seed": 2, "config": {**{f: supervised[f] for f in campaign.SCALE_FIELDS}, "pool_size": 320}}))
+        stash = tmp_path / "stash"
+        (stash / "seed_0").mkdir(parents=True)
+        (stash / campaign.PENDING_ROW).write_text(json.dumps({"row": "fashion_mnist:all_data_max_entropy", "seed": 0,
+                                                              "num_seeds": 2, "seed_axis": "vmap"}))
+        (stash / "seed_0" / "metrics.jsonl").write_text("".join(json.dumps({"iteration": i}) + "\n" for i in range(6)))
+        with tarfile.open(results / "mnist" / campaign.PENDING, "w:gz") as archive:
+            archive.add(stash, arcname=".")
+        (results / "bench").mkdir()
+        timings = [{"seeds": 1, "seed_axis": "vmap", "chunk_size": 1000, "chunk_seconds": 0.01, "step_seconds": 0.001},
+                   {"seeds": 2, "seed_axis": "vmap", "chunk_size": 1000, "chunk_seconds": 0.015, "step_seconds": 0.0015}]
+        for name, backend, started, scale in (("new", "gpu", "2026-11-02", 1), ("old", "gpu", "2026-11-01", 9),
+                                              ("cpu", "cpu", "2026-11-03", 9)):
+            (results / "bench" / f"campaign_{name}.json").write_text(json.dumps({
+                "device": {"backend": backend, "description": name}, "commit": name, "started_utc": started,
+                "seed_axis": "vmap", "device_function_seconds": [
+                    {**t, "chunk_seconds": scale * t["chunk_seconds"]} for t in timings]}))
+        report = campaign.status(results, ["supervised_100", "fashion_mnist:all_data_max_entropy"], seeds_per_row=3,
+                                 max_seeds=2)
+    assert report["timings"]["device"] == "new"
+    first, second = report["rows"]
+    assert (first["seeds_done"], first["pending"], first["seeds_to_start"]) == ([0, 1], None, [2])
+    assert (second["seeds_done"], second["pending"], second["seeds_to_start"]) == \
+        ([], {"seeds": [0, 1], "iteration": 5}, [2])
+    # By hand: a fit of 100 epochs x 8 steps (100 labels x 20 / 256); an iteration of 60 chunks of 1,000 and
+    # ceil((300 x 20 + 59,700) / 256) = 257 steps; one seed 10 ms a chunk and 1 ms a step, two 15 and 1.5 ms.
+    assert first["projected_seconds"] == pytest.approx(100 * 8 * 0.001)
+    one_seed_row = 100 * 8 * 0.001 + 200 * (60 * 0.01 + 257 * 0.001)
+    assert second["projected_seconds"] == pytest.approx((200 - 5) * (60 * 0.015 + 257 * 0.0015) + one_seed_row)
+    assert report["projected_seconds"] == pytest.approx(first["projected_seconds"] + second["projected_seconds"])
