@@ -34,7 +34,8 @@ def default_config() -> ml_collections.ConfigDict:
     config.augment_scale = 0.0  # max relative scaling of height and width, each U(1-s, 1+s) (paper: 0.05)
     config.augment_shift = 0.0  # max shift, a fraction of height / width, each U(-s, s) (paper: none; authors: 0.05)
     # Steps sent to the device as one program (lax.scan): fewer dispatches; the trained networks are the same
-    # for any value (under seed_axis vmap the logged training loss may differ in its last bits)
+    # for any value (under seed_axis vmap the logged training loss may differ in its last bits). Runs over
+    # several processes exchange gradients every step and take them one at a time.
     config.steps_per_call = 16
     return config
 
