@@ -237,6 +237,10 @@ CASES = [
          "config.train.augment_scale=-0.1 is invalid (the maximum relative height/width scaling of ground-truth "
          "augmentation; 0 is off): it must be in [0, 1) (the paper: 0.05); " + _SET.format("train.augment_scale"),
          "config", _run(_toy_config(**{"train.augment_scale": -0.1}))),
+    Case("Training steps per call of 0 or less", "`--config.train.steps_per_call=0`", config_lib.ConfigError,
+         "config.train.steps_per_call=0 is invalid (training steps sent to the device as one program): it must be "
+         "at least 1; " + _SET.format("train.steps_per_call"),
+         "config", _run(_toy_config(**{"train.steps_per_call": 0}))),
     Case("Budget of 0 or less", "`--config.budget=0`", config_lib.ConfigError,
          "config.budget=0 is invalid (total ground-truth labels, initial ones included): it must be at least 1; "
          + _SET.format("budget"),
