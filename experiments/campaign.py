@@ -598,7 +598,8 @@ def pending_progress(results_dir: pathlib.Path):
     with tempfile.TemporaryDirectory() as folder, tarfile.open(path) as archive:
         archive.extractall(folder, filter="data")
         row = json.loads((pathlib.Path(folder) / PENDING_ROW).read_text())
-        metrics = checkpoint.read_jsonl(runfolder.seed_folder(folder, row["seed"], row["num_seeds"]) / runfolder.METRICS)
+        first_seed = runfolder.seed_folder(folder, row["seed"], row["num_seeds"])
+        metrics = checkpoint.read_jsonl(first_seed / runfolder.METRICS)
     return {"row": row.get("row", row.get("preset")), "seeds": list(range(row["seed"], row["seed"] + row["num_seeds"])),
             "iteration": metrics[-1]["iteration"]}
 

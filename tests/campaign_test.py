@@ -260,8 +260,8 @@ def test_status_reports_done_pending_and_remaining_rows_with_projected_device_ti
         with tarfile.open(results / "mnist" / campaign.PENDING, "w:gz") as archive:
             archive.add(stash, arcname=".")
         (results / "bench").mkdir()
-        timings = [{"seeds": 1, "seed_axis": "vmap", "chunk_size": 1000, "chunk_seconds": 0.01, "step_seconds": 0.001},
-                   {"seeds": 2, "seed_axis": "vmap", "chunk_size": 1000, "chunk_seconds": 0.015, "step_seconds": 0.0015}]
+        timings = [{"seeds": seeds, "seed_axis": "vmap", "chunk_size": 1000, "chunk_seconds": chunk,
+                    "step_seconds": step} for seeds, chunk, step in ((1, 0.01, 0.001), (2, 0.015, 0.0015))]
         for name, backend, started, scale in (("new", "gpu", "2026-11-02", 1), ("old", "gpu", "2026-11-01", 9),
                                               ("cpu", "cpu", "2026-11-03", 9)):
             (results / "bench" / f"campaign_{name}.json").write_text(json.dumps({

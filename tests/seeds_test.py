@@ -213,8 +213,9 @@ def test_seeds_evaluate_one_device_copy_of_their_test_set(tmp_path):
     assert all(np.shares_memory(s.dataset.test_images, host) for s in driver.seeds)
     np.testing.assert_array_equal(np.asarray(device), host)
     for r, seed in enumerate(driver.seeds):
-        [expected] = algorithm.seeds_accuracy(driver.apply_fn, algorithm.stack([driver.seed_state(r).train_state.params]),
-                                              host, seed.dataset.test_labels, shared=True, seed_axis="map")
+        alone = algorithm.stack([driver.seed_state(r).train_state.params])
+        [expected] = algorithm.seeds_accuracy(driver.apply_fn, alone, host, seed.dataset.test_labels, shared=True,
+                                              seed_axis="map")
         assert checkpoint.read_jsonl(seed.folder / runfolder.METRICS)[-1]["test_accuracy"] == expected
 
 
@@ -235,8 +236,10 @@ def test_seeds_accuracy_is_each_seeds_share_of_right_predictions(num_samples, ch
     images, labels = rng.normal(size=shape).astype(np.float32), rng.integers(0, 4, shape[:-1])
     accuracy = algorithm.seeds_accuracy(_scaled_logits, params, images, labels, shared, seed_axis,
                                         chunk_size=chunk_size)
-    expected = [np.mean((np.broadcast_to(images, (num_seeds, num_samples, 4))[r] * np.asarray(params["w"][r])).argmax(-1)
-                        == np.broadcast_to(labels, (num_seeds, num_samples))[r]) for r in range(num_seeds)]
+    seed_images = np.broadcast_to(images, (num_seeds, num_samples, 4))
+    seed_labels = np.broadcast_to(labels, (num_seeds, num_samples))
+    expected = [np.mean((seed_images[r] * np.asarray(params["w"][r])).argmax(-1) == seed_labels[r])
+                for r in range(num_seeds)]
     np.testing.assert_array_equal(accuracy, expected)
 
 
