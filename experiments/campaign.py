@@ -66,7 +66,8 @@ ROW_ORDER = (
     "supervised_3000", "supervised_60000",
     # Fashion-MNIST (the paper has no numbers for it): the rows results/fashion_mnist holds at CPU scale, and
     # supervised learning with ten times the labels.
-    "fashion_mnist:all_data_max_entropy", "fashion_mnist:supervised_300", "fashion_mnist:supervised_3000",
+    "fashion_mnist:all_data_max_entropy", "fashion_mnist:step_wise_max_entropy", "fashion_mnist:supervised_300",
+    "fashion_mnist:supervised_3000",
 )
 DATASETS = ("mnist", "fashion_mnist")
 PENDING = "pending.tar.gz"  # the folder of an unfinished row: its checkpoint and per-seed logs
