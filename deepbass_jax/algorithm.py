@@ -26,7 +26,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from deepbass_jax import acquisition, config as config_lib, data, models, pseudo_label, train, uncertainty
 from deepbass_jax import augment as augment_lib
-from deepbass_jax.chunks import pad_rows
+from deepbass_jax.chunks import padded_chunks
 
 SEED_AXES = ("vmap", "map")
 
@@ -289,10 +289,7 @@ def pool_stats(apply_fn, params, images, keys, num_passes: int, chunk_size: int,
         for out, field in zip(result, scores):  # sliced on the host: a device slice would compile per `valid`
             out[:, start: start + valid] = np.asarray(field)[:, :valid]
 
-    for start in range(0, num_samples, chunk_size):
-        valid = min(chunk_size, num_samples - start)
-        chunk = pad_rows(images[start: start + valid] if shared else images[:, start: start + valid], chunk_size,
-                         axis)
+    for start, chunk, valid in padded_chunks(images, chunk_size, axis):
         sample_ids = np.arange(first_id + start, first_id + start + chunk_size, dtype=np.uint32)
         if mesh is not None:
             chunk = jax.device_put(chunk, NamedSharding(mesh, spec))
@@ -315,12 +312,8 @@ def seeds_accuracy(apply_fn, params, images, labels, shared: bool, seed_axis: st
     num_samples = images.shape[axis]
     if num_samples == 0:
         raise ValueError(f"there are no {what} samples to evaluate.")
-    chunks = []
-    for start in range(0, num_samples, chunk_size):
-        valid = min(chunk_size, num_samples - start)
-        piece = images[start: start + valid] if shared else images[:, start: start + valid]
-        chunks.append((seeds_predictions(apply_fn, params, pad_rows(piece, chunk_size, axis), shared_images=shared,
-                                         seed_axis=seed_axis), valid))
+    chunks = [(seeds_predictions(apply_fn, params, chunk, shared_images=shared, seed_axis=seed_axis), valid)
+              for _, chunk, valid in padded_chunks(images, chunk_size, axis)]
     # Sliced on the host: a device slice would compile anew for every `valid` a growing ground truth takes.
     predictions, finite = (np.concatenate([np.asarray(outputs[i])[:, :valid] for outputs, valid in chunks], axis=1)
                            for i in range(2))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -18,3 +20,14 @@ def pad_rows(piece, size: int, axis: int = 0) -> jnp.ndarray:
     if isinstance(piece, np.ndarray):
         return jnp.asarray(np.pad(piece, widths))
     return jnp.pad(piece, widths)
+
+
+def padded_chunks(array, chunk_size: int, axis: int = 0) -> Iterator[tuple[int, jnp.ndarray, int]]:
+    """Yields (start, chunk of `chunk_size` rows along `axis` (0 or 1), number of real rows) over `array`; the last
+    chunk is zero-padded by `pad_rows`. `array` is anything whose slices give arrays (numpy, device, memmap, a
+    lazy pool); along axis 0 it is sliced with one plain slice."""
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}.")
+    for start in range(0, array.shape[axis], chunk_size):
+        piece = array[start: start + chunk_size] if axis == 0 else array[:, start: start + chunk_size]
+        yield start, pad_rows(piece, chunk_size, axis), piece.shape[axis]

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 
 from deepbass_jax import algorithm, models, uncertainty
-from deepbass_jax.chunks import pad_rows
+from deepbass_jax.chunks import pad_rows, padded_chunks
 from tests.compilations import count_compilations
 
 SETTINGS = settings(max_examples=30, deadline=None)
@@ -391,7 +391,33 @@ def test_pool_stats_rejects_an_empty_pool():
 
 
 # ----------------------------------------------------------------------------------------------------------
-# chunks.pad_rows
+# chunks.pad_rows, chunks.padded_chunks
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 20), st.sampled_from([1, 3, 8]), st.sampled_from([0, 1]))
+def test_padded_chunks_cover_the_array_with_zero_padding(num_rows, chunk_size, axis):
+    array = np.arange(1, 3 * num_rows + 1, dtype=np.int32).reshape(num_rows, 3)  # no zero rows
+    array = array if axis == 0 else np.stack([array, -array])  # [2, N, 3]: chunks along the sample axis 1
+    chunks = list(padded_chunks(array, chunk_size, axis))
+    assert len(chunks) == -(-num_rows // chunk_size)
+    rows = []
+    for position, (start, chunk, valid) in enumerate(chunks):
+        assert start == position * chunk_size
+        assert chunk.shape[axis] == chunk_size and chunk.dtype == jnp.int32
+        assert valid == min(chunk_size, num_rows - start)
+        real, padding = np.split(np.asarray(chunk), [valid], axis=axis)
+        np.testing.assert_array_equal(padding, 0)
+        rows.append(real)
+    if num_rows:
+        np.testing.assert_array_equal(np.concatenate(rows, axis=axis), array)
+        assert all(valid == chunk_size for _, _, valid in chunks[:-1])
+
+
+@pytest.mark.parametrize("chunk_size", [0, -3])
+def test_padded_chunks_rejects_chunk_size_below_one(chunk_size):
+    with pytest.raises(ValueError, match="chunk_size"):
+        list(padded_chunks(np.zeros((4, 2)), chunk_size))
 
 
 def test_pad_rows_pads_host_and_device_pieces_alike_and_host_pieces_compile_nothing_new():
