@@ -1,9 +1,9 @@
 """Fast building blocks of the paper CNN: hash dropout masks, a 3x3 convolution with a matmul kernel
-gradient, and a 2x2 max-pool with a strided-slice gradient.
+gradient, a 2x2 max-pool with a strided-slice gradient, and a convolution for training several seeds at once.
 
-Each replaces a flax/XLA default that measured slow on CPU (experiments/bench.py) and computes the same
-function: masks with the same drop probability, the same convolution and its exact gradient, the same
-pooling. The two gradients are tuned for the CPU; on other backends XLA's own are used (`KERNELS`).
+Each replaces a flax/XLA default that measured slow (experiments/bench.py, the campaign's micro-benchmark) and
+computes the same function: masks with the same drop probability, the same convolution and its exact gradient,
+the same pooling. The two gradients are tuned for the CPU; on other backends XLA's own are used (`KERNELS`).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 from jax import lax
+from jax.custom_batching import custom_vmap
 
 _NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -115,9 +116,10 @@ conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
 
 
 # Which implementation of the convolution and pooling gradients a network uses: "cpu_tuned" (`conv3x3`,
-# `max_pool_2x2`) or "xla" (XLA's own gradients, which on GPU and TPU go to the vendor's convolution kernels);
-# "auto" picks by backend (`resolve_kernels`). Both compute the same function and gradients up to round-off.
-KERNELS = ("auto", "cpu_tuned", "xla")
+# `max_pool_2x2`), "xla" (XLA's own gradients, which on GPU and TPU go to the vendor's convolution kernels) or
+# "block_diagonal" (XLA's, with several seeds' training convolutions as one dense one: `conv3x3_block_diagonal`);
+# "auto" picks by backend (`resolve_kernels`). All compute the same function and gradients up to round-off.
+KERNELS = ("auto", "cpu_tuned", "xla", "block_diagonal")
 
 
 def resolve_kernels(kernels: str, backend: str | None = None) -> str:
@@ -139,9 +141,89 @@ def max_pool_2x2_xla(x: jax.Array) -> jax.Array:
     return lax.reduce_window(x, -jnp.inf, lax.max, (1, 2, 2, 1), (1, 2, 2, 1), "VALID")
 
 
+def _stack_seeds(a: jax.Array) -> jax.Array:
+    """[R, N, H, W, C] -> [N, H, W, R * C]: the seeds side by side along the channels."""
+    return jnp.moveaxis(a, 0, 3).reshape(*a.shape[1:4], -1)
+
+
+def _unstack_seeds(a: jax.Array, num_seeds: int) -> jax.Array:
+    """[N, H, W, R * C] -> [R, N, H, W, C]."""
+    return jnp.moveaxis(a.reshape(*a.shape[:3], num_seeds, -1), 3, 0)
+
+
+def _batched_in_axes(in_batched) -> tuple:
+    return tuple(0 if batched else None for batched in in_batched)
+
+
+def _conv3x3_kernel_grad_xla(x: jax.Array, dy: jax.Array) -> jax.Array:
+    """Gradient of `conv3x3_xla` with respect to its kernel: x [N, H, W, I], dy [N, H, W, O] -> [3, 3, I, O]."""
+    kernel = jnp.zeros((3, 3, x.shape[-1], dy.shape[-1]), x.dtype)
+    return jax.vjp(lambda k: conv3x3_xla(x, k), kernel)[1](dy)[0]
+
+
+@custom_vmap
+def _seeds_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """`conv3x3_xla`; under vmap over both arguments, one dense convolution with a block-diagonal kernel."""
+    return conv3x3_xla(x, kernel)
+
+
+@_seeds_conv3x3.def_vmap
+def _seeds_conv3x3_vmap(num_seeds, in_batched, x, kernel):
+    if not all(in_batched):  # a shared input or kernel: XLA's own batching is dense already
+        return jax.vmap(conv3x3_xla, in_axes=_batched_in_axes(in_batched))(x, kernel), True
+    # kernel [R, 3, 3, I, O] -> [3, 3, R * I, R * O], zero between seeds
+    block = jnp.einsum("rhwio,rs->hwriso", kernel, jnp.eye(num_seeds, dtype=kernel.dtype))
+    block = block.reshape(3, 3, num_seeds * kernel.shape[3], num_seeds * kernel.shape[4])
+    return _unstack_seeds(_seeds_conv3x3(_stack_seeds(x), block), num_seeds), True
+
+
+@custom_vmap
+def _seeds_conv3x3_kernel_grad(x: jax.Array, dy: jax.Array) -> jax.Array:
+    """`_conv3x3_kernel_grad_xla`; under vmap over both arguments, the diagonal blocks of one dense gradient."""
+    return _conv3x3_kernel_grad_xla(x, dy)
+
+
+@_seeds_conv3x3_kernel_grad.def_vmap
+def _seeds_conv3x3_kernel_grad_vmap(num_seeds, in_batched, x, dy):
+    if not all(in_batched):
+        return jax.vmap(_conv3x3_kernel_grad_xla, in_axes=_batched_in_axes(in_batched))(x, dy), True
+    full = _seeds_conv3x3_kernel_grad(_stack_seeds(x), _stack_seeds(dy))  # [3, 3, R * I, R * O]
+    full = full.reshape(3, 3, num_seeds, x.shape[-1], num_seeds, dy.shape[-1])
+    seeds = jnp.arange(num_seeds)
+    return full[:, :, seeds, :, seeds, :], True  # [R, 3, 3, I, O]
+
+
+@jax.custom_vjp
+def conv3x3_block_diagonal(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """`conv3x3_xla`, differentiated so that R seeds trained at once under vmap (seed_axis "vmap") run each of the
+    training convolutions (forward, input and kernel gradients) as one dense convolution of R * I channels with a
+    block-diagonal kernel, rather than as the grouped convolution (R groups of I channels) XLA's batching makes.
+
+    Why: grouped convolutions of few channels per group are slow on GPUs (no tensor cores); a dense one does R
+    times the arithmetic at tensor-core speed. Which wins depends on the device: the campaign's micro-benchmark
+    times both (`experiments.campaign --kernels=fastest`). Without a gradient (pool inference, evaluation) it is
+    `conv3x3_xla` exactly, grouped under vmap. Any vmapped axis counts as seeds: per-example gradients under vmap
+    over N examples would make the kernel gradient N times the work, so use it for seeds alone.
+    """
+    return conv3x3_xla(x, kernel)
+
+
+def _conv3x3_block_diagonal_fwd(x, kernel):
+    return _seeds_conv3x3(x, kernel), (x, kernel)
+
+
+def _conv3x3_block_diagonal_bwd(residuals, dy):
+    x, kernel = residuals
+    flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)  # the input gradient, as in `_conv3x3_bwd`
+    return _seeds_conv3x3(dy, flipped), _seeds_conv3x3_kernel_grad(x, dy)
+
+
+conv3x3_block_diagonal.defvjp(_conv3x3_block_diagonal_fwd, _conv3x3_block_diagonal_bwd)
+
+
 class Conv3x3(nn.Module):
     """nn.Conv(features, (3, 3), padding='SAME') with the same parameters ('kernel' [3, 3, I, O], 'bias'
-    [O]), computed by `conv3x3` ("cpu_tuned") or `conv3x3_xla` ("xla")."""
+    [O]), computed by `CONV3X3[kernels]`."""
 
     features: int
     kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
@@ -183,5 +265,5 @@ max_pool_2x2.defvjp(_max_pool_2x2_fwd, _max_pool_2x2_bwd)
 
 
 # The implementations by `KERNELS` choice (after `max_pool_2x2`, which the table names).
-CONV3X3 = {"cpu_tuned": conv3x3, "xla": conv3x3_xla}
-MAX_POOL_2X2 = {"cpu_tuned": max_pool_2x2, "xla": max_pool_2x2_xla}
+CONV3X3 = {"cpu_tuned": conv3x3, "xla": conv3x3_xla, "block_diagonal": conv3x3_block_diagonal}
+MAX_POOL_2X2 = {"cpu_tuned": max_pool_2x2, "xla": max_pool_2x2_xla, "block_diagonal": max_pool_2x2_xla}

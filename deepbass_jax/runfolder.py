@@ -24,8 +24,9 @@ SUMMARY = "summary.json"
 CONFIG = "config.json"
 LABELS = "labels.csv"
 CORRECTIONS = "corrections.csv"
-# Fields a resumed run may change: they do not change the algorithm (how long the file oracle waits).
-RESUMABLE_CHANGES = ("oracle_wait_seconds", "train.steps_per_call")  # fields a run may resume with changed
+# Fields a resumed run may change: they do not change the algorithm (how long the file oracle waits, how many
+# training steps go to the device at once, which kernels compute the network: the same up to round-off).
+RESUMABLE_CHANGES = ("oracle_wait_seconds", "train.steps_per_call", "model.kernels")
 
 
 def seed_folder(workdir, seed: int, num_seeds: int) -> pathlib.Path:

@@ -16,8 +16,9 @@ DATASET:PRESET (fashion_mnist:supervised_300).
 The smoke check prints the backend and device, compares the paper CNN's logits and gradient on fixed inputs
 with reference numbers computed on the CPU (experiments/reference_cnn.json, `--write_reference` remakes it),
 times one pool chunk and one training step for the seed axes vmap and map at 1 and --max_seeds seeds, picks
-the faster axis, runs `--smoke_iterations` iterations of the first row on its full pool, and prints the
-per-phase times and the projected wall time of a full 10-seed row.
+the faster axis (under vmap on an accelerator also the faster model.kernels for training, `--kernels=fastest`:
+XLA's grouped convolutions or `block_diagonal`), runs `--smoke_iterations` iterations of the first row on its
+full pool, and prints the per-phase times and the projected wall time of a full 10-seed row.
 
 With --budget_s the campaign goes on from what results/ records: first the row pending in
 results/mnist/pending.tar.gz (the one unfinished row, whatever its data set), then each row of --rows
@@ -91,6 +92,9 @@ _MAX_ITERATIONS = flagdefs.define(flags.DEFINE_integer, "max_iterations", 0, "St
                                        "in this job, e.g. for fixed-length job slots (0: no limit).")
 _SEED_AXIS = flagdefs.define(flags.DEFINE_enum, "seed_axis", "auto", ("auto",) + algorithm.SEED_AXES,
                                "How seeds share the program; auto: the faster of vmap and map, measured.")
+_KERNELS = flagdefs.define(flags.DEFINE_enum, "kernels", "fastest", ("fastest",) + layers.KERNELS,
+                            "model.kernels of every row; fastest: under the vmap seed axis, whichever of "
+                            "auto and block_diagonal trains --max_seeds seeds faster, measured (else auto).")
 _SMOKE_ITERATIONS = flagdefs.define(flags.DEFINE_integer, "smoke_iterations", 3, "Iterations of the row the smoke check runs.")
 _CHUNK_SIZE = flagdefs.define(flags.DEFINE_integer, "chunk_size", 0, "Pool inference chunk per seed (0: by backend).")
 # Smaller settings for tests on the CPU; 0 keeps the preset's value.
@@ -136,18 +140,22 @@ def _reference_inputs():
 
 def reference_outputs(kernels: str) -> dict:
     """The paper CNN (parameters from key 0) on fixed inputs [8, 28, 28, 1]: deterministic logits, logits with
-    the dropout masks of key 1, and per-leaf norms and first values of the gradient of the mean cross-entropy."""
+    the dropout masks of key 1, and per-leaf norms and first values of the gradient of the mean cross-entropy.
+    The gradient is taken as the campaign trains, under vmap over seeds: beside a second seed that sees the
+    images upside down (a kernel choice that mixed seeds would change it)."""
     module = models.PaperCNN(num_classes=10, kernels=kernels)
     apply_fn = models.make_apply(module)
     params = models.init_params(module, jax.random.key(0), (28, 28, 1))
     x, labels = _reference_inputs()
     dropout_key = jax.random.key(1)
 
-    def loss(params):
+    def loss(params, x):
         logits = apply_fn(params, x, dropout_key)
         return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1))
 
-    grads = jax.jit(jax.grad(loss))(params)
+    seeds_params = jax.tree_util.tree_map(lambda leaf: jnp.stack([leaf, leaf]), params)
+    seeds_grads = jax.jit(jax.vmap(jax.grad(loss)))(seeds_params, jnp.stack([x, jnp.flip(x, 1)]))
+    grads = jax.tree_util.tree_map(lambda leaf: leaf[0], seeds_grads)
     flat = {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in
             jax.tree_util.tree_flatten_with_path(grads)[0]}
     return {
@@ -236,13 +244,18 @@ def _timed(fn, repeats: int) -> float:
     return (time.perf_counter() - started) / repeats
 
 
-def time_device_functions(config, dataset: data.Dataset, num_seeds: int, seed_axis: str) -> dict:
-    """Seconds of one pool chunk of MC inference and of one training step (of train.steps_per_call in one call) for
-    `num_seeds` seeds at once."""
+def _initial_states(config, dataset: data.Dataset, num_seeds: int):
     module = models.build(config.model, dataset.num_classes)
     apply_fn = models.make_apply(module)
-    states = algorithm.stack([algorithm.initial_train_state(module, apply_fn, jax.random.key(r), dataset.input_shape,
-                                                            config.train) for r in range(num_seeds)])
+    return apply_fn, algorithm.stack([algorithm.initial_train_state(module, apply_fn, jax.random.key(r),
+                                                                    dataset.input_shape, config.train)
+                                      for r in range(num_seeds)])
+
+
+def time_device_functions(config, dataset: data.Dataset, num_seeds: int, seed_axis: str) -> dict:
+    """Seconds of one pool chunk of MC inference and of one training step (of train.steps_per_call in one call) for
+    `num_seeds` seeds at once, with config.model.kernels."""
+    apply_fn, states = _initial_states(config, dataset, num_seeds)
     chunk = config.chunk_size
     images = jnp.asarray(dataset.train_images[:chunk])
     keys = jax.random.split(jax.random.key(0), num_seeds)
@@ -250,6 +263,18 @@ def time_device_functions(config, dataset: data.Dataset, num_seeds: int, seed_ax
     chunk_seconds = _timed(lambda: algorithm.seeds_chunk_stats(
         apply_fn, states.params, images, ids, keys, num_passes=config.mc_passes_pool, shared_images=True,
         seed_axis=seed_axis), repeats=3)
+    return {"seeds": num_seeds, "seed_axis": seed_axis, "kernels": layers.resolve_kernels(config.model.kernels),
+            "chunk_size": chunk, "chunk_seconds": chunk_seconds, **time_training_step(config, dataset, num_seeds,
+                                                                                   seed_axis, states)}
+
+
+def time_training_step(config, dataset: data.Dataset, num_seeds: int, seed_axis: str, states=None) -> dict:
+    """Seconds of one training step of `num_seeds` seeds at once (step_seconds: train.steps_per_call steps in one
+    call, as the epochs take them; single_step_seconds: one step a call), with config.model.kernels."""
+    if states is None:
+        states = _initial_states(config, dataset, num_seeds)[1]
+    chunk = config.chunk_size
+    images = jnp.asarray(dataset.train_images[:chunk])
     batch, per_call = config.train.batch_size, config.train.steps_per_call
     indices = np.random.default_rng(0).integers(0, chunk, (per_call, num_seeds, batch)).astype(np.int32)
     weights = np.ones((per_call, num_seeds, batch), np.float32)
@@ -267,8 +292,20 @@ def time_device_functions(config, dataset: data.Dataset, num_seeds: int, seed_ax
     step_seconds = _timed(lambda: steps(per_call), repeats=max(1, 16 // per_call)) / per_call
     # One step per call as well, what the epochs did before train.steps_per_call: the dispatch cost it saves.
     single_step_seconds = _timed(lambda: steps(1), repeats=10) if per_call > 1 else step_seconds
-    return {"seeds": num_seeds, "seed_axis": seed_axis, "chunk_size": chunk, "chunk_seconds": chunk_seconds,
-            "step_seconds": step_seconds, "steps_per_call": per_call, "single_step_seconds": single_step_seconds}
+    return {"step_seconds": step_seconds, "steps_per_call": per_call, "single_step_seconds": single_step_seconds}
+
+
+def kernel_candidates(choice: str, seed_axis: str, max_seeds: int, backend: str | None = None) -> tuple[str, ...]:
+    """The model.kernels choices the micro-benchmark times against each other, the default first: given
+    --kernels=fastest, "block_diagonal" beside it where it can differ (seeds trained at once under vmap) and may
+    win (an accelerator: on the CPU its dense convolutions measured 16x slower); else the one asked for."""
+    backend = backend or jax.default_backend()
+    if choice != "fastest":
+        return (layers.resolve_kernels(choice, backend),)
+    default = layers.resolve_kernels("auto", backend)
+    if seed_axis == "vmap" and max_seeds > 1 and backend != "cpu":
+        return default, "block_diagonal"
+    return (default,)
 
 
 def projected_seconds(config, num_pool: int, chunk_seconds: float, step_seconds: float) -> dict:
@@ -326,9 +363,10 @@ def pending_path(results_dir: pathlib.Path) -> pathlib.Path:
     return results_dir / "mnist" / PENDING
 
 
-def run_config(row: str, first_seed: int, num_seeds: int, seed_axis: str):
+def run_config(row: str, first_seed: int, num_seeds: int, seed_axis: str, kernels: str = "auto"):
     config = row_config(row)
     config.seed, config.num_seeds, config.seed_axis = first_seed, num_seeds, seed_axis
+    config.model.kernels = kernels
     return config
 
 
@@ -441,9 +479,16 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
         pending = _unstash_pending(pending_path(results_dir), workroot)
     first_row = row_name(pending[0]) if pending is not None else _ROWS.value[0]
     config = row_config(first_row)
-    kernels = layers.resolve_kernels(config.model.kernels)
-    report["reference"] = check_reference(kernels)
-    print(f"reference check ({kernels} kernels): {report['reference']}", flush=True)
+    max_seeds = _MAX_SEEDS.value
+    axes = algorithm.SEED_AXES if _SEED_AXIS.value == "auto" else (_SEED_AXIS.value,)
+    candidates = kernel_candidates(_KERNELS.value, "vmap" if "vmap" in axes else "map", max_seeds)
+    checks = [check_reference(kernels) for kernels in candidates]
+    report["reference"] = {"passed": checks[0]["passed"], "checks": checks}
+    for check in checks:
+        print(f"reference check ({check['kernels']} kernels): {check}", flush=True)
+    # A kernel choice that fails the check is not used; the default's failure is reported and the job goes on.
+    candidates = candidates[:1] + tuple(c["kernels"] for c in checks[1:] if c["passed"])
+    config.model.kernels = candidates[0]
     save()
 
     datasets: dict = {}  # data set name -> Dataset, loaded when a row first needs it
@@ -458,10 +503,8 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
 
     dataset = dataset_for(config)
     num_pool = pool_of(config)
-    max_seeds = _MAX_SEEDS.value
 
     # Which seed axis, and how the time grows with the number of seeds.
-    axes = algorithm.SEED_AXES if _SEED_AXIS.value == "auto" else (_SEED_AXIS.value,)
     timings = [time_device_functions(config, dataset, seeds, axis) for axis in axes for seeds in sorted({1, max_seeds})]
     report["device_function_seconds"] = timings
     for timing in timings:
@@ -471,8 +514,27 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
 
     projections = {axis: projection_from(timings, axis, pool_of) for axis in axes}
     seed_axis = min(axes, key=lambda axis: projections[axis](config, max_seeds)["row"])
-    projection = projections[seed_axis]
     report["seed_axis"] = seed_axis
+
+    # Which kernels train max_seeds seeds at once the fastest (the choices differ under vmap alone).
+    kernels = candidates[0]
+    if seed_axis == "vmap" and len(candidates) > 1:
+        most = next(t for t in timings if t["seed_axis"] == seed_axis and t["seeds"] == max_seeds)
+        steps = {kernels: {key: most[key] for key in ("step_seconds", "steps_per_call", "single_step_seconds")}}
+        for other in candidates[1:]:
+            steps[other] = time_training_step(run_config(first_row, 0, max_seeds, seed_axis, other), dataset,
+                                              max_seeds, seed_axis)
+        kernels = min(steps, key=lambda k: steps[k]["step_seconds"])
+        most.update(steps[kernels], kernels=kernels)
+        report["kernels_step_seconds"] = {k: v["step_seconds"] for k, v in steps.items()}
+        print(f"training step of {max_seeds} seeds by kernels: "
+              + ", ".join(f"{k} {1e3 * v['step_seconds']:.2f} ms" for k, v in steps.items()) + f"; using {kernels}",
+              flush=True)
+        projections[seed_axis] = projection_from(timings, seed_axis, pool_of)
+    report["kernels"] = kernels
+    projection = projections[seed_axis]
+    if pending is not None:
+        pending[0].model.kernels = kernels
     report["projected_from_device_functions"] = {str(r): projection(config, r) for r in sorted({1, max_seeds, 10})}
     print(f"seed axis {seed_axis}; projected {first_row} ({config.iterations} iterations): "
           + ", ".join(f"{r} seeds {v['row']:.0f} s" for r, v in report["projected_from_device_functions"].items()),
@@ -481,7 +543,7 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
 
     # The smoke check proper: a few real iterations of the first row on its full pool.
     if _SMOKE_ITERATIONS.value:
-        smoke_config = run_config(first_row, 0, max_seeds, seed_axis)
+        smoke_config = run_config(first_row, 0, max_seeds, seed_axis, kernels)
         smoke_config.iterations = _SMOKE_ITERATIONS.value
         smoke_dir = workroot / "smoke"
         shutil.rmtree(smoke_dir, ignore_errors=True)
@@ -520,7 +582,7 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
                 done |= {r["seed"] for r in finished.get(row, {}).get("results", [])}
                 block = _missing_block(done, _SEEDS_PER_ROW.value, max_seeds)
                 if block:
-                    config = run_config(row, block[0], len(block), seed_axis)
+                    config = run_config(row, block[0], len(block), seed_axis, kernels)
                     break
             if config is None:
                 print("campaign: every row has its seeds", flush=True)

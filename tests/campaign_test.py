@@ -14,7 +14,7 @@ from experiments import campaign
 from experiments.configs import mnist
 
 
-@pytest.mark.parametrize("kernels", ["cpu_tuned", "xla"])
+@pytest.mark.parametrize("kernels", ["cpu_tuned", "xla", "block_diagonal"])
 def test_reference_check_passes_on_the_cpu_for_every_kernel_choice(kernels):
     check = campaign.check_reference(kernels)
     assert check["passed"], check
@@ -87,6 +87,53 @@ def test_smoke_check_reports_device_check_timings_and_projection(tmp_path, mnist
                                            "epoch", "metrics", "iteration_total"}
     assert smoke["projected_10_seed_row_seconds"] > 0
     assert report["jobs"] == [] and not (outdir / "rows.json").exists()
+
+
+def test_kernel_candidates_by_flag_seed_axis_seeds_and_backend():
+    """block_diagonal is timed only where it can differ and may win: seeds at once under vmap on an accelerator."""
+    assert campaign.kernel_candidates("fastest", "vmap", 10, "gpu") == ("xla", "block_diagonal")
+    assert campaign.kernel_candidates("fastest", "vmap", 10, "tpu") == ("xla", "block_diagonal")
+    assert campaign.kernel_candidates("fastest", "map", 10, "gpu") == ("xla",)
+    assert campaign.kernel_candidates("fastest", "vmap", 1, "gpu") == ("xla",)
+    assert campaign.kernel_candidates("fastest", "vmap", 10, "cpu") == ("cpu_tuned",)
+    assert campaign.kernel_candidates("auto", "vmap", 10, "gpu") == ("xla",)
+    assert campaign.kernel_candidates("block_diagonal", "map", 1, "cpu") == ("block_diagonal",)
+
+
+@pytest.mark.parametrize("faster", ["cpu_tuned", "block_diagonal"])
+def test_the_micro_benchmark_chooses_the_kernels_that_train_the_seeds_faster(tmp_path, mnist_dir, monkeypatch,
+                                                                              faster):
+    """With two kernel choices to time (as on an accelerator under vmap), both pass the reference check, the
+    training step of --max_seeds seeds is timed with each, and the faster one is used and projected with."""
+    per_seed = {"cpu_tuned": 0.004, "block_diagonal": 0.003 if faster == "block_diagonal" else 0.005}
+
+    def training_step(config, dataset, num_seeds, seed_axis, states=None):
+        seconds = per_seed[config.model.kernels] * num_seeds
+        return {"step_seconds": seconds, "steps_per_call": 16, "single_step_seconds": 2 * seconds}
+
+    def device_functions(config, dataset, num_seeds, seed_axis):
+        return {"seeds": num_seeds, "seed_axis": seed_axis, "kernels": config.model.kernels,
+                "chunk_size": config.chunk_size, "chunk_seconds": 0.001 * num_seeds,
+                **training_step(config, dataset, num_seeds, seed_axis)}
+
+    monkeypatch.setattr(campaign, "kernel_candidates", lambda *args: ("cpu_tuned", "block_diagonal"))
+    monkeypatch.setattr(campaign, "time_training_step", training_step)
+    monkeypatch.setattr(campaign, "time_device_functions", device_functions)
+    report = _campaign(tmp_path / "smoke", smoke=True, max_seeds=2, seed_axis="vmap", smoke_iterations=0,
+                       chunk_size=64, data_dir=str(mnist_dir), results=str(tmp_path / "results"))
+    assert [check["kernels"] for check in report["reference"]["checks"]] == ["cpu_tuned", "block_diagonal"]
+    assert report["reference"]["passed"] and all(check["passed"] for check in report["reference"]["checks"])
+    assert report["kernels_step_seconds"] == {"cpu_tuned": 0.008, "block_diagonal": 2 * per_seed["block_diagonal"]}
+    assert report["kernels"] == faster
+    one, two = report["device_function_seconds"]
+    assert (one["kernels"], two["kernels"]) == ("cpu_tuned", faster)
+    assert two["step_seconds"] == 2 * per_seed[faster] and two["single_step_seconds"] == 4 * per_seed[faster]
+    config = mnist.get_config("all_data_max_entropy")
+    iteration_steps, fit_steps = campaign._steps_per_epoch(config, 60000)
+    steps = iteration_steps * config.iterations + fit_steps * config.initial_epochs
+    chunks = -(-60000 // 64) * config.iterations
+    assert report["projected_from_device_functions"]["2"]["row"] == pytest.approx(
+        steps * 2 * per_seed[faster] + chunks * 0.002)
 
 
 @pytest.mark.slow  # about 105 s on 2 CPU cores: pytest -m slow
