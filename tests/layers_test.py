@@ -172,7 +172,8 @@ def test_block_diagonal_conv_equals_xla_under_vmap_in_value_and_gradient(in_axes
 
 
 def test_block_diagonal_conv_per_example_gradients_inside_a_seed_vmap():
-    """Nested vmaps (seeds outside, examples inside) take the dense rule at both levels and stay exact."""
+    """Nested vmaps (seeds outside, examples inside: each rule also sees arrays batched in one argument only and
+    falls back to XLA's batching there) stay exact."""
     x = jax.random.normal(jax.random.key(0), (2, 3, 1, 6, 6, 2))  # [seeds, examples, 1, H, W, I]
     kernel = jax.random.normal(jax.random.key(1), (2, 3, 3, 2, 4))
 
