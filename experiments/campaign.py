@@ -38,6 +38,7 @@ any log the caller writes there.
 """
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -114,6 +115,8 @@ _WRITE_REFERENCE = flagdefs.define(flags.DEFINE_bool, "write_reference", False, 
 REFERENCE = pathlib.Path(__file__).with_name("reference_cnn.json")
 # TF32 convolutions (XLA's default for float32 on recent GPUs) carry about 3 decimal digits.
 REFERENCE_RTOL = 2e-2
+# In float32 throughout only the order of the sums differs from the CPU's (a choice that mixed seeds was off by 0.15).
+EXACT_RTOL = 1e-3
 POOL_CHUNK = {"cpu": 256}  # per seed; other backends: DEVICE_POOL_CHUNK
 DEVICE_POOL_CHUNK = 1024
 LABELED_CHUNK = {"cpu": 64}
@@ -171,11 +174,13 @@ def _relative_error(ours, reference) -> float:
     return float(np.max(np.abs(ours - reference)) / max(np.max(np.abs(reference)), 1e-12))
 
 
-def check_reference(kernels: str) -> dict:
+def check_reference(kernels: str, exact: bool = False) -> dict:
     """This backend's `reference_outputs` against REFERENCE (computed on the CPU): the largest relative error of
-    each quantity, and whether all lie within REFERENCE_RTOL."""
+    each quantity, and whether all lie within REFERENCE_RTOL; with `exact`, in float32 throughout (no TF32) and
+    within EXACT_RTOL, which tells a kernel choice that computes something else from TF32's round-off."""
     expected = json.loads(REFERENCE.read_text())
-    ours = reference_outputs(kernels)
+    with jax.default_matmul_precision("float32") if exact else contextlib.nullcontext():
+        ours = reference_outputs(kernels)
     errors = {key: _relative_error(ours[key], expected[key]) for key in ("logits", "dropout_logits")}
     errors["grad_norms"] = max(_relative_error(ours["grad_norms"][name], expected["grad_norms"][name])
                                for name in expected["grad_norms"])
@@ -183,8 +188,9 @@ def check_reference(kernels: str) -> dict:
     errors["grad_first"] = max(
         float(np.max(np.abs(np.subtract(ours["grad_first"][name], expected["grad_first"][name]))))
         / expected["grad_norms"][name] for name in expected["grad_first"])
-    return {"kernels": kernels, "relative_errors": errors, "rtol": REFERENCE_RTOL,
-            "passed": all(e <= REFERENCE_RTOL for e in errors.values())}
+    rtol = EXACT_RTOL if exact else REFERENCE_RTOL
+    return {"kernels": kernels, "precision": "float32" if exact else "default", "relative_errors": errors,
+            "rtol": rtol, "passed": all(e <= rtol for e in errors.values())}
 
 
 # --------------------------------------------------------------------------------------- the config
@@ -482,11 +488,13 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
     max_seeds = _MAX_SEEDS.value
     axes = algorithm.SEED_AXES if _SEED_AXIS.value == "auto" else (_SEED_AXIS.value,)
     candidates = kernel_candidates(_KERNELS.value, "vmap" if "vmap" in axes else "map", max_seeds)
-    checks = [check_reference(kernels) for kernels in candidates]
+    # The default kernels as they run (TF32 on a GPU); an alternative in float32 throughout, where a wrong
+    # computation stands out from TF32's round-off (up to 3 % on the first gradient entries): one that fails is not
+    # used. A failure of the default is reported, and the job goes on.
+    checks = [check_reference(candidates[0])] + [check_reference(kernels, exact=True) for kernels in candidates[1:]]
     report["reference"] = {"passed": checks[0]["passed"], "checks": checks}
     for check in checks:
-        print(f"reference check ({check['kernels']} kernels): {check}", flush=True)
-    # A kernel choice that fails the check is not used; the default's failure is reported and the job goes on.
+        print(f"reference check ({check['kernels']} kernels, {check['precision']} precision): {check}", flush=True)
     candidates = candidates[:1] + tuple(c["kernels"] for c in checks[1:] if c["passed"])
     config.model.kernels = candidates[0]
     save()

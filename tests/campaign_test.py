@@ -14,10 +14,12 @@ from experiments import campaign
 from experiments.configs import mnist
 
 
+@pytest.mark.parametrize("exact", [False, True])
 @pytest.mark.parametrize("kernels", ["cpu_tuned", "xla", "block_diagonal"])
-def test_reference_check_passes_on_the_cpu_for_every_kernel_choice(kernels):
-    check = campaign.check_reference(kernels)
+def test_reference_check_passes_on_the_cpu_for_every_kernel_choice(kernels, exact):
+    check = campaign.check_reference(kernels, exact=exact)
     assert check["passed"], check
+    assert check["rtol"] == (campaign.EXACT_RTOL if exact else campaign.REFERENCE_RTOL)
     assert set(check["relative_errors"]) == {"logits", "dropout_logits", "grad_norms", "grad_first"}
 
 
@@ -121,7 +123,8 @@ def test_the_micro_benchmark_chooses_the_kernels_that_train_the_seeds_faster(tmp
     monkeypatch.setattr(campaign, "time_device_functions", device_functions)
     report = _campaign(tmp_path / "smoke", smoke=True, max_seeds=2, seed_axis="vmap", smoke_iterations=0,
                        chunk_size=64, data_dir=str(mnist_dir), results=str(tmp_path / "results"))
-    assert [check["kernels"] for check in report["reference"]["checks"]] == ["cpu_tuned", "block_diagonal"]
+    checks = report["reference"]["checks"]  # the alternative in float32 throughout
+    assert [(c["kernels"], c["precision"]) for c in checks] == [("cpu_tuned", "default"), ("block_diagonal", "float32")]
     assert report["reference"]["passed"] and all(check["passed"] for check in report["reference"]["checks"])
     assert report["kernels_step_seconds"] == {"cpu_tuned": 0.008, "block_diagonal": 2 * per_seed["block_diagonal"]}
     assert report["kernels"] == faster
@@ -134,6 +137,28 @@ def test_the_micro_benchmark_chooses_the_kernels_that_train_the_seeds_faster(tmp
     chunks = -(-60000 // 64) * config.iterations
     assert report["projected_from_device_functions"]["2"]["row"] == pytest.approx(
         steps * 2 * per_seed[faster] + chunks * 0.002)
+
+
+def test_a_kernel_choice_that_fails_the_reference_check_is_not_used(tmp_path, mnist_dir, monkeypatch):
+    """However fast, an alternative whose numbers differ from the CPU's is neither timed nor used."""
+    checked = campaign.check_reference
+    monkeypatch.setattr(campaign, "check_reference", lambda kernels, exact=False: (
+        {**checked(kernels, exact), "passed": False} if kernels == "block_diagonal" else checked(kernels, exact)))
+    monkeypatch.setattr(campaign, "kernel_candidates", lambda *args: ("cpu_tuned", "block_diagonal"))
+    timed = []
+
+    def device_functions(config, dataset, num_seeds, seed_axis):
+        timed.append(config.model.kernels)
+        return {"seeds": num_seeds, "seed_axis": seed_axis, "kernels": config.model.kernels, "chunk_size": 64,
+                "chunk_seconds": 0.001, "step_seconds": 0.01, "steps_per_call": 16, "single_step_seconds": 0.01}
+
+    monkeypatch.setattr(campaign, "time_device_functions", device_functions)
+    monkeypatch.setattr(campaign, "time_training_step", lambda *args, **kwargs: pytest.fail("timed"))
+    report = _campaign(tmp_path / "smoke", smoke=True, max_seeds=2, seed_axis="vmap", smoke_iterations=0,
+                       chunk_size=64, data_dir=str(mnist_dir), results=str(tmp_path / "results"))
+    assert report["reference"]["passed"] and not report["reference"]["checks"][1]["passed"]
+    assert report["kernels"] == "cpu_tuned" and timed == ["cpu_tuned", "cpu_tuned"]
+    assert "kernels_step_seconds" not in report
 
 
 @pytest.mark.slow  # about 105 s on 2 CPU cores: pytest -m slow
