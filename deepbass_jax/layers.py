@@ -199,8 +199,9 @@ def conv3x3_block_diagonal(x: jax.Array, kernel: jax.Array) -> jax.Array:
     training convolutions (forward, input and kernel gradients) as one dense convolution of R * I channels with a
     block-diagonal kernel, rather than as the grouped convolution (R groups of I channels) XLA's batching makes.
 
-    Why: grouped convolutions of few channels per group are slow on GPUs (no tensor cores); a dense one does R
-    times the arithmetic at tensor-core speed. Which wins depends on the device: the campaign's micro-benchmark
+    Why: grouped convolutions of few channels per group are known to be slow on GPUs (10 seeds of the paper CNN
+    took 5x one seed's step time on an H100); a dense one does R times the arithmetic, in the form tensor cores
+    take. On the CPU it is 16x slower. Which wins depends on the device: the campaign's micro-benchmark
     times both (`experiments.campaign --kernels=fastest`). Without a gradient (pool inference, evaluation) it is
     `conv3x3_xla` exactly, grouped under vmap. Any vmapped axis counts as seeds: per-example gradients under vmap
     over N examples would make the kernel gradient N times the work, so use it for seeds alone.
