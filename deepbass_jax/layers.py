@@ -99,16 +99,19 @@ def conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_NHWC)
 
 
+def input_grad_kernel(kernel: jax.Array) -> jax.Array:
+    """[3, 3, I, O] -> [3, 3, O, I]: the input gradient of a stride-1 'SAME' 3x3 convolution is the same
+    convolution of dy with this kernel (flipped in space, its channel axes swapped)."""
+    return jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
+
+
 def _conv3x3_fwd(x, kernel):
     return conv3x3(x, kernel), (x, kernel)
 
 
 def _conv3x3_bwd(residuals, dy):
     x, kernel = residuals
-    # The input gradient of a stride-1 'SAME' 3x3 convolution is the same convolution of dy with the kernel
-    # flipped in space and its channel axes swapped.
-    flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)
-    dx = lax.conv_general_dilated(dy, flipped, (1, 1), "SAME", dimension_numbers=_NHWC)
+    dx = lax.conv_general_dilated(dy, input_grad_kernel(kernel), (1, 1), "SAME", dimension_numbers=_NHWC)
     return dx, conv3x3_kernel_grad(x, dy)
 
 
@@ -215,8 +218,7 @@ def _conv3x3_block_diagonal_fwd(x, kernel):
 
 def _conv3x3_block_diagonal_bwd(residuals, dy):
     x, kernel = residuals
-    flipped = jnp.flip(kernel, (0, 1)).swapaxes(2, 3)  # the input gradient, as in `_conv3x3_bwd`
-    return _seeds_conv3x3(dy, flipped), _seeds_conv3x3_kernel_grad(x, dy)
+    return _seeds_conv3x3(dy, input_grad_kernel(kernel)), _seeds_conv3x3_kernel_grad(x, dy)
 
 
 conv3x3_block_diagonal.defvjp(_conv3x3_block_diagonal_fwd, _conv3x3_block_diagonal_bwd)

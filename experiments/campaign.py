@@ -270,15 +270,14 @@ def time_device_functions(config, dataset: data.Dataset, num_seeds: int, seed_ax
         apply_fn, states.params, images, ids, keys, num_passes=config.mc_passes_pool, shared_images=True,
         seed_axis=seed_axis), repeats=3)
     return {"seeds": num_seeds, "seed_axis": seed_axis, "kernels": layers.resolve_kernels(config.model.kernels),
-            "chunk_size": chunk, "chunk_seconds": chunk_seconds, **time_training_step(config, dataset, num_seeds,
-                                                                                   seed_axis, states)}
+            "chunk_size": chunk, "chunk_seconds": chunk_seconds,
+            **time_training_step(config, dataset, num_seeds, seed_axis)}
 
 
-def time_training_step(config, dataset: data.Dataset, num_seeds: int, seed_axis: str, states=None) -> dict:
+def time_training_step(config, dataset: data.Dataset, num_seeds: int, seed_axis: str) -> dict:
     """Seconds of one training step of `num_seeds` seeds at once (step_seconds: train.steps_per_call steps in one
     call, as the epochs take them; single_step_seconds: one step a call), with config.model.kernels."""
-    if states is None:
-        states = _initial_states(config, dataset, num_seeds)[1]
+    states = _initial_states(config, dataset, num_seeds)[1]
     chunk = config.chunk_size
     images = jnp.asarray(dataset.train_images[:chunk])
     batch, per_call = config.train.batch_size, config.train.steps_per_call

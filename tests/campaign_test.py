@@ -108,6 +108,17 @@ def _passing_check(kernels, exact=False):
             "rtol": campaign.EXACT_RTOL if exact else campaign.REFERENCE_RTOL, "passed": True}
 
 
+def _smoke_with_two_kernel_choices(tmp_path, mnist_dir, monkeypatch, check, training_step, device_functions):
+    """The smoke check with cpu_tuned and block_diagonal to choose from, as on an accelerator under vmap, and these
+    fakes for the reference check and the micro-benchmark; returns its report."""
+    monkeypatch.setattr(campaign, "check_reference", check)
+    monkeypatch.setattr(campaign, "kernel_candidates", lambda *args: ("cpu_tuned", "block_diagonal"))
+    monkeypatch.setattr(campaign, "time_training_step", training_step)
+    monkeypatch.setattr(campaign, "time_device_functions", device_functions)
+    return _campaign(tmp_path / "smoke", smoke=True, max_seeds=2, seed_axis="vmap", smoke_iterations=0,
+                     chunk_size=64, data_dir=str(mnist_dir), results=str(tmp_path / "results"))
+
+
 @pytest.mark.parametrize("faster", ["cpu_tuned", "block_diagonal"])
 def test_the_micro_benchmark_chooses_the_kernels_that_train_the_seeds_faster(tmp_path, mnist_dir, monkeypatch,
                                                                               faster):
@@ -115,7 +126,7 @@ def test_the_micro_benchmark_chooses_the_kernels_that_train_the_seeds_faster(tmp
     training step of --max_seeds seeds is timed with each, and the faster one is used and projected with."""
     per_seed = {"cpu_tuned": 0.004, "block_diagonal": 0.003 if faster == "block_diagonal" else 0.005}
 
-    def training_step(config, dataset, num_seeds, seed_axis, states=None):
+    def training_step(config, dataset, num_seeds, seed_axis):
         seconds = per_seed[config.model.kernels] * num_seeds
         return {"step_seconds": seconds, "steps_per_call": 16, "single_step_seconds": 2 * seconds}
 
@@ -124,12 +135,8 @@ def test_the_micro_benchmark_chooses_the_kernels_that_train_the_seeds_faster(tmp
                 "chunk_size": config.chunk_size, "chunk_seconds": 0.001 * num_seeds,
                 **training_step(config, dataset, num_seeds, seed_axis)}
 
-    monkeypatch.setattr(campaign, "check_reference", _passing_check)
-    monkeypatch.setattr(campaign, "kernel_candidates", lambda *args: ("cpu_tuned", "block_diagonal"))
-    monkeypatch.setattr(campaign, "time_training_step", training_step)
-    monkeypatch.setattr(campaign, "time_device_functions", device_functions)
-    report = _campaign(tmp_path / "smoke", smoke=True, max_seeds=2, seed_axis="vmap", smoke_iterations=0,
-                       chunk_size=64, data_dir=str(mnist_dir), results=str(tmp_path / "results"))
+    report = _smoke_with_two_kernel_choices(tmp_path, mnist_dir, monkeypatch, _passing_check, training_step,
+                                            device_functions)
     checks = report["reference"]["checks"]  # the alternative in float32 throughout
     assert [(c["kernels"], c["precision"]) for c in checks] == [("cpu_tuned", "default"), ("block_diagonal", "float32")]
     assert report["reference"]["passed"] and all(check["passed"] for check in report["reference"]["checks"])
@@ -156,7 +163,7 @@ def test_an_alternative_kernel_choice_that_fails_is_not_used(tmp_path, mnist_dir
         result = _passing_check(kernels, exact)
         return {**result, "passed": False} if kernels == "block_diagonal" and failure == "wrong numbers" else result
 
-    def training_step(config, dataset, num_seeds, seed_axis, states=None):
+    def training_step(config, dataset, num_seeds, seed_axis):
         assert failure == "training raises", "an alternative that failed its check was timed"
         raise RuntimeError("no kernel for this convolution")
 
@@ -165,12 +172,7 @@ def test_an_alternative_kernel_choice_that_fails_is_not_used(tmp_path, mnist_dir
         return {"seeds": num_seeds, "seed_axis": seed_axis, "kernels": config.model.kernels, "chunk_size": 64,
                 "chunk_seconds": 0.001, "step_seconds": 0.01, "steps_per_call": 16, "single_step_seconds": 0.01}
 
-    monkeypatch.setattr(campaign, "check_reference", check)
-    monkeypatch.setattr(campaign, "kernel_candidates", lambda *args: ("cpu_tuned", "block_diagonal"))
-    monkeypatch.setattr(campaign, "time_device_functions", device_functions)
-    monkeypatch.setattr(campaign, "time_training_step", training_step)
-    report = _campaign(tmp_path / "smoke", smoke=True, max_seeds=2, seed_axis="vmap", smoke_iterations=0,
-                       chunk_size=64, data_dir=str(mnist_dir), results=str(tmp_path / "results"))
+    report = _smoke_with_two_kernel_choices(tmp_path, mnist_dir, monkeypatch, check, training_step, device_functions)
     assert report["reference"]["passed"] and report["kernels"] == "cpu_tuned"
     assert report["reference"]["checks"][1]["passed"] == (failure == "training raises")
     expected_errors = {"check raises": "AttributeError('custom_vmap')",
