@@ -40,10 +40,18 @@ def test_a_user_error_prints_one_clean_line_and_the_traceback_only_on_debug(tmp_
     assert process.returncode == 1 and "Traceback" in stderr and "DataError: " in stderr
 
 
+def _heed_ctrl_c():
+    """In the child before it starts: Ctrl-C's default action, which Python turns into KeyboardInterrupt. A shell
+    without job control starts background commands ignoring SIGINT and children inherit that, so a suite run
+    with `pytest &` would otherwise send a signal nobody hears."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path):
     workdir = tmp_path / "run"
     process = _main("--config=experiments/configs/yinyang.py", "--config.iterations=100000",
-                    "--config.initial_patience=0", "--config.initial_epochs=20", f"--workdir={workdir}")
+                    "--config.initial_patience=0", "--config.initial_epochs=20", f"--workdir={workdir}",
+                    preexec_fn=_heed_ctrl_c)
     deadline = time.monotonic() + 120
     while not (workdir / runfolder.CHECKPOINT).exists():  # interrupt it among the iterations
         assert process.poll() is None and time.monotonic() < deadline, process.communicate()
