@@ -535,12 +535,13 @@ class Driver:
                     np.stack([s.state.ground_truth[indices] for s, indices in zip(seeds, ground_truth)]), False, axis,
                     "ground-truth")
             held_out = self._held_out_accuracy()
+        phases.lap("accuracy")
         for r, seed in enumerate(seeds if self.leader else []):
             seed.state.iteration = iteration  # the line needs the sets alone, not the network (seed_state(r))
             line = metrics_lib.metrics_line(seed.config, seed.hidden_labels, seed.state, stats.entropy[r], theta[r],
                                             bought[r], epochs[r].loss, ground_truth_accuracy[r], seconds)
             line.update(held_out[r])
-            line["phase_seconds"] = phases.seconds  # all seeds together; "metrics" is filled in below
+            line["phase_seconds"] = phases.seconds  # all seeds together; "metrics" (these lines) is filled in below
             lines.append(line)
         phases.lap("metrics")
         return lines

@@ -26,9 +26,10 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from deepbass_jax import acquisition, config as config_lib, data, models, pseudo_label, train, uncertainty
 from deepbass_jax import augment as augment_lib
-from deepbass_jax.chunks import padded_chunks
+from deepbass_jax.chunks import pad_rows, padded_chunks
 
 SEED_AXES = ("vmap", "map")
+MIN_ACCURACY_CHUNK = 64  # the smallest chunk `seeds_accuracy` pads a set to
 
 
 # ------------------------------------------------------------------------------------------ host pieces
@@ -236,15 +237,31 @@ def seeds_train_steps(states, totals: train.StepMetrics, images, targets, batch_
     return states, totals
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "shared_images", "seed_axis"))
-def seeds_predictions(apply_fn, params, images, shared_images: bool, seed_axis: str):
-    """Each seed's deterministic network (dropout off) on a chunk: predicted classes [R, B] and whether each row's
-    logits are finite [R, B]; params [R, ...], images [R, B, ...] ([B, ...] if shared)."""
-    def one(p, x):
+@functools.partial(jax.jit, static_argnames=("apply_fn", "shared_images", "seed_axis", "chunk_size"))
+def seeds_correct(apply_fn, params, images, labels, shared_images: bool, seed_axis: str, chunk_size: int):
+    """Each seed's deterministic network (dropout off) over a whole padded set, `chunk_size` samples at a time in
+    one program: images [M, ...] with labels [M] ([R, M, ...] and [R, M] unless shared), M a multiple of
+    chunk_size, label -1 on padding rows -> per seed the number of right predictions [R] and of predictions whose
+    logits hold NaN or Inf [R], over the rows whose label is not -1."""
+    axis = 0 if shared_images else 1
+
+    def chunk_major(x):  # [..., M, ...] -> [M / chunk_size, ..., chunk_size, ...]
+        return jnp.moveaxis(x.reshape(*x.shape[:axis], -1, chunk_size, *x.shape[axis + 1:]), axis, 0)
+
+    def predict(p, x):
         logits = apply_fn(p, x)
         return logits.argmax(axis=-1), jnp.isfinite(logits).all(axis=-1)
 
-    return per_seed(one, seed_axis, (True, not shared_images), params, images)
+    def add_chunk(counts, chunk):
+        chunk_images, chunk_labels = chunk
+        predicted, finite = per_seed(predict, seed_axis, (True, not shared_images), params, chunk_images)  # [R, B]
+        real = chunk_labels >= 0
+        return (counts[0] + jnp.sum((predicted == chunk_labels) & real, axis=-1),
+                counts[1] + jnp.sum(~finite & real, axis=-1)), None
+
+    zeros = jnp.zeros(jax.tree_util.tree_leaves(params)[0].shape[0], jnp.int32)
+    (right, not_finite), _ = jax.lax.scan(add_chunk, (zeros, zeros), (chunk_major(images), chunk_major(labels)))
+    return right, not_finite
 
 
 # ------------------------------------------------------------------------------ host loops over devices
@@ -303,26 +320,36 @@ def pool_stats(apply_fn, params, images, keys, num_passes: int, chunk_size: int,
     return result
 
 
+def accuracy_chunk(num_samples: int, chunk_size: int) -> int:
+    """The chunk `seeds_accuracy` takes for a set of `num_samples`: `chunk_size`, or for a smaller set the power of
+    two that holds it (at least MIN_ACCURACY_CHUNK), so that a growing ground truth compiles a handful of shapes
+    and pads to less than twice its size."""
+    return min(chunk_size, max(MIN_ACCURACY_CHUNK, 1 << (num_samples - 1).bit_length()))
+
+
 def seeds_accuracy(apply_fn, params, images, labels, shared: bool, seed_axis: str, what: str = "test",
                    chunk_size: int = 2048) -> np.ndarray:
     """Accuracy in [0, 1] of each seed's deterministic network [R]: images [N, ...] with labels [N] if `shared`,
-    else [R, N, ...] and [R, N], in zero-padded chunks of `chunk_size` samples (per seed). FloatingPointError
-    naming `what` (and the seed's index when R > 1) when the logits of a prediction hold NaN or Inf."""
+    else [R, N, ...] and [R, N], zero-padded to whole chunks of `accuracy_chunk(N, chunk_size)` samples (on the
+    host for host arrays) and counted in one program (`seeds_correct`). FloatingPointError naming `what` (and the
+    seed's index when R > 1) when the logits of a prediction hold NaN or Inf."""
     axis = 0 if shared else 1
     num_samples = images.shape[axis]
     if num_samples == 0:
         raise ValueError(f"there are no {what} samples to evaluate.")
-    chunks = [(seeds_predictions(apply_fn, params, chunk, shared_images=shared, seed_axis=seed_axis), valid)
-              for _, chunk, valid in padded_chunks(images, chunk_size, axis)]
-    # Sliced on the host: a device slice would compile anew for every `valid` a growing ground truth takes.
-    predictions, finite = (np.concatenate([np.asarray(outputs[i])[:, :valid] for outputs, valid in chunks], axis=1)
-                           for i in range(2))
-    for r, seed_finite in enumerate(finite):
-        if not seed_finite.all():
+    chunk = accuracy_chunk(num_samples, chunk_size)
+    padded = -(-num_samples // chunk) * chunk
+    labels = np.asarray(labels, np.int32)
+    label_widths = [(0, 0)] * (labels.ndim - 1) + [(0, padded - num_samples)]
+    right, not_finite = (np.asarray(count) for count in seeds_correct(
+        apply_fn, params, pad_rows(images, padded, axis), np.pad(labels, label_widths, constant_values=-1),
+        shared_images=shared, seed_axis=seed_axis, chunk_size=chunk))
+    for r, count in enumerate(not_finite):
+        if count:
             raise FloatingPointError(
-                f"NaN or Inf in the {what} predictions ({int((~seed_finite).sum())} of {num_samples} samples"
-                + (f", the seed at index {r})" if len(finite) > 1 else ")"))
-    return np.mean(predictions == np.asarray(labels), axis=1)
+                f"NaN or Inf in the {what} predictions ({int(count)} of {num_samples} samples"
+                + (f", the seed at index {r})" if len(not_finite) > 1 else ")"))
+    return right / num_samples
 
 
 def train_epoch(states, images, targets, plans, batch_size: int, shared: bool, seed_axis: str, labeled=None,

@@ -86,7 +86,7 @@ def test_smoke_check_reports_device_check_timings_and_projection(tmp_path, mnist
     smoke = report["smoke"]
     assert smoke["seeds"] == 1 and smoke["iterations"] == 2 and len(smoke["test_accuracy"]) == 1
     assert set(smoke["phase_seconds"]) == {"pool_inference", "labeled_inference", "acquisition_and_pseudo_labels",
-                                           "epoch", "metrics", "iteration_total"}
+                                           "epoch", "accuracy", "metrics", "iteration_total"}
     assert smoke["projected_10_seed_row_seconds"] > 0
     assert report["jobs"] == [] and not (outdir / "rows.json").exists()
 

@@ -11,7 +11,7 @@ from tests.compilations import count_compilations
 
 # Eager jax.numpy ops on arrays whose size changes each iteration compile too; these must not.
 JITTED = [algorithm.seeds_chunk_stats, algorithm.seeds_queries, algorithm.seeds_pseudo_labels,
-          algorithm.seeds_train_steps, algorithm.seeds_predictions]
+          algorithm.seeds_train_steps, algorithm.seeds_correct]
 # Functions of the whole pool's arrays compile again for a pool of another size (the training steps twice: the
 # program of train.steps_per_call steps and the one-step program of an epoch's last steps); the others never.
 POOL_SHAPED = {algorithm.seeds_queries.__name__: 1, algorithm.seeds_pseudo_labels.__name__: 1,

@@ -21,6 +21,7 @@ from hypothesis import given, settings, strategies as st
 
 from deepbass_jax import active, algorithm, checkpoint, config as config_lib, data, models, runfolder, train
 from experiments.configs import mnist as mnist_configs
+from tests.compilations import count_compilations
 from tests.helpers import toy_config
 
 FLOAT_METRICS = ("theta", "test_accuracy", "train_loss", "mean_pool_entropy", "ground_truth_accuracy",
@@ -241,6 +242,29 @@ def test_seeds_accuracy_is_each_seeds_share_of_right_predictions(num_samples, ch
     expected = [np.mean((seed_images[r] * np.asarray(params["w"][r])).argmax(-1) == seed_labels[r])
                 for r in range(num_seeds)]
     np.testing.assert_array_equal(accuracy, expected)
+
+
+def test_seeds_accuracy_pads_a_growing_set_to_few_shapes_and_counts_only_its_own_rows():
+    """A ground truth growing one label at a time from 1 to 300 compiles one program per power of two from 64 to
+    512 and none when evaluated again; the zero rows padded on never count (all-zero logits predict class 0,
+    which every real label avoids)."""
+    params = {"w": jnp.ones((2, 3))}
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(300, 3)).astype(np.float32)
+    labels = images.argmax(axis=-1)
+    labels[labels == 0] = 1  # a wrong prediction wherever the image says class 0
+    with count_compilations() as compiled:
+        for num_samples in range(1, 301):
+            accuracy = algorithm.seeds_accuracy(_scaled_logits, params, images[:num_samples], labels[:num_samples],
+                                                True, "vmap", "ground-truth")
+            expected = np.mean(images[:num_samples].argmax(axis=-1) == labels[:num_samples])
+            np.testing.assert_array_equal(accuracy, [expected, expected])
+    assert compiled[algorithm.seeds_correct.__name__] == 4  # chunks of 64, 128, 256 and 512 samples
+    with count_compilations() as compiled:
+        algorithm.seeds_accuracy(_scaled_logits, params, images, labels, True, "vmap")
+    assert compiled.total() == 0
+    assert [algorithm.accuracy_chunk(n, 2048) for n in (1, 64, 65, 300, 2048, 10_000)] == [64, 64, 128, 512, 2048,
+                                                                                           2048]
 
 
 def test_seeds_accuracy_names_the_seed_whose_predictions_are_not_finite():
