@@ -342,13 +342,15 @@ def projection_from(timings: list[dict], axis: str, pool_of):
 # ------------------------------------------------------------------------------------------ the runs
 def phase_summary(metrics: list[dict]) -> dict:
     """Mean per-phase seconds of iterations (all seeds together: any one seed's metrics lines hold them), leaving
-    out the first one a process ran (it compiles)."""
+    out the first one a process ran (it compiles). A phase is averaged over the lines that time it: a row resumed
+    from an older job holds lines from before a phase was split off (e.g. "accuracy" from "metrics")."""
     timed = [line for line in metrics if "phase_seconds" in line]
     later = timed[1:] or timed
     if not later:
         return {}
-    phases = {phase: float(np.mean([line["phase_seconds"][phase] for line in later]))
-              for phase in later[0]["phase_seconds"]}
+    names = dict.fromkeys(phase for line in later for phase in line["phase_seconds"])
+    phases = {phase: float(np.mean([line["phase_seconds"][phase] for line in later if phase in line["phase_seconds"]]))
+              for phase in names}
     phases["iteration_total"] = float(np.mean([sum(line["phase_seconds"].values()) for line in later]))
     return phases
 

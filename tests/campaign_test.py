@@ -235,6 +235,17 @@ def test_seeds_that_fit_shrinks_the_block_to_the_time_left():
     assert campaign.seeds_that_fit(iterated, 10, margin + 15.0, projection) == 0
 
 
+def test_phase_summary_leaves_out_the_compiling_iteration_and_averages_each_phase_where_it_is_timed():
+    """A resumed row mixes lines from before a phase was split off ("accuracy" from "metrics") with newer ones."""
+    lines = [{"iteration": 0},  # the initial model: no phases
+             {"iteration": 1, "phase_seconds": {"epoch": 9.0, "metrics": 9.0}},  # compiles
+             {"iteration": 2, "phase_seconds": {"epoch": 1.0, "metrics": 0.5}},
+             {"iteration": 3, "phase_seconds": {"epoch": 3.0, "accuracy": 0.25, "metrics": 0.25}}]
+    assert campaign.phase_summary(lines) == {"epoch": 2.0, "metrics": 0.375, "accuracy": 0.25, "iteration_total": 2.5}
+    assert campaign.phase_summary(lines[:2]) == {"epoch": 9.0, "metrics": 9.0, "iteration_total": 18.0}
+    assert campaign.phase_summary(lines[:1]) == {}
+
+
 def test_a_row_in_several_blocks_of_one_job_keeps_every_seed(tmp_path, mnist_dir):
     """With --max_seeds below the row's seeds, one job runs the row block after block: rows.json, runs.tar.gz
     and the merged records hold every seed, each equal to a run of its seed alone."""
