@@ -547,7 +547,7 @@ class Driver:
         return lines
 
     def _held_out_accuracy(self) -> list[dict]:
-        """Each seed's test (and validation) accuracy; every seed in one program per chunk."""
+        """Each seed's test (and validation) accuracy; all seeds in one program per set."""
         seeds = self.seeds
         test = {}
         if seeds[0].dataset.test_images is not None and seeds[0].dataset.test_labels is not None:

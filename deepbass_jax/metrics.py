@@ -43,7 +43,7 @@ def held_out_accuracy(apply_fn, params, seed_axis: str, test_images=None, test_l
                       val_images=None, val_labels=None) -> list[dict]:
     """Per seed, the test accuracy (given a labeled test set: images [M, ...] and labels [M] if `shared_test`,
     else [R, M, ...] and [R, M]) and the validation accuracy (given samples held out of the pool: [R, V, ...] and
-    [R, V]); params [R, ...]: all seeds in one program per chunk. FloatingPointError when a prediction is NaN or
+    [R, V]); params [R, ...]: all seeds in one program per set. FloatingPointError when a prediction is NaN or
     Inf."""
     results = [{} for _ in range(jax.tree_util.tree_leaves(params)[0].shape[0])]
     for key, images, labels, shared, what in (("test_accuracy", test_images, test_labels, shared_test, "test"),
