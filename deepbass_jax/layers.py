@@ -8,6 +8,8 @@ the same pooling. The two gradients are tuned for the CPU; on other backends XLA
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
@@ -120,9 +122,11 @@ conv3x3.defvjp(_conv3x3_fwd, _conv3x3_bwd)
 
 # Which implementation of the convolution and pooling gradients a network uses: "cpu_tuned" (`conv3x3`,
 # `max_pool_2x2`), "xla" (XLA's own gradients, which on GPU and TPU go to the vendor's convolution kernels) or
-# "block_diagonal" (XLA's, with several seeds' training convolutions as one dense one: `conv3x3_block_diagonal`);
-# "auto" picks by backend (`resolve_kernels`). All compute the same function and gradients up to round-off.
-KERNELS = ("auto", "cpu_tuned", "xla", "block_diagonal")
+# "block_diagonal" (XLA's, with several seeds' training convolutions as one dense one: `conv3x3_seed_blocks`), or
+# "block_diagonal_<g>" (the same in dense blocks of up to g seeds: `SEED_BLOCKS`); "auto" picks by backend
+# (`resolve_kernels`). All compute the same function and gradients up to round-off.
+SEED_BLOCKS = {"block_diagonal": 0, "block_diagonal_2": 2, "block_diagonal_5": 5}  # name -> most seeds per block
+KERNELS = ("auto", "cpu_tuned", "xla") + tuple(SEED_BLOCKS)
 
 
 def resolve_kernels(kernels: str, backend: str | None = None) -> str:
@@ -164,64 +168,99 @@ def _conv3x3_kernel_grad_xla(x: jax.Array, dy: jax.Array) -> jax.Array:
     return jax.vjp(lambda k: conv3x3_xla(x, k), kernel)[1](dy)[0]
 
 
-@custom_vmap
-def _seeds_conv3x3(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """`conv3x3_xla`; under vmap over both arguments, one dense convolution with a block-diagonal kernel."""
-    return conv3x3_xla(x, kernel)
+def seeds_per_block(num_seeds: int, most: int) -> int:
+    """How many of `num_seeds` seeds one dense block holds: the largest divisor of num_seeds not above `most`
+    (0: all of them), so that the blocks are equal."""
+    most = num_seeds if most <= 0 else min(most, num_seeds)
+    return max(d for d in range(1, most + 1) if num_seeds % d == 0)
 
 
-@_seeds_conv3x3.def_vmap
-def _seeds_conv3x3_vmap(num_seeds, in_batched, x, kernel):
-    if not all(in_batched):  # a shared input or kernel: XLA's own batching is dense already
-        return jax.vmap(conv3x3_xla, in_axes=_batched_in_axes(in_batched))(x, kernel), True
-    # kernel [R, 3, 3, I, O] -> [3, 3, R * I, R * O], zero between seeds
-    block = jnp.einsum("rhwio,rs->hwriso", kernel, jnp.eye(num_seeds, dtype=kernel.dtype))
-    block = block.reshape(3, 3, num_seeds * kernel.shape[3], num_seeds * kernel.shape[4])
-    return _unstack_seeds(_seeds_conv3x3(_stack_seeds(x), block), num_seeds), True
+def _block_diagonal_kernel(kernel: jax.Array, per_block: int) -> jax.Array:
+    """[R, 3, 3, I, O] -> [3, 3, g I, R O] for a convolution of R / g groups (feature_group_count): group b holds
+    seeds b g ... b g + g - 1 as one dense g I -> g O kernel, zero between seeds (g = per_block)."""
+    num_seeds, _, _, channels_in, channels_out = kernel.shape
+    blocks = kernel.reshape(num_seeds // per_block, per_block, 3, 3, channels_in, channels_out)
+    block = jnp.einsum("bshwio,st->hwsibto", blocks, jnp.eye(per_block, dtype=kernel.dtype))
+    return block.reshape(3, 3, per_block * channels_in, num_seeds * channels_out)
 
 
-@custom_vmap
-def _seeds_conv3x3_kernel_grad(x: jax.Array, dy: jax.Array) -> jax.Array:
-    """`_conv3x3_kernel_grad_xla`; under vmap over both arguments, the diagonal blocks of one dense gradient."""
-    return _conv3x3_kernel_grad_xla(x, dy)
+def _grouped_conv3x3(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
+    """x [N, H, W, G I'], kernel [3, 3, I', G O'] -> [N, H, W, G O']: `groups` independent convolutions."""
+    return lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_NHWC, feature_group_count=groups)
 
 
-@_seeds_conv3x3_kernel_grad.def_vmap
-def _seeds_conv3x3_kernel_grad_vmap(num_seeds, in_batched, x, dy):
-    if not all(in_batched):
-        return jax.vmap(_conv3x3_kernel_grad_xla, in_axes=_batched_in_axes(in_batched))(x, dy), True
-    full = _seeds_conv3x3_kernel_grad(_stack_seeds(x), _stack_seeds(dy))  # [3, 3, R * I, R * O]
-    full = full.reshape(3, 3, num_seeds, x.shape[-1], num_seeds, dy.shape[-1])
-    seeds = jnp.arange(num_seeds)
-    return full[:, :, seeds, :, seeds, :], True  # [R, 3, 3, I, O]
+def _seeds_rule(plain, blocked):
+    """plain(a, b), which under vmap over both arguments (R seeds) computes blocked(R, a, b) -> [R, ...]; with one
+    argument batched, XLA's own batching of plain (dense already)."""
+    function = custom_vmap(plain)
+
+    @function.def_vmap
+    def _rule(num_seeds, in_batched, a, b):
+        if not all(in_batched):
+            return jax.vmap(plain, in_axes=_batched_in_axes(in_batched))(a, b), True
+        return blocked(num_seeds, a, b), True
+
+    return function
 
 
-@jax.custom_vjp
-def conv3x3_block_diagonal(x: jax.Array, kernel: jax.Array) -> jax.Array:
+@functools.cache
+def _seed_block_ops(most_per_block: int):
+    """`conv3x3_xla` and its kernel gradient, each of which, under vmap over both arguments (R seeds), runs as one
+    convolution of R / g groups, a group being g seeds' dense block-diagonal convolution
+    (g = seeds_per_block(R, most_per_block)); with one argument batched, XLA's own batching (dense already)."""
+
+    def blocked_conv(num_seeds, x, kernel):
+        per_block = seeds_per_block(num_seeds, most_per_block)
+        out = _grouped_conv3x3(_stack_seeds(x), _block_diagonal_kernel(kernel, per_block), num_seeds // per_block)
+        return _unstack_seeds(out, num_seeds)
+
+    def blocked_kernel_grad(num_seeds, x, dy):
+        per_block = seeds_per_block(num_seeds, most_per_block)
+        groups, channels_in, channels_out = num_seeds // per_block, x.shape[-1], dy.shape[-1]
+        stacked = _stack_seeds(x)
+        zeros = jnp.zeros((3, 3, per_block * channels_in, num_seeds * channels_out), x.dtype)
+        full = jax.vjp(lambda k: _grouped_conv3x3(stacked, k, groups), zeros)[1](_stack_seeds(dy))[0]
+        full = full.reshape(3, 3, per_block, channels_in, groups, per_block, channels_out)
+        seeds = jnp.arange(per_block)
+        diagonal = full[:, :, seeds, :, :, seeds, :]  # [g, 3, 3, I, R / g, O]: seed b g + s at [s, ..., b, :]
+        return jnp.moveaxis(diagonal, 4, 0).reshape(num_seeds, 3, 3, channels_in, channels_out)
+
+    conv = _seeds_rule(conv3x3_xla, blocked_conv)
+    kernel_grad = _seeds_rule(_conv3x3_kernel_grad_xla, blocked_kernel_grad)
+
+    @jax.custom_vjp
+    def conv_with_blocks(x, kernel):
+        return conv3x3_xla(x, kernel)
+
+    def forward(x, kernel):
+        return conv(x, kernel), (x, kernel)
+
+    def backward(residuals, dy):
+        x, kernel = residuals
+        return conv(dy, input_grad_kernel(kernel)), kernel_grad(x, dy)
+
+    conv_with_blocks.defvjp(forward, backward)
+    return conv_with_blocks
+
+
+def conv3x3_seed_blocks(most_per_block: int):
     """`conv3x3_xla`, differentiated so that R seeds trained at once under vmap (seed_axis "vmap") run each of the
-    training convolutions (forward, input and kernel gradients) as one dense convolution of R * I channels with a
-    block-diagonal kernel, rather than as the grouped convolution (R groups of I channels) XLA's batching makes.
+    training convolutions (forward, input and kernel gradients) in dense blocks of g = seeds_per_block(R,
+    most_per_block) seeds (0: all R in one block): one convolution of R / g groups of g I channels, each with a
+    block-diagonal kernel, rather than the R groups of I channels XLA's batching makes.
 
     Why: grouped convolutions of few channels per group are known to be slow on GPUs (10 seeds of the paper CNN
-    took 5x one seed's step time on an H100); a dense one does R times the arithmetic, in the form tensor cores
-    take. On the CPU it is 16x slower. Which wins depends on the device: the campaign's micro-benchmark
-    times both (`experiments.campaign --kernels=fastest`). Without a gradient (pool inference, evaluation) it is
-    `conv3x3_xla` exactly, grouped under vmap. Any vmapped axis counts as seeds: per-example gradients under vmap
-    over N examples would make the kernel gradient N times the work, so use it for seeds alone.
+    took 5x one seed's step time on an H100). A block does g times the arithmetic of its seeds, in the dense
+    form tensor cores take; fewer, wider groups sit between the two. Which g wins depends on the device: the
+    campaign's micro-benchmark times the choices (`experiments.campaign --kernels=fastest`). On the CPU one block
+    of every seed is 16x slower. Without a gradient (pool inference, evaluation) it is `conv3x3_xla` exactly,
+    grouped under vmap. Any vmapped axis counts as seeds: per-example gradients under vmap over N examples would
+    make the kernel gradient N times the work, so use it for seeds alone.
     """
-    return conv3x3_xla(x, kernel)
+    return _seed_block_ops(max(most_per_block, 0))
 
 
-def _conv3x3_block_diagonal_fwd(x, kernel):
-    return _seeds_conv3x3(x, kernel), (x, kernel)
-
-
-def _conv3x3_block_diagonal_bwd(residuals, dy):
-    x, kernel = residuals
-    return _seeds_conv3x3(dy, input_grad_kernel(kernel)), _seeds_conv3x3_kernel_grad(x, dy)
-
-
-conv3x3_block_diagonal.defvjp(_conv3x3_block_diagonal_fwd, _conv3x3_block_diagonal_bwd)
+conv3x3_block_diagonal = conv3x3_seed_blocks(0)  # every seed in one dense block
 
 
 class Conv3x3(nn.Module):
@@ -268,5 +307,6 @@ max_pool_2x2.defvjp(_max_pool_2x2_fwd, _max_pool_2x2_bwd)
 
 
 # The implementations by `KERNELS` choice (after `max_pool_2x2`, which the table names).
-CONV3X3 = {"cpu_tuned": conv3x3, "xla": conv3x3_xla, "block_diagonal": conv3x3_block_diagonal}
-MAX_POOL_2X2 = {"cpu_tuned": max_pool_2x2, "xla": max_pool_2x2_xla, "block_diagonal": max_pool_2x2_xla}
+CONV3X3 = {"cpu_tuned": conv3x3, "xla": conv3x3_xla,
+           **{name: conv3x3_seed_blocks(most) for name, most in SEED_BLOCKS.items()}}
+MAX_POOL_2X2 = {"cpu_tuned": max_pool_2x2, "xla": max_pool_2x2_xla, **{name: max_pool_2x2_xla for name in SEED_BLOCKS}}

@@ -37,7 +37,7 @@ class PaperCNN(nn.Module):
     dropout_rate: float = 0.33
     negative_slope: float = 0.1  # eq. 13
     dropout_masks: str = "hash"  # a key of DROPOUT_MASKS
-    kernels: str = "cpu_tuned"  # "cpu_tuned", "xla" or "block_diagonal" (layers.KERNELS; build resolves "auto")
+    kernels: str = "cpu_tuned"  # "cpu_tuned", "xla" or "block_diagonal*" (layers.KERNELS; build resolves "auto")
     row_offset: int = 0  # hash dropout: this batch's first row in the whole batch (a data-parallel slice)
 
     @nn.compact
@@ -85,7 +85,8 @@ def default_config() -> ml_collections.ConfigDict:
     config.negative_slope = 0.1  # LeakyReLU slope, eq. 13
     config.dropout_masks = "hash"  # "hash" (fast counter-based masks) or "threefry" (flax's nn.Dropout)
     # CNN gradients: "cpu_tuned" (layers.conv3x3 / max_pool_2x2), "xla" (XLA's own), "auto" (by backend), or
-    # "block_diagonal" (XLA's, with the training convolutions of seeds under vmap as one dense convolution each)
+    # "block_diagonal" (XLA's, with the training convolutions of seeds under vmap as one dense convolution each),
+    # "block_diagonal_2" / "block_diagonal_5" (the same in dense blocks of up to 2 / 5 seeds: layers.SEED_BLOCKS)
     config.kernels = "auto"
     return config
 

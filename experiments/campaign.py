@@ -17,7 +17,7 @@ The smoke check prints the backend and device, compares the paper CNN's logits a
 with reference numbers computed on the CPU (experiments/reference_cnn.json, `--write_reference` remakes it),
 times one pool chunk and one training step for the seed axes vmap and map at 1 and --max_seeds seeds, picks
 the faster axis (under vmap on an accelerator also the faster model.kernels for training, `--kernels=fastest`:
-XLA's grouped convolutions or `block_diagonal`), runs `--smoke_iterations` iterations of the first row on its
+XLA's grouped convolutions or dense blocks of seeds, `block_diagonal*`), runs `--smoke_iterations` iterations of the first row on its
 full pool, and prints the per-phase times and the projected wall time of a full 10-seed row.
 
 With --budget_s the campaign goes on from what results/ records: first the row pending in
@@ -95,7 +95,8 @@ _SEED_AXIS = flagdefs.define(flags.DEFINE_enum, "seed_axis", "auto", ("auto",) +
                                "How seeds share the program; auto: the faster of vmap and map, measured.")
 _KERNELS = flagdefs.define(flags.DEFINE_enum, "kernels", "fastest", ("fastest",) + layers.KERNELS,
                             "model.kernels of every row; fastest: under the vmap seed axis, whichever of "
-                            "auto and block_diagonal trains --max_seeds seeds faster, measured (else auto).")
+                            "auto and the block_diagonal choices trains --max_seeds seeds fastest, measured "
+                            "(else auto).")
 _SMOKE_ITERATIONS = flagdefs.define(flags.DEFINE_integer, "smoke_iterations", 3, "Iterations of the row the smoke check runs.")
 _CHUNK_SIZE = flagdefs.define(flags.DEFINE_integer, "chunk_size", 0, "Pool inference chunk per seed (0: by backend).")
 # Smaller settings for tests on the CPU; 0 keeps the preset's value.
@@ -144,8 +145,9 @@ def _reference_inputs():
 def reference_outputs(kernels: str) -> dict:
     """The paper CNN (parameters from key 0) on fixed inputs [8, 28, 28, 1]: deterministic logits, logits with
     the dropout masks of key 1, and per-leaf norms and first values of the gradient of the mean cross-entropy.
-    The gradient is taken as the campaign trains, under vmap over seeds: beside a second seed that sees the
-    images upside down (a kernel choice that mixed seeds would change it)."""
+    The gradient is taken as the campaign trains, under vmap over seeds: beside three more seeds that see the
+    images flipped (a kernel choice that mixed seeds would change it; four, so that blocks of two seeds are
+    two groups)."""
     module = models.PaperCNN(num_classes=10, kernels=kernels)
     apply_fn = models.make_apply(module)
     params = models.init_params(module, jax.random.key(0), (28, 28, 1))
@@ -156,8 +158,9 @@ def reference_outputs(kernels: str) -> dict:
         logits = apply_fn(params, x, dropout_key)
         return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1))
 
-    seeds_params = jax.tree_util.tree_map(lambda leaf: jnp.stack([leaf, leaf]), params)
-    seeds_grads = jax.jit(jax.vmap(jax.grad(loss)))(seeds_params, jnp.stack([x, jnp.flip(x, 1)]))
+    seeds_params = jax.tree_util.tree_map(lambda leaf: jnp.stack([leaf] * 4), params)
+    seeds_images = jnp.stack([x, jnp.flip(x, 1), jnp.flip(x, 2), jnp.flip(x, (1, 2))])
+    seeds_grads = jax.jit(jax.vmap(jax.grad(loss)))(seeds_params, seeds_images)
     grads = jax.tree_util.tree_map(lambda leaf: leaf[0], seeds_grads)
     flat = {jax.tree_util.keystr(path): np.asarray(leaf) for path, leaf in
             jax.tree_util.tree_flatten_with_path(grads)[0]}
@@ -302,15 +305,19 @@ def time_training_step(config, dataset: data.Dataset, num_seeds: int, seed_axis:
 
 def kernel_candidates(choice: str, seed_axis: str, max_seeds: int, backend: str | None = None) -> tuple[str, ...]:
     """The model.kernels choices the micro-benchmark times against each other, the default first: given
-    --kernels=fastest, "block_diagonal" beside it where it can differ (seeds trained at once under vmap) and may
-    win (an accelerator: on the CPU its dense convolutions measured 16x slower); else the one asked for."""
+    --kernels=fastest, the seed blocks (layers.SEED_BLOCKS) beside it where they can differ (seeds trained at once
+    under vmap) and may win (an accelerator: on the CPU dense convolutions of all seeds measured 16x slower), one
+    choice per size of block above one seed for --max_seeds seeds, the largest first; else the one asked for."""
     backend = backend or jax.default_backend()
     if choice != "fastest":
         return (layers.resolve_kernels(choice, backend),)
     default = layers.resolve_kernels("auto", backend)
-    if seed_axis == "vmap" and max_seeds > 1 and backend != "cpu":
-        return default, "block_diagonal"
-    return (default,)
+    if seed_axis != "vmap" or max_seeds < 2 or backend == "cpu":
+        return (default,)
+    by_size = {}  # seeds per block -> the first choice that makes it
+    for name, most in layers.SEED_BLOCKS.items():
+        by_size.setdefault(layers.seeds_per_block(max_seeds, most), name)
+    return (default,) + tuple(by_size[size] for size in sorted(by_size, reverse=True) if size > 1)
 
 
 def projected_seconds(config, num_pool: int, chunk_seconds: float, step_seconds: float) -> dict:

@@ -15,7 +15,8 @@ from experiments import campaign
 from experiments.configs import mnist
 
 
-@pytest.mark.parametrize("kernels, exact", [("cpu_tuned", False), ("xla", False), ("block_diagonal", True)])
+@pytest.mark.parametrize("kernels, exact", [("cpu_tuned", False), ("xla", False), ("block_diagonal", True),
+                                            ("block_diagonal_2", True)])
 def test_reference_check_passes_on_the_cpu_for_every_kernel_choice(kernels, exact):
     """The default kernels of each backend as they run; the alternative as the campaign checks it (float32)."""
     check = campaign.check_reference(kernels, exact=exact)
@@ -29,6 +30,14 @@ def test_reference_check_fails_for_a_different_network(monkeypatch):
     original = campaign.models.init_params
     monkeypatch.setattr(campaign.models, "init_params", lambda module, key, shape: original(module, campaign.jax.random.fold_in(key, 1), shape))
     assert not campaign.check_reference("cpu_tuned")["passed"]
+
+
+def test_reference_check_fails_for_seed_blocks_that_mix_seeds(monkeypatch):
+    """Blocks of two seeds that put each seed's images beside the next seed's kernel fail the check: its gradient is
+    taken for four seeds at once, which see different images."""
+    stack = campaign.layers._stack_seeds
+    monkeypatch.setattr(campaign.layers, "_stack_seeds", lambda a: stack(campaign.jnp.roll(a, 1, axis=0)))
+    assert not campaign.check_reference("block_diagonal_2", exact=True)["passed"]
 
 
 def test_steps_per_epoch_of_the_headline_row():
@@ -93,9 +102,14 @@ def test_smoke_check_reports_device_check_timings_and_projection(tmp_path, mnist
 
 
 def test_kernel_candidates_by_flag_seed_axis_seeds_and_backend():
-    """block_diagonal is timed only where it can differ and may win: seeds at once under vmap on an accelerator."""
-    assert campaign.kernel_candidates("fastest", "vmap", 10, "gpu") == ("xla", "block_diagonal")
-    assert campaign.kernel_candidates("fastest", "vmap", 10, "tpu") == ("xla", "block_diagonal")
+    """Seed blocks are timed only where they can differ and may win: seeds at once under vmap on an accelerator;
+    one choice per size of block above one seed."""
+    blocks = ("block_diagonal", "block_diagonal_5", "block_diagonal_2")  # 10, 5 and 2 seeds per block
+    assert campaign.kernel_candidates("fastest", "vmap", 10, "gpu") == ("xla",) + blocks
+    assert campaign.kernel_candidates("fastest", "vmap", 10, "tpu") == ("xla",) + blocks
+    assert campaign.kernel_candidates("fastest", "vmap", 4, "gpu") == ("xla", "block_diagonal", "block_diagonal_2")
+    assert campaign.kernel_candidates("fastest", "vmap", 3, "gpu") == ("xla", "block_diagonal")
+    assert campaign.kernel_candidates("fastest", "vmap", 2, "gpu") == ("xla", "block_diagonal")
     assert campaign.kernel_candidates("fastest", "map", 10, "gpu") == ("xla",)
     assert campaign.kernel_candidates("fastest", "vmap", 1, "gpu") == ("xla",)
     assert campaign.kernel_candidates("fastest", "vmap", 10, "cpu") == ("cpu_tuned",)
