@@ -141,9 +141,9 @@ def test_the_micro_benchmark_chooses_the_kernels_that_train_the_seeds_faster(tmp
     training step of --max_seeds seeds is timed with each, and the faster one is used and projected with."""
     per_seed = {"cpu_tuned": 0.004, "block_diagonal": 0.003 if faster == "block_diagonal" else 0.005}
 
-    def training_step(config, dataset, num_seeds, seed_axis):
+    def training_step(config, dataset, num_seeds, seed_axis, single_step=True):
         seconds = per_seed[config.model.kernels] * num_seeds
-        return {"step_seconds": seconds, "steps_per_call": 16, "single_step_seconds": 2 * seconds}
+        return {"step_seconds": seconds, "steps_per_call": 16, "single_step_seconds": 2 * seconds if single_step else None}
 
     def device_functions(config, dataset, num_seeds, seed_axis):
         return {"seeds": num_seeds, "seed_axis": seed_axis, "kernels": config.model.kernels,
@@ -159,7 +159,9 @@ def test_the_micro_benchmark_chooses_the_kernels_that_train_the_seeds_faster(tmp
     assert report["kernels"] == faster
     one, two = report["device_function_seconds"]
     assert (one["kernels"], two["kernels"]) == ("cpu_tuned", faster)
-    assert two["step_seconds"] == 2 * per_seed[faster] and two["single_step_seconds"] == 4 * per_seed[faster]
+    assert two["step_seconds"] == 2 * per_seed[faster]
+    # The alternative's one-step-a-call time is not measured (a compilation less): none is reported for it.
+    assert two["single_step_seconds"] == (4 * per_seed[faster] if faster == "cpu_tuned" else None)
     config = mnist.get_config("all_data_max_entropy")
     iteration_steps, fit_steps = campaign._steps_per_epoch(config, 60000)
     steps = iteration_steps * config.iterations + fit_steps * config.initial_epochs
@@ -178,7 +180,7 @@ def test_an_alternative_kernel_choice_that_fails_is_not_used(tmp_path, mnist_dir
         result = _passing_check(kernels, exact)
         return {**result, "passed": False} if kernels == "block_diagonal" and failure == "wrong numbers" else result
 
-    def training_step(config, dataset, num_seeds, seed_axis):
+    def training_step(config, dataset, num_seeds, seed_axis, single_step=True):
         assert failure == "training raises", "an alternative that failed its check was timed"
         raise RuntimeError("no kernel for this convolution")
 
