@@ -28,7 +28,7 @@ fewer when the projection says only fewer fit in the time left (a supervised row
 get through its fit and 3 iterations), block after block. Every finished iteration's lines are appended to
 OUTDIR/progress.jsonl as it happens. Before the budget runs out the driver stops after a checkpoint and
 OUTDIR/pending.tar.gz takes the run folder (checkpoint and per-seed logs), which --merge puts where the next
-job finds it.
+job finds it. A job with no pending row and every row's seeds recorded says so and stops before the checks.
 
 OUTDIR ends with at most five files, one folder deep: campaign.json (device, versions, commit, reference check,
 timings, projection, what each row did), progress.jsonl, rows.json (finished rows; per seed every metrics
@@ -504,6 +504,11 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
     pending = None
     if pending_path(results_dir).exists():
         pending = _unstash_pending(pending_path(results_dir), workroot)
+    elif not smoke_only and not any(_missing_block(seeds_done(results_dir, row_config(row)), _SEEDS_PER_ROW.value, 1)
+                                    for row in _ROWS.value):
+        print("campaign: every row has its seeds; nothing to check or run", flush=True)
+        save()  # before the reference check and the micro-benchmark: a device's time is not spent on them
+        return report
     first_row = row_name(pending[0]) if pending is not None else _ROWS.value[0]
     config = row_config(first_row)
     max_seeds = _MAX_SEEDS.value

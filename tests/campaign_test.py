@@ -324,7 +324,9 @@ def test_fashion_mnist_rows_run_and_merge_into_their_own_results(tmp_path, mnist
     assert table["supervised_100"]["scale"] == "reduced"
     assert table["supervised_100"]["per_seed"] == [pytest.approx(fashion_record["test_accuracy"])]
     assert "supervised_100" in json.loads((results / "mnist" / "table.json").read_text())
-    assert _campaign(tmp_path / "again", **{**settings, "workroot": str(tmp_path / "work2")})["jobs"] == []
+    again = _campaign(tmp_path / "again", **{**settings, "workroot": str(tmp_path / "work2")})
+    assert again["jobs"] == [] and "reference" not in again  # it stopped before checking or timing anything
+    assert json.loads((tmp_path / "again" / "campaign.json").read_text())["jobs"] == []
 
 
 def test_rows_and_data_folders_are_checked_before_any_work(tmp_path, mnist_dir, fashion_mnist_dir):
