@@ -16,9 +16,10 @@ DATASET:PRESET (fashion_mnist:supervised_300).
 The smoke check prints the backend and device, compares the paper CNN's logits and gradient on fixed inputs
 with reference numbers computed on the CPU (experiments/reference_cnn.json, `--write_reference` remakes it),
 times one pool chunk and one training step for the seed axes vmap and map at 1 and --max_seeds seeds, picks
-the faster axis (under vmap on an accelerator also the faster model.kernels for training, `--kernels=fastest`:
-XLA's grouped convolutions or dense blocks of seeds, `block_diagonal*`), runs `--smoke_iterations` iterations of the first row on its
-full pool, and prints the per-phase times and the projected wall time of a full 10-seed row.
+the faster axis (under vmap on an accelerator also the fastest model.kernels for training, `--kernels=fastest`:
+XLA's grouped convolutions or dense blocks of seeds, `block_diagonal*`), runs `--smoke_iterations` iterations
+of the first row on its full pool, and prints the per-phase times and the projected wall time of a full 10-seed
+row.
 
 With --budget_s the campaign goes on from what results/ records: first the row pending in
 results/mnist/pending.tar.gz (the one unfinished row, whatever its data set), then each row of --rows

@@ -143,7 +143,8 @@ def test_the_micro_benchmark_chooses_the_kernels_that_train_the_seeds_faster(tmp
 
     def training_step(config, dataset, num_seeds, seed_axis, single_step=True):
         seconds = per_seed[config.model.kernels] * num_seeds
-        return {"step_seconds": seconds, "steps_per_call": 16, "single_step_seconds": 2 * seconds if single_step else None}
+        return {"step_seconds": seconds, "steps_per_call": 16,
+                "single_step_seconds": 2 * seconds if single_step else None}
 
     def device_functions(config, dataset, num_seeds, seed_axis):
         return {"seeds": num_seeds, "seed_axis": seed_axis, "kernels": config.model.kernels,

@@ -152,7 +152,8 @@ def _group_counts(lowered_text: str) -> set:
 
 
 def test_seeds_per_block_is_the_largest_divisor_within_the_limit():
-    assert [layers.seeds_per_block(10, most) for most in (0, 1, 2, 3, 4, 5, 9, 10, 12)] == [10, 1, 2, 2, 2, 5, 5, 10, 10]
+    assert [layers.seeds_per_block(10, most) for most in (0, 1, 2, 3, 4, 5, 9, 10, 12)] \
+        == [10, 1, 2, 2, 2, 5, 5, 10, 10]
     assert [layers.seeds_per_block(7, most) for most in (0, 2, 5)] == [7, 1, 1]
     assert layers.seeds_per_block(1, 5) == 1
 
