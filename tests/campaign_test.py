@@ -15,10 +15,11 @@ from experiments import campaign
 from experiments.configs import mnist
 
 
-@pytest.mark.parametrize("kernels, exact", [("cpu_tuned", False), ("xla", False), ("block_diagonal", True),
-                                            ("block_diagonal_2", True)])
+@pytest.mark.parametrize("kernels, exact", [("cpu_tuned", False), ("xla", False), ("block_diagonal_2", True)])
 def test_reference_check_passes_on_the_cpu_for_every_kernel_choice(kernels, exact):
-    """The default kernels of each backend as they run; the alternative as the campaign checks it (float32)."""
+    """The default kernels of each backend as they run; the alternatives as the campaign checks them (float32),
+    here blocks of two seeds: the reference's four seeds make two groups (one block of all seeds, the same code,
+    is tested against XLA in layers_test)."""
     check = campaign.check_reference(kernels, exact=exact)
     assert check["passed"], check
     assert check["rtol"] == (campaign.EXACT_RTOL if exact else campaign.REFERENCE_RTOL)

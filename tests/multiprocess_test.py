@@ -73,7 +73,7 @@ def _assert_same_run(workdir, reference):
                 assert line[key] == pytest.approx(want[key], rel=1e-4, abs=1e-6), (line["iteration"], key)
 
 
-@pytest.mark.parametrize("count", [2, 4])
+@pytest.mark.parametrize("count", [2, pytest.param(4, marks=pytest.mark.slow)])  # 4 processes: 31 s on 2 cores
 def test_the_pieces_match_one_process(tmp_path, count):
     out = tmp_path / "found.json"
     results = _launch(count, lambda port, index: ["-m", "tests.multiprocess_check", str(port), str(count), str(index),
