@@ -219,9 +219,7 @@ def _trained_seeds(kernels: str, num_seeds: int = 4, steps: int = 3, batch: int 
 def _seed_gradients(kernels: str, num_seeds: int = 4, batch: int = 8, side: int = 16):
     """`num_seeds` paper CNNs' parameter gradients taken at once under vmap, without dropout (whose zeros make
     ties in the max-pools that round-off can break either way): the jitted function and its arguments."""
-    from deepbass_jax import models
-
-    from deepbass_jax import algorithm
+    from deepbass_jax import algorithm, models
 
     apply_fn = models.make_apply(models.PaperCNN(num_classes=10, kernels=kernels))
     params = algorithm.stack([models.init_params(models.PaperCNN(num_classes=10), jax.random.key(seed), (side, side, 1))
