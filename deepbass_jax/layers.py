@@ -162,10 +162,21 @@ def _batched_in_axes(in_batched) -> tuple:
     return tuple(0 if batched else None for batched in in_batched)
 
 
+def _grouped_conv3x3(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
+    """x [N, H, W, G I'], kernel [3, 3, I', G O'] -> [N, H, W, G O']: `groups` independent convolutions."""
+    return lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_NHWC, feature_group_count=groups)
+
+
+def _grouped_conv3x3_kernel_grad(x: jax.Array, dy: jax.Array, groups: int) -> jax.Array:
+    """Gradient of `_grouped_conv3x3` with respect to its kernel, by XLA: x [N, H, W, G I'], dy [N, H, W, G O'] ->
+    [3, 3, I', G O']."""
+    kernel = jnp.zeros((3, 3, x.shape[-1] // groups, dy.shape[-1]), x.dtype)
+    return jax.vjp(lambda k: _grouped_conv3x3(x, k, groups), kernel)[1](dy)[0]
+
+
 def _conv3x3_kernel_grad_xla(x: jax.Array, dy: jax.Array) -> jax.Array:
     """Gradient of `conv3x3_xla` with respect to its kernel: x [N, H, W, I], dy [N, H, W, O] -> [3, 3, I, O]."""
-    kernel = jnp.zeros((3, 3, x.shape[-1], dy.shape[-1]), x.dtype)
-    return jax.vjp(lambda k: conv3x3_xla(x, k), kernel)[1](dy)[0]
+    return _grouped_conv3x3_kernel_grad(x, dy, 1)
 
 
 def seeds_per_block(num_seeds: int, most: int) -> int:
@@ -182,11 +193,6 @@ def _block_diagonal_kernel(kernel: jax.Array, per_block: int) -> jax.Array:
     blocks = kernel.reshape(num_seeds // per_block, per_block, 3, 3, channels_in, channels_out)
     block = jnp.einsum("bshwio,st->hwsibto", blocks, jnp.eye(per_block, dtype=kernel.dtype))
     return block.reshape(3, 3, per_block * channels_in, num_seeds * channels_out)
-
-
-def _grouped_conv3x3(x: jax.Array, kernel: jax.Array, groups: int) -> jax.Array:
-    """x [N, H, W, G I'], kernel [3, 3, I', G O'] -> [N, H, W, G O']: `groups` independent convolutions."""
-    return lax.conv_general_dilated(x, kernel, (1, 1), "SAME", dimension_numbers=_NHWC, feature_group_count=groups)
 
 
 def _seeds_rule(plain, blocked):
@@ -217,9 +223,7 @@ def _seed_block_ops(most_per_block: int):
     def blocked_kernel_grad(num_seeds, x, dy):
         per_block = seeds_per_block(num_seeds, most_per_block)
         groups, channels_in, channels_out = num_seeds // per_block, x.shape[-1], dy.shape[-1]
-        stacked = _stack_seeds(x)
-        zeros = jnp.zeros((3, 3, per_block * channels_in, num_seeds * channels_out), x.dtype)
-        full = jax.vjp(lambda k: _grouped_conv3x3(stacked, k, groups), zeros)[1](_stack_seeds(dy))[0]
+        full = _grouped_conv3x3_kernel_grad(_stack_seeds(x), _stack_seeds(dy), groups)  # [3, 3, g I, R O]
         full = full.reshape(3, 3, per_block, channels_in, groups, per_block, channels_out)
         seeds = jnp.arange(per_block)
         diagonal = full[:, :, seeds, :, :, seeds, :]  # [g, 3, 3, I, R / g, O]: seed b g + s at [s, ..., b, :]
@@ -258,9 +262,6 @@ def conv3x3_seed_blocks(most_per_block: int):
     make the kernel gradient N times the work, so use it for seeds alone.
     """
     return _seed_block_ops(max(most_per_block, 0))
-
-
-conv3x3_block_diagonal = conv3x3_seed_blocks(0)  # every seed in one dense block
 
 
 class Conv3x3(nn.Module):
