@@ -441,6 +441,18 @@ def _missing_block(done: set, seeds_per_row: int, max_seeds: int) -> list[int]:
     return block
 
 
+def next_block(results_dir: pathlib.Path, rows, finished: dict, max_seeds: int):
+    """The first row of `rows` with seeds of 0 ... --seeds_per_row - 1 neither recorded under results_dir nor
+    finished in this job, and the first run of them (`_missing_block`): (row, seeds), or None."""
+    for row in rows:
+        done = seeds_done(results_dir, row_config(row))
+        done |= {r["seed"] for r in finished.get(row, {}).get("results", [])}
+        block = _missing_block(done, _SEEDS_PER_ROW.value, max_seeds)
+        if block:
+            return row, block
+    return None
+
+
 def add_block(rows: dict, report: dict, preset: str, config: dict, seed_axis: str, wall_seconds: float,
               records: list[dict]) -> None:
     """Adds a finished block of seeds of `preset` to rows (what rows.json holds): a new row, or a further block
@@ -505,8 +517,7 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
     pending = None
     if pending_path(results_dir).exists():
         pending = _unstash_pending(pending_path(results_dir), workroot)
-    elif not smoke_only and not any(_missing_block(seeds_done(results_dir, row_config(row)), _SEEDS_PER_ROW.value, 1)
-                                    for row in _ROWS.value):
+    elif not smoke_only and next_block(results_dir, _ROWS.value, {}, 1) is None:
         print("campaign: every row has its seeds; nothing to check or run", flush=True)
         save()  # before the reference check and the micro-benchmark: a device's time is not spent on them
         return report
@@ -618,17 +629,13 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
             config, workdir = pending
             resumed = True
         else:
-            config, resumed = None, False
-            for row in _ROWS.value:
-                done = seeds_done(results_dir, row_config(row))
-                done |= {r["seed"] for r in finished.get(row, {}).get("results", [])}
-                block = _missing_block(done, _SEEDS_PER_ROW.value, max_seeds)
-                if block:
-                    config = run_config(row, block[0], len(block), seed_axis, kernels)
-                    break
-            if config is None:
+            resumed = False
+            found = next_block(results_dir, _ROWS.value, finished, max_seeds)
+            if found is None:
                 print("campaign: every row has its seeds", flush=True)
                 break
+            row, block = found
+            config = run_config(row, block[0], len(block), seed_axis, kernels)
             if deadline is not None:
                 fits = seeds_that_fit(config, config.num_seeds, deadline - time.time(), projection)
                 if not fits:
