@@ -262,9 +262,10 @@ def _initial_states(config, dataset: data.Dataset, num_seeds: int):
                                       for r in range(num_seeds)])
 
 
-def time_device_functions(config, dataset: data.Dataset, num_seeds: int, seed_axis: str) -> dict:
+def time_device_functions(config, dataset: data.Dataset, num_seeds: int, seed_axis: str,
+                          single_step: bool = True) -> dict:
     """Seconds of one pool chunk of MC inference and of one training step (of train.steps_per_call in one call) for
-    `num_seeds` seeds at once, with config.model.kernels."""
+    `num_seeds` seeds at once, with config.model.kernels; `single_step` as in `time_training_step`."""
     apply_fn, states = _initial_states(config, dataset, num_seeds)
     chunk = config.chunk_size
     images = jnp.asarray(dataset.train_images[:chunk])
@@ -275,14 +276,15 @@ def time_device_functions(config, dataset: data.Dataset, num_seeds: int, seed_ax
         seed_axis=seed_axis), repeats=3)
     return {"seeds": num_seeds, "seed_axis": seed_axis, "kernels": layers.resolve_kernels(config.model.kernels),
             "chunk_size": chunk, "chunk_seconds": chunk_seconds,
-            **time_training_step(config, dataset, num_seeds, seed_axis)}
+            **time_training_step(config, dataset, num_seeds, seed_axis, single_step, states)}
 
 
-def time_training_step(config, dataset: data.Dataset, num_seeds: int, seed_axis: str, single_step: bool = True) -> dict:
+def time_training_step(config, dataset: data.Dataset, num_seeds: int, seed_axis: str, single_step: bool = True,
+                       states=None) -> dict:
     """Seconds of one training step of `num_seeds` seeds at once (step_seconds: train.steps_per_call steps in one
     call, as the epochs take them; single_step_seconds: one step a call, if `single_step`, else None), with
-    config.model.kernels."""
-    states = _initial_states(config, dataset, num_seeds)[1]
+    config.model.kernels, from `states` (fresh ones if None)."""
+    states = _initial_states(config, dataset, num_seeds)[1] if states is None else states
     chunk = config.chunk_size
     images = jnp.asarray(dataset.train_images[:chunk])
     batch, per_call = config.train.batch_size, config.train.steps_per_call
@@ -300,7 +302,6 @@ def time_training_step(config, dataset: data.Dataset, num_seeds: int, seed_axis:
         return holder["totals"].loss
 
     step_seconds = _timed(lambda: steps(per_call), repeats=max(1, 16 // per_call)) / per_call
-    # One step per call as well, what the epochs did before train.steps_per_call: the dispatch cost it saves.
     single_step_seconds = None if not single_step else (_timed(lambda: steps(1), repeats=10) if per_call > 1
                                                          else step_seconds)
     return {"step_seconds": step_seconds, "steps_per_call": per_call, "single_step_seconds": single_step_seconds}
@@ -554,12 +555,17 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
     num_pool = pool_of(config)
 
     # Which seed axis, and how the time grows with the number of seeds.
-    timings = [time_device_functions(config, dataset, seeds, axis) for axis in axes for seeds in sorted({1, max_seeds})]
+    # One step a call as well, what the epochs did before train.steps_per_call, tells the dispatch cost that saves:
+    # on an accelerator, for the seeds the job trains (a compilation each; a CPU step of ~80 ms dwarfs its dispatch).
+    timings = [time_device_functions(config, dataset, seeds, axis,
+                                     single_step=seeds == max_seeds and report["device"]["backend"] != "cpu")
+               for axis in axes for seeds in sorted({1, max_seeds})]
     report["device_function_seconds"] = timings
     for timing in timings:
+        alone = timing["single_step_seconds"]
         print(f"  {timing['seed_axis']:>4} x{timing['seeds']:>2} seeds: pool chunk of {config.chunk_size} "
               f"{1e3 * timing['chunk_seconds']:.2f} ms, training step {1e3 * timing['step_seconds']:.2f} ms "
-              f"({timing['steps_per_call']} per call; alone {1e3 * timing['single_step_seconds']:.2f} ms)", flush=True)
+              f"({timing['steps_per_call']} per call" + (f"; alone {1e3 * alone:.2f} ms)" if alone else ")"), flush=True)
 
     projections = {axis: projection_from(timings, axis, pool_of) for axis in axes}
     seed_axis = min(axes, key=lambda axis: projections[axis](config, max_seeds)["row"])
