@@ -12,7 +12,6 @@ and one checkpoint holds every seed.
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import json
 import pathlib
@@ -124,11 +123,7 @@ class Driver:
     def _set_up(self, dataset: Optional[data.Dataset]) -> None:
         """Everything __init__ does while holding the workdir lock."""
         config = self.config
-        seed_configs = []
-        for r in range(config.num_seeds):
-            seed_config = copy.deepcopy(config)  # deepcopy keeps field references (yinyang: data.seed = seed)
-            seed_config.seed = config.seed + r
-            seed_configs.append(seed_config)
+        seed_configs = config_lib.seed_configs(config)
         folders = [runfolder.seed_folder(self.workdir, c.seed, config.num_seeds) for c in seed_configs]
         self._check_processes()
         for seed_config, folder in zip(seed_configs, folders) if self.leader else []:

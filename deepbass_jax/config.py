@@ -3,6 +3,7 @@ that cannot run, each naming the field, the problem and the remedy, before any d
 
 from __future__ import annotations
 
+import copy
 import functools
 
 import jax
@@ -145,6 +146,17 @@ def validate(config: ml_collections.ConfigDict) -> None:
 def augmenting(config: ml_collections.ConfigDict) -> bool:
     """Whether ground-truth samples are warped (any of train.augment_degrees / _scale / _shift above 0)."""
     return augment.warps(config.train.augment_degrees, config.train.augment_scale, config.train.augment_shift)
+
+
+def seed_configs(config: ml_collections.ConfigDict, num_seeds: int | None = None) -> list:
+    """The configs of seeds config.seed ... config.seed + num_seeds - 1 (config.num_seeds if None), each a deep copy
+    (which keeps field references: yinyang's data.seed follows seed)."""
+    configs = []
+    for r in range(config.num_seeds if num_seeds is None else num_seeds):
+        seed_config = copy.deepcopy(config)
+        seed_config.seed = config.seed + r
+        configs.append(seed_config)
+    return configs
 
 
 def seed_axis(config: ml_collections.ConfigDict, backend: str | None = None) -> str:

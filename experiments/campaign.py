@@ -57,7 +57,8 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
-from deepbass_jax import active, algorithm, checkpoint, data, layers, models, runfolder, train
+from deepbass_jax import (active, algorithm, checkpoint, config as config_lib, data, layers, models, runfolder,
+                          train)
 from experiments import flagdefs, mnist_report, provenance
 from experiments.configs import mnist
 
@@ -283,22 +284,28 @@ def time_training_step(config, dataset: data.Dataset, num_seeds: int, seed_axis:
                        states=None) -> dict:
     """Seconds of one training step of `num_seeds` seeds at once (step_seconds: train.steps_per_call steps in one
     call, as the epochs take them; single_step_seconds: one step a call, if `single_step`, else None), with
-    config.model.kernels, from `states` (fresh ones if None)."""
+    config.model.kernels, from `states` (fresh ones if None).
+
+    The steps take the arguments the run's epochs give them (its pool on the device, targets [R, N] of int32,
+    config.train's augmentation), so the run that follows reuses these programs instead of compiling its own."""
     states = _initial_states(config, dataset, num_seeds)[1] if states is None else states
-    chunk = config.chunk_size
-    images = jnp.asarray(dataset.train_images[:chunk])
+    pools = [algorithm.split_pool(seed_config, dataset)[2] for seed_config in config_lib.seed_configs(config, num_seeds)]
+    shared = all(np.array_equal(pool, pools[0]) for pool in pools)  # all of the training set, unless pool_size
+    images = jnp.asarray(dataset.train_images[pools[0]] if shared else
+                         np.stack([dataset.train_images[pool] for pool in pools]))
+    targets = jnp.asarray(np.stack([dataset.train_labels[pool] for pool in pools]).astype(np.int32))
     batch, per_call = config.train.batch_size, config.train.steps_per_call
-    indices = np.random.default_rng(0).integers(0, chunk, (per_call, num_seeds, batch)).astype(np.int32)
+    indices = np.random.default_rng(0).integers(0, len(pools[0]), (per_call, num_seeds, batch)).astype(np.int32)
     weights = np.ones((per_call, num_seeds, batch), np.float32)
     no_augment = np.zeros((per_call, num_seeds, batch), bool)
     take = np.ones((per_call, num_seeds), bool)
-    targets = jnp.asarray(np.tile(dataset.train_labels[:chunk], (num_seeds, 1)))
     holder = {"states": states, "totals": train.StepMetrics.zeros(num_seeds)}
+    augment = {f"augment_{name}": config.train[f"augment_{name}"] for name in ("degrees", "scale", "shift")}
 
     def steps(count: int):  # `count` steps in one program, as the epochs take them
         holder["states"], holder["totals"] = algorithm.seeds_train_steps(
             holder["states"], holder["totals"], images, targets, indices[:count], weights[:count],
-            no_augment[:count], take[:count], shared_images=True, seed_axis=seed_axis)
+            no_augment[:count], take[:count], shared_images=shared, seed_axis=seed_axis, **augment)
         return holder["totals"].loss
 
     step_seconds = _timed(lambda: steps(per_call), repeats=max(1, 16 // per_call)) / per_call

@@ -10,9 +10,10 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver
 
-from deepbass_jax import active
+from deepbass_jax import active, algorithm, data
 from experiments import campaign
 from experiments.configs import mnist
+from tests.compilations import count_compilations
 
 
 @pytest.mark.parametrize("kernels, exact", [("cpu_tuned", False), ("xla", False), ("block_diagonal_2", True)])
@@ -239,6 +240,26 @@ def test_three_jobs_with_merges_equal_one_uninterrupted_job(tmp_path, mnist_dir)
     assert table["all_data_max_entropy_300"]["scale"] == "reduced"
     assert table["all_data_max_entropy_300"]["mean"] == pytest.approx(np.mean([r["test_accuracy"] for r in whole]),
                                                                       abs=0.01)
+
+
+def test_the_run_takes_the_training_programs_the_micro_benchmark_compiled(tmp_path, mnist_dir):
+    """The micro-benchmark's training steps get what the run's epochs give them (its pools, int32 targets, the
+    augmentation): the run that follows compiles no training step. Epochs of 8 steps, 3 a call, use both programs;
+    a pool of 336 samples, which no other test has, makes them new to this process."""
+    _mark_flags_parsed()
+    with flagsaver.flagsaver(pool_size=336, initial_epochs=1, test_size=100, data_dir=str(mnist_dir)):
+        config = campaign.run_config("supervised_100", 0, 2, "map")
+    config.train.steps_per_call = 3
+    dataset = data.load(config.data)
+    steps = algorithm.seeds_train_steps.__name__
+    with count_compilations() as compiled:
+        timing = campaign.time_training_step(config, dataset, 2, "map")
+    assert compiled[steps] == 2 and timing["single_step_seconds"] > 0
+    with count_compilations() as compiled:
+        driver = active.Driver(config, tmp_path / "run")
+        driver.initial_fit()
+    assert not driver.shared_pool and driver.num_pool == 336
+    assert compiled[steps] == 0, "the run compiled a training step of its own"
 
 
 def test_seeds_that_fit_shrinks_the_block_to_the_time_left():
