@@ -175,6 +175,17 @@ def test_ordering_check():
     assert mnist_report.ordering_check({"supervised_100": {"mean": 80.0}}) is None
 
 
+def test_another_data_sets_rows_carry_no_paper_numbers(tmp_path):
+    """The paper's numbers are MNIST's: a Fashion-MNIST row of the same preset has none in table.json or README."""
+    records = [_record("supervised_100", s, a, dataset="fashion_mnist") for s, a in enumerate((70.0, 72.0))]
+    _write_runs(tmp_path, records)
+    table = mnist_report.write_report(tmp_path)
+    assert table["supervised_100"]["mean"] == 71.0
+    assert (table["supervised_100"]["paper"], table["supervised_100"]["paper_std"]) == (None, None)
+    assert "| supervised_100 | paper | 71.00 (1.41) | 2 | s0: 70.00, s1: 72.00 | - |" in (tmp_path / "README.md").read_text()
+    assert mnist_report.make_table([_record("supervised_100", 0, 70.0)])["supervised_100"]["paper"] == 82.03
+
+
 @pytest.mark.parametrize("dataset", ["mnist", "fashion_mnist"])
 def test_checked_in_tables_come_from_checked_in_runs(dataset):
     """Every number of results/<dataset>/table.json is recomputed from the per-run files beside it."""
