@@ -244,12 +244,13 @@ def test_three_jobs_with_merges_equal_one_uninterrupted_job(tmp_path, mnist_dir)
 
 def test_the_run_takes_the_training_programs_the_micro_benchmark_compiled(tmp_path, mnist_dir):
     """The micro-benchmark's training steps get what the run's epochs give them (its pools, int32 targets, the
-    augmentation): the run that follows compiles no training step. Epochs of 8 steps, 3 a call, use both programs;
-    a pool of 336 samples, which no other test has, makes them new to this process."""
+    augmentation): the run that follows compiles no training step. Epochs of 4 steps (100 labels, no upsampling,
+    batches of 32), 3 a call, use both programs; a pool of 336 samples, which no other test has, makes them new to
+    this process."""
     _mark_flags_parsed()
     with flagsaver.flagsaver(pool_size=336, initial_epochs=1, test_size=100, data_dir=str(mnist_dir)):
         config = campaign.run_config("supervised_100", 0, 2, "map")
-    config.train.steps_per_call = 3
+    config.train.upsample, config.train.batch_size, config.train.steps_per_call = 1, 32, 3
     dataset = data.load(config.data)
     steps = algorithm.seeds_train_steps.__name__
     with count_compilations() as compiled:
