@@ -278,7 +278,7 @@ def write_report(outdir: pathlib.Path) -> dict:
     ]
     for row, entry in table.items():
         paper = _fmt(entry["paper"], entry["paper_std"])
-        if row in PAPER_IN_WORDS and dataset == "mnist":
+        if row in PAPER_IN_WORDS and entry["paper"] is not None:  # make_table decides where paper numbers apply
             paper = PAPER_IN_WORDS[row]
         if entry["aim"] is not None:
             paper = f"aim: {entry['aim']:.1f}"
