@@ -35,7 +35,6 @@ from deepbass_jax import (
     metrics as metrics_lib,
     models,
     oracle as oracle_lib,
-    plots,
     progress,
     rundir,
     runfolder,
@@ -672,6 +671,8 @@ class Driver:
             if self.topology.count > 1:
                 points = distributed.gather_shards(points, self.num_pool, self.topology)
             if self.leader:
+                from deepbass_jax import plots  # matplotlib: 0.4 s of every start, for runs that finish
+
                 plots.decision_boundary(self.apply_fn, algorithm.unstack(self.states.params, r), points,
                                         seed.state.labeled, seed.hidden_labels, seed.folder / "decision_boundary.png")
         if not self.leader:

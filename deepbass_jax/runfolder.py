@@ -14,7 +14,7 @@ import flax.serialization
 import jax
 import numpy as np
 
-from deepbass_jax import checkpoint, config as config_lib, oracle, plots
+from deepbass_jax import checkpoint, config as config_lib, oracle
 
 
 CHECKPOINT = "checkpoint.msgpack"
@@ -165,6 +165,8 @@ def write_summary(folder, iterations: int, labels: int, title: str = "") -> dict
     queries = [e for e in checkpoint.read_jsonl(folder / ORACLE_LOG) if not e.get("correction")]
     summary = {"iterations": iterations, "labels": labels, "final": final, "test_accuracy": final.get("test_accuracy"),
                "oracle_queries": len(queries)}
+    from deepbass_jax import plots  # matplotlib: 0.4 s of every start, for runs that finish
+
     plots.curves(metrics, folder / "curves.png", title)
     checkpoint.write_json(folder / SUMMARY, summary)
     return summary

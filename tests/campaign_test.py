@@ -125,6 +125,19 @@ def _passing_check(kernels, exact=False):
             "rtol": campaign.EXACT_RTOL if exact else campaign.REFERENCE_RTOL, "passed": True}
 
 
+def _measured_elsewhere(monkeypatch):
+    """The reference check passes and the micro-benchmark reports fixed small times, without running the network:
+    for tests of what the campaign does with rows (the tests above and the smoke test run both for real)."""
+    monkeypatch.setattr(campaign, "check_reference", _passing_check)
+
+    def device_functions(config, dataset, num_seeds, seed_axis, single_step=True):
+        return {"seeds": num_seeds, "seed_axis": seed_axis, "kernels": config.model.kernels,
+                "chunk_size": config.chunk_size, "chunk_seconds": 0.001 * num_seeds, "step_seconds": 0.001 * num_seeds,
+                "steps_per_call": config.train.steps_per_call, "single_step_seconds": None}
+
+    monkeypatch.setattr(campaign, "time_device_functions", device_functions)
+
+
 def _smoke_with_two_kernel_choices(tmp_path, mnist_dir, monkeypatch, check, training_step, device_functions):
     """The smoke check with cpu_tuned and block_diagonal to choose from, as on an accelerator under vmap, and these
     fakes for the reference check and the micro-benchmark; returns its report."""
@@ -290,9 +303,10 @@ def test_phase_summary_leaves_out_the_compiling_iteration_and_averages_each_phas
     assert campaign.phase_summary(lines[:1]) == {}
 
 
-def test_a_row_in_several_blocks_of_one_job_keeps_every_seed(tmp_path, mnist_dir):
+def test_a_row_in_several_blocks_of_one_job_keeps_every_seed(tmp_path, mnist_dir, monkeypatch):
     """With --max_seeds below the row's seeds, one job runs the row block after block: rows.json, runs.tar.gz
     and the merged records hold every seed, each equal to a run of its seed alone."""
+    _measured_elsewhere(monkeypatch)
     results = tmp_path / "results"
     outdir = tmp_path / "job"
     _campaign(outdir, rows=["supervised_100"], seeds_per_row=3, max_seeds=2, pool_size=320, initial_epochs=2,
@@ -330,9 +344,10 @@ def _data_root(tmp_path: pathlib.Path, mnist_dir, fashion_mnist_dir) -> pathlib.
     return root
 
 
-def test_fashion_mnist_rows_run_and_merge_into_their_own_results(tmp_path, mnist_dir, fashion_mnist_dir):
+def test_fashion_mnist_rows_run_and_merge_into_their_own_results(tmp_path, mnist_dir, fashion_mnist_dir, monkeypatch):
     """A DATASET:PRESET row runs on that data set (from --data_root) and merges into results/DATASET; a later
     job finds its seeds there and has nothing left to do."""
+    _measured_elsewhere(monkeypatch)
     results, root = tmp_path / "results", _data_root(tmp_path, mnist_dir, fashion_mnist_dir)
     settings = dict(rows=["supervised_100", "fashion_mnist:supervised_100"], seeds_per_row=1, max_seeds=1,
                     pool_size=320, initial_epochs=2, test_size=100, chunk_size=64, seed_axis="map",

@@ -1,10 +1,13 @@
 """Pool inference sharded across devices gives exactly the single-device result.
 
-CPU has one device unless XLA is told otherwise before JAX starts, so each test re-runs itself in a
-subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=4 when fewer than 4 devices are visible.
+CPU has one device unless XLA is told otherwise before JAX starts, so when fewer than 4 devices are visible the
+4-device tests run in one subprocess with XLA_FLAGS=--xla_force_host_platform_device_count=4, and each checks
+there that it passed.
 """
 
+import functools
 import os
+import re
 import subprocess
 import sys
 
@@ -16,17 +19,26 @@ from deepbass_jax import active, algorithm, models, runfolder, uncertainty
 from experiments.configs import yinyang
 
 DEVICES = 4
+FOUR_DEVICE_TESTS = ("test_sharded_pool_stats_equal_one_device_bitwise",
+                     "test_driver_with_sharded_pool_inference_equals_one_device")
+
+
+@functools.cache
+def _four_device_run() -> subprocess.CompletedProcess:
+    """FOUR_DEVICE_TESTS in one subprocess with 4 CPU devices (one start of Python, pytest and JAX for both)."""
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES}")
+    command = [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider",
+               *(f"{__file__}::{name}" for name in FOUR_DEVICE_TESTS)]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
 
 
 def _needs_four_devices(test_name: str) -> bool:
-    """True when this process has 4 devices; otherwise runs `test_name` in a 4-device subprocess first."""
+    """True when this process has 4 devices; otherwise checks that `test_name` passed in the 4-device subprocess."""
     if jax.device_count() >= DEVICES:
         return True
-    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={DEVICES}")
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"{__file__}::{test_name}"]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"{test_name} failed with {DEVICES} devices:\n{result.stdout}\n{result.stderr}"
-    assert "1 passed" in result.stdout, result.stdout
+    result = _four_device_run()
+    assert re.search(rf"^PASSED \S*::{test_name}$", result.stdout, re.MULTILINE), \
+        f"{test_name} failed with {DEVICES} devices:\n{result.stdout}\n{result.stderr}"
     return False
 
 
