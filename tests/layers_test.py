@@ -1,5 +1,6 @@
 """The fast layers compute the same functions (and exact gradients) as the XLA/flax defaults they replace."""
 
+import functools
 import re
 
 import flax.linen as nn
@@ -30,19 +31,26 @@ def _reference_conv(x, kernel):
 def test_conv3x3_kernel_grad_matches_autodiff_of_xla_conv(
     num, height, width, channels_in, channels_out, rows_per_step, seed
 ):
-    kx, kd, kk = jax.random.split(jax.random.key(seed), 3)
-    x = jax.random.normal(kx, (num, height, width, channels_in))
-    dy = jax.random.normal(kd, (num, height, width, channels_out))
-    kernel = jax.random.normal(kk, (3, 3, channels_in, channels_out))
-    _, vjp = jax.vjp(_reference_conv, x, kernel)
-    expected_dx, expected_dk = vjp(dy)
-    dk = jax.jit(layers.conv3x3_kernel_grad, static_argnums=2)(x, dy, rows_per_step)
-    np.testing.assert_allclose(dk, expected_dk, rtol=1e-4, atol=1e-4)
-    _, vjp = jax.vjp(layers.conv3x3, x, kernel)
-    dx, dk = vjp(dy)
-    np.testing.assert_allclose(dx, expected_dx, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(dk, expected_dk, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(layers.conv3x3(x, kernel), _reference_conv(x, kernel), rtol=1e-5, atol=1e-5)
+    rng = np.random.default_rng(seed)  # numpy draws: jax.random would compile for every example's shapes
+    x, dy, kernel = (rng.standard_normal(shape, np.float32) for shape in (
+        (num, height, width, channels_in), (num, height, width, channels_out), (3, 3, channels_in, channels_out)))
+    expected, dk, ours = _conv3x3_and_xla_gradients(x, dy, kernel, rows_per_step)
+    np.testing.assert_allclose(dk, expected["dk"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ours["dx"], expected["dx"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ours["dk"], expected["dk"], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(ours["y"], expected["y"], rtol=1e-5, atol=1e-5)
+
+
+@functools.partial(jax.jit, static_argnums=3)  # one program per example's shapes (op by op: about 12 each)
+def _conv3x3_and_xla_gradients(x, dy, kernel, rows_per_step):
+    """({y, dx, dk} of XLA's convolution, conv3x3_kernel_grad's dk, {y, dx, dk} of layers.conv3x3) for output
+    cotangent dy."""
+    results = []
+    for conv in (_reference_conv, layers.conv3x3):
+        y, vjp = jax.vjp(conv, x, kernel)
+        dx, dk = vjp(dy)
+        results.append({"y": y, "dx": dx, "dk": dk})
+    return results[0], layers.conv3x3_kernel_grad(x, dy, rows_per_step), results[1]
 
 
 def test_conv3x3_gradient_under_jit_and_vmap_matches_xla():
@@ -191,7 +199,7 @@ def test_seed_block_conv_per_example_gradients_inside_a_seed_vmap(kernels):
 
     def per_example_grads(conv):
         loss = lambda x, k: jnp.sum(jnp.tanh(conv(x, k)))  # noqa: E731
-        return jax.vmap(jax.vmap(jax.grad(loss, argnums=1), in_axes=(0, None)))(x, kernel)
+        return jax.jit(jax.vmap(jax.vmap(jax.grad(loss, argnums=1), in_axes=(0, None))))(x, kernel)
 
     np.testing.assert_allclose(per_example_grads(layers.CONV3X3[kernels]), per_example_grads(layers.conv3x3_xla),
                                rtol=1e-4, atol=1e-4)
