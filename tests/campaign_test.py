@@ -1,5 +1,6 @@
-"""experiments/campaign.py: the reference check, and the whole cycle of accelerator jobs on the CPU (jobs that
-stop part-way, merges, continuation) giving the results of one uninterrupted job."""
+"""experiments/campaign.py and campaign_results.py: the smoke check, the choices the micro-benchmark makes, and the
+whole cycle of accelerator jobs on the CPU (jobs that stop part-way, merges, continuation) giving the results of
+one uninterrupted job."""
 
 import json
 import pathlib
@@ -11,41 +12,9 @@ from absl import flags
 from absl.testing import flagsaver
 
 from deepbass_jax import active, algorithm, data
-from experiments import campaign
+from experiments import campaign, campaign_results, device_check
 from experiments.configs import mnist
 from tests.compilations import count_compilations
-
-
-@pytest.mark.parametrize("kernels, exact", [("cpu_tuned", False), ("xla", False), ("block_diagonal_2", True)])
-def test_reference_check_passes_on_the_cpu_for_every_kernel_choice(kernels, exact):
-    """The default kernels of each backend as they run; the alternatives as the campaign checks them (float32),
-    here blocks of two seeds: the reference's four seeds make two groups (one block of all seeds, the same code,
-    is tested against XLA in layers_test)."""
-    check = campaign.check_reference(kernels, exact=exact)
-    assert check["passed"], check
-    assert check["rtol"] == (campaign.EXACT_RTOL if exact else campaign.REFERENCE_RTOL)
-    assert set(check["relative_errors"]) == {"logits", "dropout_logits", "grad_norms", "grad_first"}
-
-
-def test_reference_check_fails_for_a_different_network(monkeypatch):
-    """A network that computes something else (here: another initialization) fails the check."""
-    original = campaign.models.init_params
-    monkeypatch.setattr(campaign.models, "init_params", lambda module, key, shape: original(module, campaign.jax.random.fold_in(key, 1), shape))
-    assert not campaign.check_reference("cpu_tuned")["passed"]
-
-
-def test_reference_check_fails_for_seed_blocks_that_mix_seeds(monkeypatch):
-    """Blocks of two seeds that put each seed's images beside the next seed's kernel fail the check: its gradient is
-    taken for four seeds at once, which see different images."""
-    stack = campaign.layers._stack_seeds
-    monkeypatch.setattr(campaign.layers, "_stack_seeds", lambda a: stack(campaign.jnp.roll(a, 1, axis=0)))
-    assert not campaign.check_reference("block_diagonal_2", exact=True)["passed"]
-
-
-def test_steps_per_epoch_of_the_headline_row():
-    config = mnist.get_config("all_data_max_entropy")
-    # at most 300 labels x 20 + 59,700 pseudo-labels per epoch; the initial fit: 100 labels x 20 = 2,000 views
-    assert campaign._steps_per_epoch(config, 60000) == (-(-(300 * 20 + 59700) // 256), 8)
 
 
 def _campaign(outdir: pathlib.Path, **flag_values) -> dict:
@@ -103,31 +72,15 @@ def test_smoke_check_reports_device_check_timings_and_projection(tmp_path, mnist
     assert report["jobs"] == [] and not (outdir / "rows.json").exists()
 
 
-def test_kernel_candidates_by_flag_seed_axis_seeds_and_backend():
-    """Seed blocks are timed only where they can differ and may win: seeds at once under vmap on an accelerator;
-    one choice per size of block above one seed."""
-    blocks = ("block_diagonal", "block_diagonal_5", "block_diagonal_2")  # 10, 5 and 2 seeds per block
-    assert campaign.kernel_candidates("fastest", "vmap", 10, "gpu") == ("xla",) + blocks
-    assert campaign.kernel_candidates("fastest", "vmap", 10, "tpu") == ("xla",) + blocks
-    assert campaign.kernel_candidates("fastest", "vmap", 4, "gpu") == ("xla", "block_diagonal", "block_diagonal_2")
-    assert campaign.kernel_candidates("fastest", "vmap", 3, "gpu") == ("xla", "block_diagonal")
-    assert campaign.kernel_candidates("fastest", "vmap", 2, "gpu") == ("xla", "block_diagonal")
-    assert campaign.kernel_candidates("fastest", "map", 10, "gpu") == ("xla",)
-    assert campaign.kernel_candidates("fastest", "vmap", 1, "gpu") == ("xla",)
-    assert campaign.kernel_candidates("fastest", "vmap", 10, "cpu") == ("cpu_tuned",)
-    assert campaign.kernel_candidates("auto", "vmap", 10, "gpu") == ("xla",)
-    assert campaign.kernel_candidates("block_diagonal", "map", 1, "cpu") == ("block_diagonal",)
-
-
 def _passing_check(kernels, exact=False):
-    """check_reference's verdict without running the network (the tests above run it)."""
+    """check_reference's verdict without running the network (device_check_test runs it)."""
     return {"kernels": kernels, "precision": "float32" if exact else "default", "relative_errors": {},
-            "rtol": campaign.EXACT_RTOL if exact else campaign.REFERENCE_RTOL, "passed": True}
+            "rtol": device_check.EXACT_RTOL if exact else device_check.REFERENCE_RTOL, "passed": True}
 
 
 def _measured_elsewhere(monkeypatch):
     """The reference check passes and the micro-benchmark reports fixed small times, without running the network:
-    for tests of what the campaign does with rows (the tests above and the smoke test run both for real)."""
+    for tests of what the campaign does with rows (device_check_test and the smoke test run both for real)."""
     monkeypatch.setattr(campaign, "check_reference", _passing_check)
 
     def device_functions(config, dataset, num_seeds, seed_axis, single_step=True):
@@ -183,7 +136,7 @@ def test_the_micro_benchmark_chooses_the_kernels_that_train_the_seeds_faster(tmp
     assert one["single_step_seconds"] is None
     assert two["single_step_seconds"] == (4 * per_seed[faster] if faster == "cpu_tuned" else None)
     config = mnist.get_config("all_data_max_entropy")
-    iteration_steps, fit_steps = campaign._steps_per_epoch(config, 60000)
+    iteration_steps, fit_steps = device_check._steps_per_epoch(config, 60000)
     steps = iteration_steps * config.iterations + fit_steps * config.initial_epochs
     chunks = -(-60000 // 64) * config.iterations
     assert report["projected_from_device_functions"]["2"]["row"] == pytest.approx(
@@ -267,7 +220,7 @@ def test_the_run_takes_the_training_programs_the_micro_benchmark_compiled(tmp_pa
     dataset = data.load(config.data)
     steps = algorithm.seeds_train_steps.__name__
     with count_compilations() as compiled:
-        timing = campaign.time_training_step(config, dataset, 2, "map")
+        timing = device_check.time_training_step(config, dataset, 2, "map")
     assert compiled[steps] == 2 and timing["single_step_seconds"] > 0
     with count_compilations() as compiled:
         driver = active.Driver(config, tmp_path / "run")
@@ -414,9 +367,9 @@ def test_status_reports_done_pending_and_remaining_rows_with_projected_device_ti
         for seed in (0, 1):  # at paper scale; seed 2 of a smaller setting does not count
             path = results / "mnist" / "runs" / "supervised_100" / f"seed_{seed}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"seed": seed, "config": {f: supervised[f] for f in campaign.SCALE_FIELDS}}))
+            path.write_text(json.dumps({"seed": seed, "config": {f: supervised[f] for f in campaign_results.SCALE_FIELDS}}))
         (results / "mnist" / "runs" / "supervised_100" / "seed_2.json").write_text(json.dumps(
-            {"seed": 2, "config": {**{f: supervised[f] for f in campaign.SCALE_FIELDS}, "pool_size": 320}}))
+            {"seed": 2, "config": {**{f: supervised[f] for f in campaign_results.SCALE_FIELDS}, "pool_size": 320}}))
         stash = tmp_path / "stash"
         (stash / "seed_0").mkdir(parents=True)
         (stash / campaign.PENDING_ROW).write_text(json.dumps({"row": "fashion_mnist:all_data_max_entropy", "seed": 0,
