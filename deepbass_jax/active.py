@@ -474,17 +474,22 @@ class Driver:
             raise RuntimeError(f"seeds hold different numbers of labels {sorted(num_labeled)} in iteration "
                                f"{iteration}.")
 
-        # Line 5 and eq. 8: MC-dropout inference on the pool (T') and on the ground truth (T).
+        # Line 5 and eq. 8: MC-dropout inference on the pool (T') and, where theta is computed, the ground truth (T).
         stats = self._pool_stats(pool_keys)
-        phases.lap("pool_inference")
-        # On the host: pool_stats pads its last chunk there, so a new number of labels compiles nothing.
-        labeled_images = np.stack([self._images(s, np.flatnonzero(m)) for s, m in zip(seeds, labeled)])
-        labeled_stats = algorithm.pool_stats(self.apply_fn, self.states.params, labeled_images, labeled_keys,
-                                             config.mc_passes_labeled, config.labeled_chunk_size, False, axis,
-                                             self.mesh)
-        theta = np.stack([np.asarray(algorithm.threshold(config, e), np.float32) for e in labeled_stats.entropy])
         self._require_finite(iteration, "the pool's MC-dropout mean probabilities", stats.mean_probs)
-        self._require_finite(iteration, "theta (eq. 8: the ground truth's mean MC-dropout entropy)", theta)
+        phases.lap("pool_inference")
+        logged_theta = theta = np.full(len(seeds), config.theta, np.float32)  # a fixed theta, if config.theta >= 0
+        if algorithm.computes_theta(config):
+            # On the host: pool_stats pads its last chunk there, so a new number of labels compiles nothing.
+            labeled_images = np.stack([self._images(s, np.flatnonzero(m)) for s, m in zip(seeds, labeled)])
+            labeled_stats = algorithm.pool_stats(self.apply_fn, self.states.params, labeled_images, labeled_keys,
+                                                 config.mc_passes_labeled, config.labeled_chunk_size, False, axis,
+                                                 self.mesh)
+            logged_theta = theta = np.stack([np.asarray(algorithm.threshold(config, e), np.float32)
+                                             for e in labeled_stats.entropy])
+            self._require_finite(iteration, "theta (eq. 8: the ground truth's mean MC-dropout entropy)", theta)
+        elif config.theta < 0:  # all data (theta = 1): nothing in this run reads eq. 8, and the lines say none
+            theta, logged_theta = np.ones(len(seeds), np.float32), [None] * len(seeds)
         phases.lap("labeled_inference")
 
         # Lines 8-11 before 6-7: both use this iteration's MC statistics, and a sample bought now must be ground
@@ -532,8 +537,9 @@ class Driver:
         phases.lap("accuracy")
         for r, seed in enumerate(seeds if self.leader else []):
             seed.state.iteration = iteration  # the line needs the sets alone, not the network (seed_state(r))
-            line = metrics_lib.metrics_line(seed.config, seed.hidden_labels, seed.state, stats.entropy[r], theta[r],
-                                            bought[r], epochs[r].loss, ground_truth_accuracy[r], seconds)
+            line = metrics_lib.metrics_line(seed.config, seed.hidden_labels, seed.state, stats.entropy[r],
+                                            logged_theta[r], bought[r], epochs[r].loss, ground_truth_accuracy[r],
+                                            seconds)
             line.update(held_out[r])
             line["phase_seconds"] = phases.seconds  # all seeds together; "metrics" (these lines) is filled in below
             lines.append(line)

@@ -101,6 +101,20 @@ def acquisition_count(config: ml_collections.ConfigDict, iteration: int, num_lab
     return 0
 
 
+def theta_is_used(config: ml_collections.ConfigDict) -> bool:
+    """Whether eq. 8's theta decides anything in an iteration: step-wise pseudo-labels (eq. 9), or above-average
+    acquisition compared with theta. All data pseudo-labels every unlabeled sample (theta = 1), and runs without
+    pseudo-labels have none to select."""
+    return bool((config.semi_supervised and config.mode == "step_wise")
+                or (config.active and config.policy == "above_average" and config.above_average_reference == "theta"))
+
+
+def computes_theta(config: ml_collections.ConfigDict) -> bool:
+    """Whether an iteration runs the T MC passes over the ground truth for eq. 8: where theta is used or
+    config.log_theta asks for it, and not fixed by config.theta."""
+    return config.theta < 0 and (theta_is_used(config) or bool(config.log_theta))
+
+
 def threshold(config: ml_collections.ConfigDict, labeled_entropy) -> jax.Array:
     """Theta: eq. 8 over the ground truth's entropy [|X|], or the fixed config.theta when that is in [0, 1]."""
     if config.theta >= 0:

@@ -37,6 +37,8 @@ def default_config() -> ml_collections.ConfigDict:
     config.mc_passes_pool = 10  # T': MC-dropout passes on the pool
     config.mc_passes_labeled = 100  # T: MC-dropout passes on the ground truth, for theta (eq. 8)
     config.theta = -1.0  # -1: computed by eq. 8 (step-wise) / 1 in all-data mode; else a fixed threshold in [0, 1]
+    config.log_theta = False  # where the run does not use eq. 8's theta (all data), compute it anyway for the
+    # metrics lines: T = mc_passes_labeled passes over the ground truth every iteration
     config.chunk_size = 256  # pool inference chunk (memory ~ chunk_size * T'; 256-512 is fastest on CPU)
     config.labeled_chunk_size = 64  # ground-truth inference chunk (memory ~ labeled_chunk_size * T)
     config.pool_devices = 1  # local devices pool inference is sharded across (0 = all); chunks are per device

@@ -16,8 +16,9 @@ def metrics_line(config: ml_collections.ConfigDict, hidden_labels: Optional[np.n
                  theta, bought: int, train_loss: float, ground_truth_accuracy: float, seconds: float) -> dict:
     """The metrics line of a finished iteration (held-out accuracy aside).
 
-    entropy [N]: the pool entropy the iteration decided with; hidden_labels [N] or None; ground_truth_accuracy:
-    the network's on the ground truth X.
+    entropy [N]: the pool entropy the iteration decided with; theta: eq. 8's or the fixed one, None where the run
+    computed none (all data without config.log_theta); hidden_labels [N] or None; ground_truth_accuracy: the
+    network's on the ground truth X.
     """
     labeled, selected = state.labeled, state.selected
     line = {
@@ -26,7 +27,7 @@ def metrics_line(config: ml_collections.ConfigDict, hidden_labels: Optional[np.n
         "bought": bought,
         "pseudo_labeled": int(selected.sum()),
         "d_size": int(labeled.sum()) * config.train.upsample + int(selected.sum()),
-        "theta": float(theta),
+        "theta": None if theta is None else float(theta),
         "mean_pool_entropy": float(np.asarray(entropy)[~labeled].mean()) if (~labeled).any() else 0.0,
         "train_loss": train_loss,
         "ground_truth_accuracy": float(ground_truth_accuracy),

@@ -6,7 +6,7 @@ import jax
 import numpy as np
 import pytest
 
-from deepbass_jax import active, checkpoint, oracle, runfolder
+from deepbass_jax import active, algorithm, checkpoint, oracle, runfolder
 from experiments.configs import mnist as mnist_configs
 from experiments.configs import yinyang as yinyang_configs
 from tests.compilations import count_compilations
@@ -46,6 +46,38 @@ def test_toy_run_writes_a_complete_run_directory(tmp_path):
     assert len(log) == 14 and len({e["index"] for e in log}) == 14
     assert [e["iteration"] for e in log] == [0] * 8 + [1, 1, 3, 3, 5, 5]
     assert json.loads((tmp_path / "config.json").read_text())["policy"] == "max_entropy"
+
+
+def test_all_data_skips_eq_8_unless_asked_and_decides_the_same_either_way(tmp_path, monkeypatch):
+    """All data pseudo-labels every unlabeled sample (theta = 1): the T passes over the ground truth for eq. 8 decide
+    nothing, so the run skips them and its lines hold theta None; config.log_theta computes theta for the lines,
+    and everything else (labels bought, pseudo-labels, metrics, the final checkpoint) stays the same bit for bit."""
+    passes = []
+    pool_stats = algorithm.pool_stats
+
+    def recording(apply_fn, params, images, keys, num_passes, *args, **kwargs):
+        passes.append(num_passes)
+        return pool_stats(apply_fn, params, images, keys, num_passes, *args, **kwargs)
+
+    monkeypatch.setattr(algorithm, "pool_stats", recording)
+    runs = {}
+    for log_theta in (False, True):
+        passes.clear()
+        config = toy_config(mode="all_data", log_theta=log_theta)  # T = 20 ground-truth passes, T' = 10 pool passes
+        workdir = tmp_path / f"log_theta_{log_theta}"
+        active.run(config, workdir)
+        lines = checkpoint.read_jsonl(workdir / runfolder.METRICS)[1:]
+        runs[log_theta] = {"passes": sorted(set(passes)), "theta": [line["theta"] for line in lines],
+                           "lines": [{k: v for k, v in line.items() if k not in ("theta", "seconds", "phase_seconds")}
+                                     for line in lines],
+                           "oracle_log": (workdir / runfolder.ORACLE_LOG).read_bytes(),
+                           "checkpoint": (workdir / runfolder.CHECKPOINT).read_bytes()}
+    assert runs[False]["passes"] == [10] and runs[True]["passes"] == [10, 20]
+    assert runs[False]["theta"] == [None] * 6
+    assert all(0 < theta < 1 for theta in runs[True]["theta"])
+    assert runs[False]["lines"][-1]["pseudo_label_coverage"] == 1.0  # every unlabeled sample, as theta = 1 takes
+    for key in ("lines", "oracle_log", "checkpoint"):
+        assert runs[False][key] == runs[True][key], key
 
 
 def test_oracle_is_called_budget_over_n_times_with_fresh_indices(tmp_path, monkeypatch):

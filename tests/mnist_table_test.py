@@ -96,6 +96,19 @@ def test_each_preset_sets_what_its_name_says(preset):
     assert config.data.name == "mnist" and config.pool_size == (2000 if preset == "smoke" else 0)
 
 
+@pytest.mark.parametrize("preset", mnist.PRESETS)
+def test_eq_8_theta_is_computed_where_a_preset_uses_it(preset):
+    """Step-wise pseudo-labels and above average vs theta use eq. 8; all data (theta = 1), semi-supervised only
+    and supervised rows run no ground-truth MC passes for it unless config.log_theta asks."""
+    config = mnist.get_config(preset)
+    used = preset.startswith("step_wise_") or preset.endswith("_above_average_theta")
+    assert algorithm.theta_is_used(config) == algorithm.computes_theta(config) == used
+    config.log_theta = True
+    assert algorithm.computes_theta(config)
+    config.theta = 0.3  # a fixed threshold needs no passes
+    assert not algorithm.computes_theta(config)
+
+
 def test_unknown_and_unscalable_presets_are_refused():
     for name in ("nosuch", "cpu_supervised_60000", "cpu_smoke", "cpu_cpu_supervised_100"):
         with pytest.raises(ValueError, match="unknown mnist preset"):
