@@ -478,18 +478,7 @@ class Driver:
         stats = self._pool_stats(pool_keys)
         self._require_finite(iteration, "the pool's MC-dropout mean probabilities", stats.mean_probs)
         phases.lap("pool_inference")
-        logged_theta = theta = np.full(len(seeds), config.theta, np.float32)  # a fixed theta, if config.theta >= 0
-        if algorithm.computes_theta(config):
-            # On the host: pool_stats pads its last chunk there, so a new number of labels compiles nothing.
-            labeled_images = np.stack([self._images(s, np.flatnonzero(m)) for s, m in zip(seeds, labeled)])
-            labeled_stats = algorithm.pool_stats(self.apply_fn, self.states.params, labeled_images, labeled_keys,
-                                                 config.mc_passes_labeled, config.labeled_chunk_size, False, axis,
-                                                 self.mesh)
-            logged_theta = theta = np.stack([np.asarray(algorithm.threshold(config, e), np.float32)
-                                             for e in labeled_stats.entropy])
-            self._require_finite(iteration, "theta (eq. 8: the ground truth's mean MC-dropout entropy)", theta)
-        elif config.theta < 0:  # all data (theta = 1): nothing in this run reads eq. 8, and the lines say none
-            theta, logged_theta = np.ones(len(seeds), np.float32), [None] * len(seeds)
+        theta, logged_theta = self._theta(iteration, labeled, labeled_keys)
         phases.lap("labeled_inference")
 
         # Lines 8-11 before 6-7: both use this iteration's MC statistics, and a sample bought now must be ground
@@ -545,6 +534,22 @@ class Driver:
             lines.append(line)
         phases.lap("metrics")
         return lines
+
+    def _theta(self, iteration: int, labeled: np.ndarray, keys) -> tuple[np.ndarray, list]:
+        """Eq. 8 per seed from T MC passes over its ground truth (labeled [R, N]), where the run computes it
+        (algorithm.computes_theta): (the theta [R] the iteration decides with, the one its lines log). Otherwise
+        a fixed config.theta, or in all data theta = 1 with None logged: nothing there reads eq. 8."""
+        config, seeds = self.config, self.seeds
+        if not algorithm.computes_theta(config):
+            fixed = np.full(len(seeds), config.theta if config.theta >= 0 else 1.0, np.float32)
+            return fixed, list(fixed) if config.theta >= 0 else [None] * len(seeds)
+        # On the host: pool_stats pads its last chunk there, so a new number of labels compiles nothing.
+        images = np.stack([self._images(s, np.flatnonzero(m)) for s, m in zip(seeds, labeled)])
+        stats = algorithm.pool_stats(self.apply_fn, self.states.params, images, keys, config.mc_passes_labeled,
+                                     config.labeled_chunk_size, False, self.seed_axis, self.mesh)
+        theta = np.stack([np.asarray(algorithm.threshold(config, e), np.float32) for e in stats.entropy])
+        self._require_finite(iteration, "theta (eq. 8: the ground truth's mean MC-dropout entropy)", theta)
+        return theta, list(theta)
 
     def _held_out_accuracy(self) -> list[dict]:
         """Each seed's test (and validation) accuracy; all seeds in one program per set."""
