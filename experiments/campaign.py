@@ -53,9 +53,9 @@ from absl import app, flags
 
 from deepbass_jax import active, algorithm, checkpoint, data, layers, runfolder
 from experiments import flagdefs, provenance
-from experiments.campaign_results import (PENDING, PENDING_ROW, add_block, latest_accelerator_timings, merge,
-                                          parse_row, pending_path, pending_progress, seed_records, seeds_done,
-                                          tar_folders)
+from experiments.campaign_results import (PENDING, PENDING_ROW, add_block, latest_accelerator_timings,
+                                          latest_kernel_choice, merge, parse_row, pending_path, pending_progress,
+                                          seed_records, seeds_done, tar_folders)
 from experiments.configs import mnist
 from experiments.device_check import (REFERENCE, check_reference, device_facts, kernel_candidates,
                                       projection_from, reference_outputs, time_device_functions,
@@ -90,10 +90,12 @@ _MAX_ITERATIONS = flagdefs.define(flags.DEFINE_integer, "max_iterations", 0, "St
                                        "in this job, e.g. for fixed-length job slots (0: no limit).")
 _SEED_AXIS = flagdefs.define(flags.DEFINE_enum, "seed_axis", "auto", ("auto",) + algorithm.SEED_AXES,
                                "How seeds share the program; auto: the faster of vmap and map, measured.")
-_KERNELS = flagdefs.define(flags.DEFINE_enum, "kernels", "fastest", ("fastest",) + layers.KERNELS,
+_KERNELS = flagdefs.define(flags.DEFINE_enum, "kernels", "fastest", ("fastest", "measure") + layers.KERNELS,
                             "model.kernels of every row; fastest: under the vmap seed axis, whichever of "
-                            "auto and the block_diagonal choices trains --max_seeds seeds fastest, measured "
-                            "(else auto).")
+                            "auto and the block_diagonal choices trains --max_seeds seeds fastest, as a job "
+                            "on this device kind and jax version recorded in --results/bench found (only it "
+                            "is checked and timed beside auto), else measured now (else auto); measure: "
+                            "measured now in any case.")
 _SMOKE_ITERATIONS = flagdefs.define(flags.DEFINE_integer, "smoke_iterations", 3, "Iterations of the row the smoke check runs.")
 _CHUNK_SIZE = flagdefs.define(flags.DEFINE_integer, "chunk_size", 0, "Pool inference chunk per seed (0: by backend).")
 # Smaller settings for tests on the CPU; 0 keeps the preset's value.
@@ -254,6 +256,20 @@ class _Job:
 
     def pool_size(self, config) -> int:
         return config.pool_size or len(self.dataset(config).train_images)
+
+
+def _recorded_choice(job: _Job, results_dir: pathlib.Path, candidates: tuple[str, ...], max_seeds: int):
+    """`candidates` (the default kernels first) cut to the default and the choice an earlier job on this device kind
+    and jax version timed fastest for max_seeds seeds (campaign_results.latest_kernel_choice), so that the others
+    are neither checked nor timed again; all of them when no such job is recorded."""
+    recorded = latest_kernel_choice(results_dir, job.report["device"], max_seeds)
+    if recorded is None or recorded["kernels"] not in candidates:
+        return candidates
+    job.report["kernels_recorded"] = recorded
+    print(f"kernels: {recorded['kernels']} trained {max_seeds} seeds fastest in the job of {recorded['started_utc']} "
+          f"(commit {recorded['commit']}) on this device kind and jax; only it is checked and timed beside the "
+          "default (--kernels=measure times every choice)", flush=True)
+    return tuple(dict.fromkeys((candidates[0], recorded["kernels"])))
 
 
 def _checked_kernels(job: _Job, candidates: tuple[str, ...]) -> tuple[str, ...]:
@@ -453,8 +469,11 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
     config = row_config(first_row)
     max_seeds = _MAX_SEEDS.value
     axes = algorithm.SEED_AXES if _SEED_AXIS.value == "auto" else (_SEED_AXIS.value,)
-    candidates = _checked_kernels(job, kernel_candidates(_KERNELS.value, "vmap" if "vmap" in axes else "map",
-                                                         max_seeds))
+    candidates = kernel_candidates("fastest" if _KERNELS.value == "measure" else _KERNELS.value,
+                                   "vmap" if "vmap" in axes else "map", max_seeds)
+    if _KERNELS.value == "fastest" and len(candidates) > 1:
+        candidates = _recorded_choice(job, results_dir, candidates, max_seeds)
+    candidates = _checked_kernels(job, candidates)
     config.model.kernels = candidates[0]
     job.save()
     seed_axis, kernels, projection = _measure(job, config, axes, candidates, max_seeds)

@@ -108,6 +108,24 @@ def latest_accelerator_timings(results_dir: pathlib.Path):
     return max(reports, key=lambda r: r.get("started_utc", ""), default=None)
 
 
+def latest_kernel_choice(results_dir: pathlib.Path, device: dict, max_seeds: int):
+    """What the newest job in results_dir/bench on an accelerator of `device`'s kind and jax version found when it
+    timed the training step of max_seeds seeds under vmap with each kernel choice: {"kernels" (the fastest),
+    "kernels_step_seconds", "started_utc", "commit"}, or None."""
+    chosen = []
+    for path in (results_dir / "bench").glob("campaign_*.json"):
+        report = json.loads(path.read_text())
+        timed = report.get("kernels_step_seconds") or {}
+        seeds = max((t["seeds"] for t in report.get("device_function_seconds", [])), default=0)
+        if (report["device"]["backend"] != "cpu" and report["device"]["device_kind"] == device["device_kind"]
+                and report["device"]["jax"] == device["jax"] and report.get("seed_axis") == "vmap"
+                and len(timed) > 1 and report.get("kernels") in timed and seeds == max_seeds):
+            chosen.append(report)
+    newest = max(chosen, key=lambda report: report.get("started_utc", ""), default=None)
+    return None if newest is None else {key: newest[key] for key in ("kernels", "kernels_step_seconds",
+                                                                     "started_utc", "commit")}
+
+
 def rows_from_archive(job: pathlib.Path, report: dict) -> dict:
     """What rows.json holds, rebuilt from runs.tar.gz and campaign.json's finished jobs: for a job whose rows.json
     did not come back (a file over the transfer limit, or a job killed between the two writes)."""

@@ -91,17 +91,18 @@ def _measured_elsewhere(monkeypatch):
     monkeypatch.setattr(campaign, "time_device_functions", device_functions)
 
 
-def _smoke_with_two_kernel_choices(tmp_path, mnist_dir, monkeypatch, check, training_step, device_functions):
-    """The smoke check with cpu_tuned and block_diagonal to choose from, as on an accelerator under vmap, and these
-    fakes for the reference check and the micro-benchmark; returns its report."""
+def _smoke_with_two_kernel_choices(tmp_path, mnist_dir, monkeypatch, check, training_step, device_functions,
+                                   candidates=("cpu_tuned", "block_diagonal"), **flag_values):
+    """The smoke check with `candidates` (default: cpu_tuned and block_diagonal) to choose from, as on an
+    accelerator under vmap, and these fakes for the reference check and the micro-benchmark; returns its report."""
     device = campaign.device_facts()
     monkeypatch.setattr(campaign, "device_facts", lambda: {**device, "backend": "gpu"})
     monkeypatch.setattr(campaign, "check_reference", check)
-    monkeypatch.setattr(campaign, "kernel_candidates", lambda *args: ("cpu_tuned", "block_diagonal"))
+    monkeypatch.setattr(campaign, "kernel_candidates", lambda *args: candidates)
     monkeypatch.setattr(campaign, "time_training_step", training_step)
     monkeypatch.setattr(campaign, "time_device_functions", device_functions)
     return _campaign(tmp_path / "smoke", smoke=True, max_seeds=2, seed_axis="vmap", smoke_iterations=0,
-                     chunk_size=64, data_dir=str(mnist_dir), results=str(tmp_path / "results"))
+                     chunk_size=64, data_dir=str(mnist_dir), results=str(tmp_path / "results"), **flag_values)
 
 
 @pytest.mark.parametrize("faster", ["cpu_tuned", "block_diagonal"])
@@ -171,6 +172,47 @@ def test_an_alternative_kernel_choice_that_fails_is_not_used(tmp_path, mnist_dir
                                            if failure in expected_errors else None)
     if failure == "training raises":
         assert report["kernels_step_seconds"] == {"cpu_tuned": 0.01}
+
+
+@pytest.mark.parametrize("record", ["this device", "another jax", "another seed count", "--kernels=measure"])
+def test_a_kernel_choice_recorded_on_this_device_is_the_only_one_checked_and_timed_again(tmp_path, mnist_dir,
+                                                                                         monkeypatch, record):
+    """An earlier job on this device kind and jax version timed three kernel choices for as many seeds: this job
+    checks and times only its fastest beside the default. A record from another jax version or for another number
+    of seeds, or --kernels=measure, has every choice checked and timed."""
+    device = campaign.device_facts()
+    bench = tmp_path / "results" / "bench"
+    bench.mkdir(parents=True)
+    (bench / "campaign_gpu_20261127T000000Z_abc1234.json").write_text(json.dumps({
+        "device": {**device, "backend": "gpu", "jax": "0.0.1" if record == "another jax" else device["jax"]},
+        "seed_axis": "vmap", "kernels": "block_diagonal_2", "started_utc": "2026-11-27T00:00:00Z", "commit": "abc1234",
+        "kernels_step_seconds": {"cpu_tuned": 0.02, "block_diagonal": 0.03, "block_diagonal_2": 0.01},
+        "device_function_seconds": [{"seeds": 1}, {"seeds": 3 if record == "another seed count" else 2}]}))
+    checked, timed = [], []
+
+    def check(kernels, exact=False):
+        checked.append(kernels)
+        return _passing_check(kernels, exact)
+
+    def training_step(config, dataset, num_seeds, seed_axis, single_step=True):
+        timed.append(config.model.kernels)
+        return {"step_seconds": 0.001, "steps_per_call": 16, "single_step_seconds": None}
+
+    def device_functions(config, dataset, num_seeds, seed_axis, single_step=True):
+        return {"seeds": num_seeds, "seed_axis": seed_axis, "kernels": config.model.kernels, "chunk_size": 64,
+                "chunk_seconds": 0.001, "step_seconds": 0.004, "steps_per_call": 16, "single_step_seconds": None}
+
+    report = _smoke_with_two_kernel_choices(
+        tmp_path, mnist_dir, monkeypatch, check, training_step, device_functions,
+        candidates=("cpu_tuned", "block_diagonal", "block_diagonal_2"),
+        **({"kernels": "measure"} if record == "--kernels=measure" else {}))
+    if record == "this device":
+        assert checked == ["cpu_tuned", "block_diagonal_2"] and timed == ["block_diagonal_2"]
+        assert report["kernels_recorded"]["started_utc"] == "2026-11-27T00:00:00Z"
+    else:
+        assert checked == ["cpu_tuned", "block_diagonal", "block_diagonal_2"]
+        assert timed == ["block_diagonal", "block_diagonal_2"] and "kernels_recorded" not in report
+    assert report["kernels"] == timed[0]  # the first alternative timed: all take 1 ms against the default's 4
 
 
 @pytest.mark.slow  # about 105 s on 2 CPU cores: pytest -m slow
