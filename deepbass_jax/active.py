@@ -677,7 +677,7 @@ class Driver:
 
     def _finish(self, r: int) -> Optional[dict]:
         seed = self.seeds[r]
-        if seed.pool_images.ndim == 2 and seed.pool_images.shape[1] == 2:
+        if seed.config.figures and seed.pool_images.ndim == 2 and seed.pool_images.shape[1] == 2:
             points = np.asarray(seed.pool_images)
             if self.topology.count > 1:
                 points = distributed.gather_shards(points, self.num_pool, self.topology)
@@ -689,8 +689,8 @@ class Driver:
         if not self.leader:
             return None
         title = f"{seed.config.get('preset') or seed.config.data.name}, seed {seed.config.seed} ({seed.folder})"
-        summary = runfolder.write_summary(seed.folder, self.iteration, int(seed.state.labeled.sum()),
-                                          title)  # marks done
+        summary = runfolder.write_summary(seed.folder, self.iteration, int(seed.state.labeled.sum()), title,
+                                          seed.config.figures)  # marks done
         logging.info("Finished %s: %s", seed.folder, summary)
         return summary
 

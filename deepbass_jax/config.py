@@ -47,6 +47,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.val_size = 0  # samples held out of the pool for validation (0 = the paper's setting)
     config.oracle = "simulated"  # "simulated" (reveals held-back labels) or "file" (a person answers a CSV)
     config.oracle_wait_seconds = 0.0  # FileOracle: how long to wait for answers before stopping (may change on resume)
+    config.figures = True  # when a run finishes: curves.png, and decision_boundary.png for 2-D data (matplotlib)
     config.labels_export_every = 1  # write labels.csv every this many iterations and at the end (0: only at the
     # end, -1: never, e.g. for results tables, where the end's extra pass over the pool is time for nothing)
     config.num_seeds = 1  # R: run seeds seed ... seed + R - 1 at once in one compiled program

@@ -25,8 +25,9 @@ CONFIG = "config.json"
 LABELS = "labels.csv"
 CORRECTIONS = "corrections.csv"
 # Fields a resumed run may change: they do not change the algorithm (how long the file oracle waits, how many
-# training steps go to the device at once, which kernels compute the network: the same up to round-off).
-RESUMABLE_CHANGES = ("oracle_wait_seconds", "train.steps_per_call", "model.kernels")
+# training steps go to the device at once, which kernels compute the network: the same up to round-off, whether
+# the finished run draws its figures).
+RESUMABLE_CHANGES = ("oracle_wait_seconds", "train.steps_per_call", "model.kernels", "figures")
 
 
 def seed_folder(workdir, seed: int, num_seeds: int) -> pathlib.Path:
@@ -157,17 +158,19 @@ def _csv_field(text: str) -> str:
     return f'"{text.replace(chr(34), chr(34) * 2)}"' if any(c in text for c in ',"\n') else text
 
 
-def write_summary(folder, iterations: int, labels: int, title: str = "") -> dict:
-    """summary.json and curves.png of a finished run from its metrics and oracle log; returns the summary."""
+def write_summary(folder, iterations: int, labels: int, title: str = "", figures: bool = True) -> dict:
+    """summary.json and (with `figures`) curves.png of a finished run from its metrics and oracle log; returns the
+    summary."""
     folder = pathlib.Path(folder)
     metrics = checkpoint.read_jsonl(folder / METRICS)
     final = metrics[-1]
     queries = [e for e in checkpoint.read_jsonl(folder / ORACLE_LOG) if not e.get("correction")]
     summary = {"iterations": iterations, "labels": labels, "final": final, "test_accuracy": final.get("test_accuracy"),
                "oracle_queries": len(queries)}
-    from deepbass_jax import plots  # matplotlib: 0.4 s of every start, for runs that finish
+    if figures:
+        from deepbass_jax import plots  # matplotlib: 0.4 s of every start, for runs that finish
 
-    plots.curves(metrics, folder / "curves.png", title)
+        plots.curves(metrics, folder / "curves.png", title)
     checkpoint.write_json(folder / SUMMARY, summary)
     return summary
 

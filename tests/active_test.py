@@ -29,7 +29,7 @@ def _oracle_log(workdir):
 
 
 def test_toy_run_writes_a_complete_run_directory(tmp_path):
-    summary = active.run(toy_config(), tmp_path)
+    summary = active.run(toy_config(figures=True), tmp_path)
     metrics = checkpoint.read_jsonl(tmp_path / runfolder.METRICS)
     assert [m["iteration"] for m in metrics] == list(range(7))
     assert [m["labels"] for m in metrics] == [8, 10, 10, 12, 12, 14, 14]
@@ -46,6 +46,19 @@ def test_toy_run_writes_a_complete_run_directory(tmp_path):
     assert len(log) == 14 and len({e["index"] for e in log}) == 14
     assert [e["iteration"] for e in log] == [0] * 8 + [1, 1, 3, 3, 5, 5]
     assert json.loads((tmp_path / "config.json").read_text())["policy"] == "max_entropy"
+
+
+def test_without_figures_a_run_draws_none_and_may_turn_them_on_when_resumed(tmp_path):
+    """config.figures=False: the finished run has its summary and no PNG; the field may change on resume (it
+    changes nothing the run computes), so a stopped run can be finished with figures."""
+    finished, resumed = tmp_path / "finished", tmp_path / "resumed"
+    active.run(toy_config(), finished)  # figures off (tests.helpers.toy_config)
+    assert (finished / runfolder.SUMMARY).exists() and not list(finished.glob("*.png"))
+    assert active.Driver(toy_config(), resumed).run(should_stop=lambda: True) is None  # stopped after the fit
+    active.run(toy_config(figures=True), resumed)
+    assert sorted(p.name for p in resumed.glob("*.png")) == ["curves.png", "decision_boundary.png"]
+    assert checkpoint.read_jsonl(resumed / runfolder.METRICS) != [] and (
+        _oracle_log(resumed) == _oracle_log(finished))
 
 
 def test_all_data_skips_eq_8_unless_asked_and_decides_the_same_either_way(tmp_path, monkeypatch):

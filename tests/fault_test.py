@@ -39,6 +39,7 @@ def _flags(iterations):
         "--config.labeled_chunk_size=64",  # the same chunk shape and passes (10) for pool and ground truth:
         "--config.mc_passes_labeled=10",  # one compilation less for the reference run
         "--config.train.batch_size=64",
+        "--config.figures=false",  # matplotlib's 1-2 s in every process whose run finishes
     ]
 
 

@@ -7,7 +7,7 @@ from experiments.configs import yinyang as yinyang_configs
 
 def toy_config(preset="active_semi_supervised", **overrides):
     """A yin-yang run that takes seconds: 200 pool points, 6 iterations, 14 labels (8 initial + 2 in
-    iterations 1, 3 and 5); `overrides` set top-level config fields."""
+    iterations 1, 3 and 5), no figures; `overrides` set top-level config fields."""
     config = yinyang_configs.get_config(preset)
     config.data.num_per_class = 100
     config.initial_epochs = 60
@@ -18,6 +18,7 @@ def toy_config(preset="active_semi_supervised", **overrides):
     config.labeled_chunk_size = 16
     config.mc_passes_labeled = 20
     config.train.batch_size = 64
+    config.figures = False  # matplotlib's 1-2 s per finished run; the tests that look at the figures turn them on
     for field, value in overrides.items():
         config[field] = value
     return config

@@ -19,7 +19,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 TOY_FLAGS = ["--config=experiments/configs/yinyang.py", "--config.data.num_per_class=100", "--config.iterations=6",
              "--config.budget=14", "--config.initial_epochs=60", "--config.initial_patience=0",
              "--config.chunk_size=64", "--config.labeled_chunk_size=16", "--config.mc_passes_labeled=20",
-             "--config.train.batch_size=64"]
+             "--config.train.batch_size=64", "--config.figures=false"]
 
 
 def _launch(count: int, command, extra_env=None, timeout=240):

@@ -34,7 +34,7 @@ def _toy_config(**overrides):
     """Step-wise DeepBASS on the small toy; early stopping ends the initial fit at a different epoch per seed.
     Pool and ground-truth chunks of one shape (64 samples, 10 passes): one compilation serves both."""
     return toy_config(**{"initial_patience": 6, "iterations": 4, "budget": 12, "labeled_chunk_size": 64,
-                         "mc_passes_labeled": 10, **overrides})
+                         "mc_passes_labeled": 10, "figures": True, **overrides})
 
 
 def _run(config, workdir, dataset=None) -> list[dict]:

@@ -72,7 +72,7 @@ def test_driver_with_sharded_pool_inference_equals_one_device(tmp_path):
         config.data.num_per_class = 60
         config.initial_epochs, config.initial_patience = 30, 0
         config.iterations, config.mc_passes_labeled, config.chunk_size = 4, 8, 16
-        config.pool_devices = devices
+        config.pool_devices, config.figures = devices, False
         workdir = tmp_path / f"devices_{devices}"
         summaries.append(active.run(config, workdir))
         logs.append((workdir / runfolder.ORACLE_LOG).read_text())
