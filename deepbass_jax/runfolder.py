@@ -26,8 +26,8 @@ LABELS = "labels.csv"
 CORRECTIONS = "corrections.csv"
 # Fields a resumed run may change: they do not change the algorithm (how long the file oracle waits, how many
 # training steps go to the device at once, which kernels compute the network: the same up to round-off, whether
-# the finished run draws its figures).
-RESUMABLE_CHANGES = ("oracle_wait_seconds", "train.steps_per_call", "model.kernels", "figures")
+# the finished run draws its figures, whether the lines log a theta the run does not use).
+RESUMABLE_CHANGES = ("oracle_wait_seconds", "train.steps_per_call", "model.kernels", "figures", "log_theta")
 
 
 def seed_folder(workdir, seed: int, num_seeds: int) -> pathlib.Path:

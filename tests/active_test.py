@@ -223,6 +223,7 @@ def test_finished_runs_are_not_rerun_and_config_changes_are_refused(tmp_path):
     dispatch = toy_config(iterations=1)
     dispatch.train.steps_per_call = 3  # how the steps reach the device: the same run
     dispatch.model.kernels = "block_diagonal"  # how the network is computed: the same up to round-off
+    dispatch.figures = dispatch.log_theta = True  # what a finished run draws, what the lines log: the same run
     active.Driver(dispatch, other)
 
 
