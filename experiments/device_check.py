@@ -145,7 +145,8 @@ def time_training_step(config, dataset: data.Dataset, num_seeds: int, seed_axis:
     The steps take the arguments the run's epochs give them (its pool on the device, targets [R, N] of int32,
     config.train's augmentation), so the run that follows reuses these programs instead of compiling its own."""
     states = _initial_states(config, dataset, num_seeds)[1] if states is None else states
-    pools = [algorithm.split_pool(seed_config, dataset)[2] for seed_config in config_lib.seed_configs(config, num_seeds)]
+    pools = [algorithm.split_pool(seed_config, dataset)[2]
+             for seed_config in config_lib.seed_configs(config, num_seeds)]
     shared = all(np.array_equal(pool, pools[0]) for pool in pools)  # all of the training set, unless pool_size
     images = jnp.asarray(dataset.train_images[pools[0]] if shared else
                          np.stack([dataset.train_images[pool] for pool in pools]))

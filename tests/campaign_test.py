@@ -409,7 +409,8 @@ def test_status_reports_done_pending_and_remaining_rows_with_projected_device_ti
         for seed in (0, 1):  # at paper scale; seed 2 of a smaller setting does not count
             path = results / "mnist" / "runs" / "supervised_100" / f"seed_{seed}.json"
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({"seed": seed, "config": {f: supervised[f] for f in campaign_results.SCALE_FIELDS}}))
+            path.write_text(json.dumps({"seed": seed,
+                                        "config": {f: supervised[f] for f in campaign_results.SCALE_FIELDS}}))
         (results / "mnist" / "runs" / "supervised_100" / "seed_2.json").write_text(json.dumps(
             {"seed": 2, "config": {**{f: supervised[f] for f in campaign_results.SCALE_FIELDS}, "pool_size": 320}}))
         stash = tmp_path / "stash"
