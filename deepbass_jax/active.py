@@ -536,13 +536,13 @@ class Driver:
         return lines
 
     def _theta(self, iteration: int, labeled: np.ndarray, keys) -> tuple[np.ndarray, list]:
-        """Eq. 8 per seed from T MC passes over its ground truth (labeled [R, N]), where the run computes it
-        (algorithm.computes_theta): (the theta [R] the iteration decides with, the one its lines log). Otherwise
-        a fixed config.theta, or in all data theta = 1 with None logged: nothing there reads eq. 8."""
+        """(The theta [R] the iteration decides with, the one its lines log): algorithm.threshold, from T MC passes
+        over each seed's ground truth (labeled [R, N]) where the run computes eq. 8 (algorithm.computes_theta).
+        Without them the lines log a fixed config.theta, or None in all data (theta = 1): nothing there reads eq. 8."""
         config, seeds = self.config, self.seeds
         if not algorithm.computes_theta(config):
-            fixed = np.full(len(seeds), config.theta if config.theta >= 0 else 1.0, np.float32)
-            return fixed, list(fixed) if config.theta >= 0 else [None] * len(seeds)
+            theta = np.full(len(seeds), algorithm.threshold(config), np.float32)
+            return theta, list(theta) if config.theta >= 0 else [None] * len(seeds)
         # On the host: pool_stats pads its last chunk there, so a new number of labels compiles nothing.
         images = np.stack([self._images(s, np.flatnonzero(m)) for s, m in zip(seeds, labeled)])
         stats = algorithm.pool_stats(self.apply_fn, self.states.params, images, keys, config.mc_passes_labeled,

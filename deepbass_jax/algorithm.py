@@ -115,10 +115,13 @@ def computes_theta(config: ml_collections.ConfigDict) -> bool:
     return config.theta < 0 and (theta_is_used(config) or bool(config.log_theta))
 
 
-def threshold(config: ml_collections.ConfigDict, labeled_entropy) -> jax.Array:
-    """Theta: eq. 8 over the ground truth's entropy [|X|], or the fixed config.theta when that is in [0, 1]."""
+def threshold(config: ml_collections.ConfigDict, labeled_entropy=None) -> jax.Array:
+    """Theta: the fixed config.theta when that is in [0, 1]; else eq. 8 over the ground truth's entropy [|X|] where
+    the run computes it (`computes_theta`), and 1 where it does not (all data: every unlabeled sample)."""
     if config.theta >= 0:
         return jnp.float32(config.theta)
+    if labeled_entropy is None:
+        return jnp.float32(1.0)
     return pseudo_label.threshold(labeled_entropy)
 
 

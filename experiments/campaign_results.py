@@ -101,27 +101,30 @@ def pending_progress(results_dir: pathlib.Path):
             "iteration": metrics[-1]["iteration"]}
 
 
+def _newest_accelerator_report(results_dir: pathlib.Path, keep):
+    """The newest job report in results_dir/bench from an accelerator for which keep(report) holds, or None."""
+    reports = [json.loads(path.read_text()) for path in (results_dir / "bench").glob("campaign_*.json")]
+    return max((r for r in reports if r["device"]["backend"] != "cpu" and keep(r)),
+               key=lambda r: r.get("started_utc", ""), default=None)
+
+
 def latest_accelerator_timings(results_dir: pathlib.Path):
     """The newest job report in results_dir/bench from an accelerator with micro-benchmark timings, or None."""
-    reports = [json.loads(path.read_text()) for path in (results_dir / "bench").glob("campaign_*.json")]
-    reports = [r for r in reports if r["device"]["backend"] != "cpu" and r.get("device_function_seconds")]
-    return max(reports, key=lambda r: r.get("started_utc", ""), default=None)
+    return _newest_accelerator_report(results_dir, lambda report: bool(report.get("device_function_seconds")))
 
 
 def latest_kernel_choice(results_dir: pathlib.Path, device: dict, max_seeds: int):
     """What the newest job in results_dir/bench on an accelerator of `device`'s kind and jax version found when it
     timed the training step of max_seeds seeds under vmap with each kernel choice: {"kernels" (the fastest),
     "kernels_step_seconds", "started_utc", "commit"}, or None."""
-    chosen = []
-    for path in (results_dir / "bench").glob("campaign_*.json"):
-        report = json.loads(path.read_text())
+    def timed_the_choices(report) -> bool:
         timed = report.get("kernels_step_seconds") or {}
         seeds = max((t["seeds"] for t in report.get("device_function_seconds", [])), default=0)
-        if (report["device"]["backend"] != "cpu" and report["device"]["device_kind"] == device["device_kind"]
-                and report["device"]["jax"] == device["jax"] and report.get("seed_axis") == "vmap"
-                and len(timed) > 1 and report.get("kernels") in timed and seeds == max_seeds):
-            chosen.append(report)
-    newest = max(chosen, key=lambda report: report.get("started_utc", ""), default=None)
+        return (report["device"]["device_kind"] == device["device_kind"] and report["device"]["jax"] == device["jax"]
+                and report.get("seed_axis") == "vmap" and len(timed) > 1 and report.get("kernels") in timed
+                and seeds == max_seeds)
+
+    newest = _newest_accelerator_report(results_dir, timed_the_choices)
     return None if newest is None else {key: newest[key] for key in ("kernels", "kernels_step_seconds",
                                                                      "started_utc", "commit")}
 
