@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from deepbass_jax import acquisition, config as config_lib, data, models, pseudo_label, train, uncertainty
+from deepbass_jax import acquisition, data, models, pseudo_label, train, uncertainty
 from deepbass_jax import augment as augment_lib
 from deepbass_jax.chunks import pad_rows, padded_chunks
 
@@ -36,16 +36,11 @@ MIN_ACCURACY_CHUNK = 64  # the smallest chunk `seeds_accuracy` pads a set to
 def split_pool(config: ml_collections.ConfigDict, dataset: data.Dataset):
     """Seeded by config.seed: (dataset with the test set cut to `test_size`, validation indices, pool indices).
 
-    The validation indices come first in one permutation, then the pool (all the rest, or `pool_size`).
+    The validation indices come first in one permutation, then the pool (all the rest, or `pool_size`;
+    `config.validate_run` refuses more than the training set holds).
     """
     num_train = dataset.train_images.shape[0]
     wanted = config.val_size + (config.pool_size or num_train - config.val_size)
-    if wanted > num_train:
-        raise ValueError(
-            f"config.val_size={config.val_size} + config.pool_size={config.pool_size} exceed the "
-            f"{num_train} training samples of {config.data.name!r}; set --config.pool_size=0 to use them all"
-            + (f" (and --config.val_size below {num_train})." if config.val_size else ".")
-        )
     order = np.random.default_rng(config.seed).permutation(num_train)
     val_indices = np.sort(order[: config.val_size])
     pool_indices = np.sort(order[config.val_size : wanted])
@@ -77,19 +72,14 @@ def initial_train_state(module, apply_fn, key: jax.Array, input_shape, train_con
 
 def initial_indices(config: ml_collections.ConfigDict, hidden_labels: Optional[np.ndarray], num_pool: int,
                     num_classes: int) -> np.ndarray:
-    """Line 1: the pool indices of the initial ground truth (seeded by config.seed)."""
+    """Line 1: the pool indices of the initial ground truth (seeded by config.seed; `config.validate_run` checked
+    that the pool holds them)."""
     if config.initial_all:
         return np.arange(num_pool)
-    count = config.initial_per_class * num_classes
-    if count > num_pool:
-        raise config_lib.ConfigError(
-            f"config.initial_per_class={config.initial_per_class} asks for {count} initial labels ({num_classes} "
-            f"classes), more than the pool of {num_pool} samples holds; lower config.initial_per_class to at most "
-            f"{num_pool // num_classes}, or use a larger pool (config.pool_size, 0 = all)."
-        )
     if hidden_labels is not None and config.oracle == "simulated":
         # The paper's balanced initial set: choosing it uses the labels, as the paper's setup does.
         return data.balanced_initial_labels(hidden_labels, config.initial_per_class, config.seed, num_classes)
+    count = config.initial_per_class * num_classes
     return np.sort(np.random.default_rng(config.seed).choice(num_pool, count, False))
 
 
@@ -209,10 +199,11 @@ def seeds_pseudo_labels(stats, theta, labeled, selected, mode: str, seed_axis: s
 
 
 @functools.partial(jax.jit, donate_argnums=0,
-                   static_argnames=("shared_images", "seed_axis", "augment_degrees", "augment_scale", "augment_shift"))
+                   static_argnames=("shared_images", "seed_axis", "augment_degrees", "augment_scale", "augment_shift",
+                                    "augment_warp"))
 def seeds_train_step(states, images, targets, batch_indices, batch_weights, augment, take_step, shared_images: bool,
                      seed_axis: str, augment_degrees: float = 0.0, augment_scale: float = 0.0,
-                     augment_shift: float = 0.0):
+                     augment_shift: float = 0.0, augment_warp: str = "affine"):
     """Line 12, one step: `train.train_step` per seed; states [R], images [R, N, ...] ([N, ...] if shared),
     targets [R, N], batch_indices / batch_weights / augment [R, B], take_step [R] bool. A seed with take_step
     False keeps its whole state (an Adam step on a zero-weight batch would still move it through the L2 term
@@ -225,7 +216,7 @@ def seeds_train_step(states, images, targets, batch_indices, batch_weights, augm
 
     def one(state, images, targets, indices, weights, warp, take):
         new_state, metrics = train.train_step(state, images, targets, indices, weights, warp if augmenting else None,
-                                              augment_degrees, augment_scale, augment_shift)
+                                              augment_degrees, augment_scale, augment_shift, augment_warp)
         keep = lambda new, old: jnp.where(take, new, old)  # noqa: E731
         metrics = jax.tree_util.tree_map(lambda m: jnp.where(take, m, jnp.zeros_like(m)), metrics)
         return jax.tree_util.tree_map(keep, new_state, state), metrics
@@ -235,10 +226,11 @@ def seeds_train_step(states, images, targets, batch_indices, batch_weights, augm
 
 
 @functools.partial(jax.jit, donate_argnums=0,
-                   static_argnames=("shared_images", "seed_axis", "augment_degrees", "augment_scale", "augment_shift"))
+                   static_argnames=("shared_images", "seed_axis", "augment_degrees", "augment_scale", "augment_shift",
+                                    "augment_warp"))
 def seeds_train_steps(states, totals: train.StepMetrics, images, targets, batch_indices, batch_weights, augment,
                       take_step, shared_images: bool, seed_axis: str, augment_degrees: float = 0.0,
-                      augment_scale: float = 0.0, augment_shift: float = 0.0):
+                      augment_scale: float = 0.0, augment_shift: float = 0.0, augment_warp: str = "affine"):
     """K consecutive `seeds_train_step`s in one program (`lax.scan`): batch_indices / batch_weights / augment
     [K, R, B], take_step [K, R]; totals: running sums [R] of the steps' metrics, returned with these K added
     one by one (as a loop over seeds_train_step adds them). One call instead of K spares an accelerator K - 1
@@ -247,7 +239,8 @@ def seeds_train_steps(states, totals: train.StepMetrics, images, targets, batch_
         states, totals = carry
         states, metrics = seeds_train_step.__wrapped__(states, images, targets, *batch, shared_images=shared_images,
                                                        seed_axis=seed_axis, augment_degrees=augment_degrees,
-                                                       augment_scale=augment_scale, augment_shift=augment_shift)
+                                                       augment_scale=augment_scale, augment_shift=augment_shift,
+                                                       augment_warp=augment_warp)
         return (states, jax.tree_util.tree_map(jnp.add, totals, metrics)), None
 
     (states, totals), _ = jax.lax.scan(step, (states, totals), (batch_indices, batch_weights, augment, take_step))
@@ -371,7 +364,7 @@ def seeds_accuracy(apply_fn, params, images, labels, shared: bool, seed_axis: st
 
 def train_epoch(states, images, targets, plans, batch_size: int, shared: bool, seed_axis: str, labeled=None,
                 augment_degrees: float = 0.0, augment_scale: float = 0.0, augment_shift: float = 0.0,
-                steps_per_call: int = 1):
+                steps_per_call: int = 1, augment_warp: str = "affine"):
     """Line 12: one epoch per seed over its plan [(indices [M_r], weights [M_r])], in batches of exactly
     `batch_size` (padded with weight 0): seed r takes ceil(M_r / batch_size) steps, then no-ops.
 
@@ -406,7 +399,7 @@ def train_epoch(states, images, targets, plans, batch_size: int, shared: bool, s
         states, totals = seeds_train_steps(states, totals, images, targets, *(a[calls] for a in batches),
                                            take_step[calls], shared_images=shared, seed_axis=seed_axis,
                                            augment_degrees=augment_degrees, augment_scale=augment_scale,
-                                           augment_shift=augment_shift)
+                                           augment_shift=augment_shift, augment_warp=augment_warp)
         start = calls.stop
     if max_steps == 0:
         return states, [None] * num_seeds

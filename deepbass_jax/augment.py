@@ -104,13 +104,27 @@ def random_affine(images: jax.Array, key: jax.Array, max_degrees: float, max_sca
     return transform(images, *random_parameters(key, batch, max_degrees, max_scale), *shifts)
 
 
+# Warp name (config.train.augment_warp) -> function with random_affine's signature. A study or a user adds one with
+# `register_warp`; a name, once traced into a compiled step, must keep its function for the process's life.
+WARPS = {"affine": random_affine}
+
+
+def register_warp(name: str, warp) -> None:
+    """Makes `warp(images [B, H, W, C], key, max_degrees, max_scale, max_shift) -> [B, H, W, C]` available as
+    config.train.augment_warp = `name`."""
+    if name in WARPS and WARPS[name] is not warp:
+        raise ValueError(f"augmentation warp {name!r} is registered already; choose another name.")
+    WARPS[name] = warp
+
+
 def random_affine_where(images: jax.Array, mask: jax.Array, key: jax.Array, max_degrees: float,
-                        max_scale: float, max_shift: float = 0.0) -> jax.Array:
-    """`random_affine` on the rows of images [B, H, W, C] where mask [B] bool is True; other rows bitwise as given.
+                        max_scale: float, max_shift: float = 0.0, warp: str = "affine") -> jax.Array:
+    """WARPS[warp] (`random_affine` by default) on the rows of images [B, H, W, C] where mask [B] bool is True;
+    other rows bitwise as given.
 
     Row i's parameters do not depend on the mask (every row draws its own), only whether they are applied.
     """
     if not warps(max_degrees, max_scale, max_shift):
         return images
-    warped = random_affine(images, key, max_degrees, max_scale, max_shift)
+    warped = WARPS[warp](images, key, max_degrees, max_scale, max_shift)
     return jnp.where(mask.reshape(-1, *([1] * (images.ndim - 1))), warped, images)

@@ -1,10 +1,13 @@
-"""The run config: every field with its default (the paper's MNIST setting), and the checks that refuse a config
-that cannot run, each naming the field, the problem and the remedy, before any data is loaded."""
+"""The run config: every field with its default (the paper's MNIST setting), and the checks that refuse a run that
+cannot go, each naming the field, the problem and the remedy, in two stages: `validate` the config alone (and the
+number of processes) before any data is read, `validate_run` the config with each seed's data and pool before any
+work."""
 
 from __future__ import annotations
 
 import copy
 import functools
+from typing import Sequence
 
 import jax
 import ml_collections
@@ -90,8 +93,9 @@ def _unknown_fields(config: ml_collections.ConfigDict, reference: ml_collections
     return unknown
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-    """Fails early, naming the field, on settings that cannot run (before any data is loaded)."""
+def validate(config: ml_collections.ConfigDict, process_count: int = 1) -> None:
+    """Stage 1: fails early, naming the field, on settings that cannot run (before any data is loaded), alone or
+    over `process_count` processes."""
     for field, known in _unknown_fields(config, default_config()):
         parent, _, name = field.rpartition(".")
         raise ConfigError(
@@ -124,6 +128,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
         ("train.augment_scale", 0 <= config.train.augment_scale < 1, "in [0, 1) (the paper: 0.05)"),
         ("train.augment_shift", 0 <= config.train.augment_shift < 0.5,
          "in [0, 0.5) (the paper: none; the authors' code: 0.05)"),
+        ("train.augment_warp", config.train.augment_warp in augment.WARPS,
+         f"one of {sorted(augment.WARPS)} (augment.register_warp adds one)"),
         ("train.steps_per_call", config.train.steps_per_call >= 1, "at least 1"),
         ("val_size", config.val_size >= 0, "0 or more"),
         ("pool_size", config.pool_size >= 0, "0 (all) or more"),
@@ -144,6 +150,76 @@ def validate(config: ml_collections.ConfigDict) -> None:
                 f"config.{field}={value!r} is invalid{meaning}: it must be {expected}; set --config.{field} "
                 "to such a value."
             )
+    if process_count > 1:
+        _validate_processes(config, process_count)
+
+
+def _validate_processes(config: ml_collections.ConfigDict, count: int) -> None:
+    """What several processes cannot do (yet)."""
+    checks = [
+        ("num_seeds", config.num_seeds == 1, "1 (one run over several processes)"),
+        ("val_size", config.val_size == 0, "0 (a validation set would need every process's images)"),
+        ("train.augment_degrees", not augmenting(config),
+         "0 with train.augment_scale and train.augment_shift 0 (augmentation is single-process)"),
+        ("model.dropout_masks", config.model.dropout_masks == "hash",
+         "'hash' (its masks follow a row's place in the global batch)"),
+        ("train.batch_size", config.train.batch_size % count == 0,
+         f"a multiple of the {count} processes (each takes an equal slice of every batch)"),
+    ]
+    for field, ok, expected in checks:
+        if not ok:
+            raise ConfigError(f"config.{field} must be {expected} when {count} processes run.")
+
+
+def validate_run(config: ml_collections.ConfigDict, seeds: Sequence[tuple]) -> None:
+    """Stage 2, before any work: the config with each seed's data. `seeds`: per seed (its config, its Dataset,
+    its pool indices [N] into the training set, as `algorithm.split_pool` draws them)."""
+    for seed_config, dataset, _ in seeds:
+        if dataset.train_labels is None and config.oracle == "simulated":
+            raise ValueError(f"data {config.data.name!r} has no labels: use --config.oracle=file.")
+        models.check_input_shape(config.model, dataset.input_shape)
+        num_train = dataset.train_images.shape[0]
+        if config.val_size + (config.pool_size or num_train - config.val_size) > num_train:
+            raise ValueError(
+                f"config.val_size={config.val_size} + config.pool_size={config.pool_size} exceed the "
+                f"{num_train} training samples of {config.data.name!r}; set --config.pool_size=0 to use them all"
+                + (f" (and --config.val_size below {num_train})." if config.val_size else ".")
+            )
+    first_config, first, first_pool = seeds[0]
+    for seed_config, dataset, pool in seeds[1:]:
+        if (len(pool), dataset.input_shape, dataset.num_classes) != (len(first_pool), first.input_shape,
+                                                                      first.num_classes):
+            raise ValueError(
+                f"seed {seed_config.seed} has a pool of {(len(pool), *dataset.input_shape)} with "
+                f"{dataset.num_classes} classes but seed {first_config.seed} one of "
+                f"{(len(first_pool), *first.input_shape)} with {first.num_classes}: seeds run at once need pools of "
+                "one shape."
+            )
+    if augmenting(config) and len(first.input_shape) != 3:
+        raise ConfigError(
+            f"config.train.augment_degrees={config.train.augment_degrees} / augment_scale="
+            f"{config.train.augment_scale} / augment_shift={config.train.augment_shift} warp images "
+            f"[N, H, W, C], but {config.data.name!r} has samples of shape {tuple(first.input_shape)}; set them to 0."
+        )
+    check_budget(config, len(first_pool))
+    for seed_config, dataset, pool in seeds:
+        _check_initial_labels(seed_config, dataset, pool)
+
+
+def _check_initial_labels(config: ml_collections.ConfigDict, dataset, pool) -> None:
+    """Line 1 can draw its initial labels from the pool: enough samples, and of each class for a balanced draw."""
+    if config.initial_all:
+        return
+    count = config.initial_per_class * dataset.num_classes
+    if count > len(pool):
+        raise ConfigError(
+            f"config.initial_per_class={config.initial_per_class} asks for {count} initial labels "
+            f"({dataset.num_classes} classes), more than the pool of {len(pool)} samples holds; lower "
+            f"config.initial_per_class to at most {len(pool) // dataset.num_classes}, or use a larger pool "
+            "(config.pool_size, 0 = all)."
+        )
+    if dataset.train_labels is not None and config.oracle == "simulated":
+        data.check_per_class(dataset.train_labels[pool], config.initial_per_class, dataset.num_classes)
 
 
 def augmenting(config: ml_collections.ConfigDict) -> bool:

@@ -7,14 +7,16 @@ import jax.numpy as jnp
 import optax
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array) -> jax.Array:
+def cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array, num_valid=None) -> jax.Array:
     """Eqs. 2/6: sum_i w_i * (-log softmax(logits_i)[labels_i]) / #{i : w_i > 0}.
 
     logits [B, C], labels [B] int, weights [B]: 1 for ground truth, mu for pseudo-labels (eq. 6),
-    0 for batch padding. Returns a scalar; with all weights 1 it is the plain batch mean.
+    0 for batch padding. Returns a scalar; with all weights 1 it is the plain batch mean. `num_valid` replaces
+    the count #{i : w_i > 0} when the rows are a slice of a larger batch (data parallelism: the whole batch's).
     """
     per_sample = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-    num_valid = jnp.maximum(jnp.sum(weights > 0), 1)
+    if num_valid is None:
+        num_valid = jnp.maximum(jnp.sum(weights > 0), 1)
     return jnp.sum(weights * per_sample) / num_valid
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Optional
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -54,3 +55,30 @@ def held_out_accuracy(apply_fn, params, seed_axis: str, test_images=None, test_l
             for result, accuracy in zip(results, accuracies):
                 result[key] = float(accuracy)
     return results
+
+
+def _same_array(arrays) -> bool:
+    """Whether `arrays` are views of one memory with one layout (seeds cut the same test set)."""
+    return len({(a.__array_interface__["data"][0], a.shape, a.strides, a.dtype.str) for a in arrays}) == 1
+
+
+class HeldOut:
+    """The seeds' test sets (one device copy when they share one, as seeds of one data set do) and validation
+    sets, ready to be evaluated every iteration (`accuracy`)."""
+
+    def __init__(self, datasets, val_indices):
+        self.test, self.validation = {}, {}
+        first = datasets[0]
+        if first.test_images is not None and first.test_labels is not None:
+            shared = _same_array([d.test_images for d in datasets])
+            self.test = {"test_images": jnp.asarray(first.test_images if shared else
+                                                    np.stack([d.test_images for d in datasets])),
+                         "test_labels": first.test_labels if shared else np.stack([d.test_labels for d in datasets]),
+                         "shared_test": shared}
+        if len(val_indices[0]):
+            self.validation = {"val_images": np.stack([d.train_images[v] for d, v in zip(datasets, val_indices)]),
+                               "val_labels": np.stack([d.train_labels[v] for d, v in zip(datasets, val_indices)])}
+
+    def accuracy(self, apply_fn, params, seed_axis: str) -> list[dict]:
+        """Per seed {"test_accuracy", "val_accuracy"} as the sets exist (`held_out_accuracy`)."""
+        return held_out_accuracy(apply_fn, params, seed_axis, **self.test, **self.validation)

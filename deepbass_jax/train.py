@@ -33,6 +33,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.augment_degrees = 0.0  # max rotation in degrees, U(-a, a) per sample (0 = off; paper: below 10)
     config.augment_scale = 0.0  # max relative scaling of height and width, each U(1-s, 1+s) (paper: 0.05)
     config.augment_shift = 0.0  # max shift, a fraction of height / width, each U(-s, s) (paper: none; authors: 0.05)
+    config.augment_warp = "affine"  # a name in augment.WARPS: the function that warps (augment.register_warp adds one)
     # Steps sent to the device as one program (lax.scan): fewer dispatches; the trained networks are the same
     # for any value (under seed_axis vmap the logged training loss may differ in its last bits). Runs over
     # several processes exchange gradients every step and take them one at a time.
@@ -50,6 +51,11 @@ class TrainState(flax.struct.PyTreeNode):
     apply_fn: ApplyFn = flax.struct.field(pytree_node=False)
     tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
     l2_weight: float = flax.struct.field(pytree_node=False, default=1e-3)
+
+    def apply_gradients(self, grads) -> "TrainState":
+        """One Adam update with `grads` (flax's TrainState.apply_gradients): the step count goes up by one."""
+        updates, opt_state = self.tx.update(grads, self.opt_state, self.params)
+        return self.replace(step=self.step + 1, params=optax.apply_updates(self.params, updates), opt_state=opt_state)
 
 
 @functools.lru_cache(maxsize=None)
@@ -94,15 +100,16 @@ def augment_key(dropout_key: jax.Array, step: jax.Array) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(dropout_key, step), AUGMENT_STREAM)
 
 
-@functools.partial(jax.jit, static_argnames=("augment_degrees", "augment_scale", "augment_shift"))
+@functools.partial(jax.jit, static_argnames=("augment_degrees", "augment_scale", "augment_shift", "augment_warp"))
 def gather_batch(images: jax.Array, targets: jax.Array, batch_indices: jax.Array, augment=None, dropout_key=None,
-                  step=None, augment_degrees: float = 0.0, augment_scale: float = 0.0, augment_shift: float = 0.0):
+                  step=None, augment_degrees: float = 0.0, augment_scale: float = 0.0, augment_shift: float = 0.0,
+                  augment_warp: str = "affine"):
     """images[batch_indices], targets[batch_indices]; with `augment` [B] bool, the rows marked True are warped
-    by `augment_lib.random_affine_where` with key `augment_key(dropout_key, step)`."""
+    by `augment_lib.random_affine_where` (warp `augment_warp`) with key `augment_key(dropout_key, step)`."""
     x, y = images[batch_indices], targets[batch_indices]
     if augment is not None:
         x = augment_lib.random_affine_where(x, augment, augment_key(dropout_key, step), augment_degrees,
-                                            augment_scale, augment_shift)
+                                            augment_scale, augment_shift, augment_warp)
     return x, y
 
 
@@ -116,6 +123,7 @@ def train_step(
     augment_degrees: float = 0.0,
     augment_scale: float = 0.0,
     augment_shift: float = 0.0,
+    augment_warp: str = "affine",
 ) -> tuple[TrainState, StepMetrics]:
     """One Adam step on the batch images[batch_indices] with labels targets[batch_indices].
 
@@ -123,42 +131,49 @@ def train_step(
     batch_weights [B] float32 (0 marks padding). Called alone, the gather and `batch_step` are two programs;
     `algorithm.seeds_train_step` traces both into one. augment [B] bool (images [N, H, W, C] only) marks the
     rows to warp by a random rotation of up to `augment_degrees`, scaling of up to `augment_scale` and shift of up
-    to `augment_shift` (static floats, config.train's fields of those names); None or all 0: no augmentation.
+    to `augment_shift` (static floats, config.train's fields of those names) with warp `augment_warp`; None or all 0:
+    no augmentation.
     """
     if augment is None or not augment_lib.warps(augment_degrees, augment_scale, augment_shift):
         x, y = gather_batch(images, targets, batch_indices)
     else:
         x, y = gather_batch(images, targets, batch_indices, augment, state.dropout_key, state.step,
                              augment_degrees=augment_degrees, augment_scale=augment_scale,
-                             augment_shift=augment_shift)
+                             augment_shift=augment_shift, augment_warp=augment_warp)
     return batch_step(state, x, y, batch_weights)
+
+
+def gradients(state: TrainState, x: jax.Array, y: jax.Array, batch_weights: jax.Array, num_valid=None,
+              l2_weight: Optional[float] = None):
+    """Line 12's loss (eq. 6, `losses.cross_entropy`, plus `losses.l2_penalty`) and its gradient on images x [B, ...]
+    with labels y [B] and loss weights [B] (0 marks padding) -> (grads, StepMetrics).
+
+    Dropout key: fold_in(state.dropout_key, state.step). A data-parallel process passes its slice of the batch
+    with the whole batch's `num_valid`, and `l2_weight` 0 on every process but one, so that the processes'
+    gradients sum to the one-process gradient.
+    """
+    key = jax.random.fold_in(state.dropout_key, state.step)
+    l2_weight = state.l2_weight if l2_weight is None else l2_weight
+
+    def loss_fn(params):
+        logits = state.apply_fn(params, x, key)
+        loss = losses.cross_entropy(logits, y, batch_weights, num_valid)
+        if l2_weight:
+            loss = loss + losses.l2_penalty(params, l2_weight)
+        return loss, logits
+
+    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    valid = batch_weights > 0
+    return grads, StepMetrics(loss=loss, correct=jnp.sum((logits.argmax(-1) == y) & valid), count=jnp.sum(valid))
 
 
 @functools.partial(jax.jit, donate_argnums=0)
 def batch_step(
     state: TrainState, x: jax.Array, y: jax.Array, batch_weights: jax.Array
 ) -> tuple[TrainState, StepMetrics]:
-    """One Adam step on images x [B, ...] with labels y [B] and loss weights [B] (0 marks padding).
-
-    Dropout key: fold_in(state.dropout_key, state.step).
-    """
-    key = jax.random.fold_in(state.dropout_key, state.step)
-
-    def loss_fn(params):
-        logits = state.apply_fn(params, x, key)
-        loss = losses.cross_entropy(logits, y, batch_weights) + losses.l2_penalty(params, state.l2_weight)
-        return loss, logits
-
-    (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    valid = batch_weights > 0
-    metrics = StepMetrics(
-        loss=loss,
-        correct=jnp.sum((logits.argmax(-1) == y) & valid),
-        count=jnp.sum(valid),
-    )
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    """One Adam step (line 12) on images x [B, ...] with labels y [B] and loss weights [B] (0 marks padding)."""
+    grads, metrics = gradients(state, x, y, batch_weights)
+    return state.apply_gradients(grads), metrics
 
 
 def sampling_plan(

@@ -19,7 +19,9 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from deepbass_jax import active, checkpoint, config as config_lib, distributed, oracle, rundir, runfolder
+from deepbass_jax import config as config_lib, driver as driver_lib, oracle
+from deepbass_jax.parallel import distributed
+from deepbass_jax.workdir import checkpoint, guard, runfolder
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file, optionally with :preset.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: config, metrics, oracle log, checkpoints, plots.")
@@ -34,7 +36,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 # What a user can fix: bad data, config or answers (ValueError and its kinds: DataError, ConfigError, OracleError),
 # an unusable workdir or checkpoint, numbers gone NaN. Their messages name the problem and the remedy.
-USER_ERRORS = (ValueError, rundir.WorkdirError, checkpoint.CheckpointError, FloatingPointError)
+USER_ERRORS = (ValueError, guard.WorkdirError, checkpoint.CheckpointError, FloatingPointError)
 INTERRUPTED = 130  # the shell's status for a process ended by Ctrl-C (128 + SIGINT)
 
 
@@ -45,9 +47,9 @@ def main(argv):
     if _DISTRIBUTED.value or _COORDINATOR.value or _NUM_PROCESSES.value:
         distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     try:
-        driver = active.Driver(_CONFIG.value, _WORKDIR.value)
+        driver = driver_lib.Driver(_CONFIG.value, _WORKDIR.value)
         summary = driver.run()
-    except active.RunFinished as finished:
+    except driver_lib.RunFinished as finished:
         logging.warning("%s", finished)
         return
     except oracle.LabelsPending as pending:

@@ -18,13 +18,10 @@ from tests.compilations import count_compilations
 
 
 def _campaign(outdir: pathlib.Path, **flag_values) -> dict:
-    """campaign.campaign with these flags set (the others at their defaults), in this process; the flags are
-    restored afterwards, and no other flag (another module's, absl's logging) is touched. The flags whose names
-    other experiments scripts share (experiments/flagdefs.py) get the campaign's defaults here: whichever module
-    the tests import first defines them."""
-    shared = {"rows": list(campaign.ROW_ORDER), "workroot": str(outdir.parent / f"{outdir.name}_workroot"),
-              "data_dir": None, "data_root": None}
-    with flagsaver.flagsaver(outdir=str(outdir), **{**shared, **flag_values}):
+    """campaign.campaign with these flags set (the others at their defaults, run folders beside `outdir`), in this
+    process; the flags are restored afterwards, and no other flag (another module's, absl's logging) is touched."""
+    defaults = {"workroot": str(outdir.parent / f"{outdir.name}_workroot")}
+    with flagsaver.flagsaver(outdir=str(outdir), **{**defaults, **flag_values}):
         _mark_flags_parsed()
         return campaign.campaign(outdir, flags.FLAGS.budget_s, smoke_only=flags.FLAGS.smoke)
 

@@ -433,7 +433,7 @@ def test_tfds_source_with_mock_data(monkeypatch):
     tfds = pytest.importorskip(
         "tensorflow_datasets", reason="tensorflow-datasets is an optional extra (pip install -e .[tfds])"
     )
-    monkeypatch.setattr(data, "_TFDS_BATCH", 5)  # 12 examples arrive in batches of 5, 5 and 2
+    monkeypatch.setattr(data.tfds, "_TFDS_BATCH", 5)  # 12 examples arrive in batches of 5, 5 and 2
     with tfds.testing.mock_data(num_examples=12):
         dataset = data.load_tfds("fashion_mnist")
     assert dataset.train_images.shape == (12, 28, 28, 1) and dataset.train_images.dtype == np.float32

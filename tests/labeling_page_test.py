@@ -11,7 +11,8 @@ import time
 import numpy as np
 import pytest
 
-from deepbass_jax import oracle, queries
+from deepbass_jax import oracle
+from deepbass_jax.oracle import rounds
 
 INSTALL = 'install them with `apt-get install chromium chromium-driver` and `pip install -e ".[browser]"`'
 IDS = [12, 3, 40, 7]
@@ -92,7 +93,7 @@ def test_label_a_round_with_keys_and_buttons_reload_and_save(tmp_path, browser):
 
     folder = tmp_path / "oracle" / "round_0000"
     images = np.random.default_rng(0).uniform(size=(len(IDS), 8, 8, 1))
-    queries.write_round(folder, np.array(IDS), images, num_classes=3, class_names=NAMES)
+    rounds.write_round(folder, np.array(IDS), images, num_classes=3, class_names=NAMES)
     browser.get((folder / "index.html").resolve().as_uri())
     assert _text(browser, "counter") == "0 of 4 labeled"
     assert _text(browser, "position") == "Sample 1 of 4 \u2014 id 12"
@@ -133,7 +134,7 @@ def test_label_a_round_with_keys_and_buttons_reload_and_save(tmp_path, browser):
     labels = oracle.FileOracle(tmp_path / "oracle", num_classes=3).label(np.array(IDS), images)
     np.testing.assert_array_equal(labels, [2, 0, 0, 1])
 
-    queries.write_round(folder, np.array(IDS), images[::-1], num_classes=3, class_names=NAMES)
+    rounds.write_round(folder, np.array(IDS), images[::-1], num_classes=3, class_names=NAMES)
     browser.refresh()  # other samples in the same folder: a fresh start, not the old round's answers
     assert _text(browser, "counter") == "0 of 4 labeled"
 
@@ -145,7 +146,7 @@ def test_with_more_than_ten_classes_the_class_number_is_typed(tmp_path, browser)
     from selenium.webdriver.common.keys import Keys
 
     folder = tmp_path / "round_0000"
-    queries.write_round(folder, np.array(IDS), np.zeros((len(IDS), 3, 3, 3)), num_classes=12)
+    rounds.write_round(folder, np.array(IDS), np.zeros((len(IDS), 3, 3, 3)), num_classes=12)
     browser.get((folder / "index.html").resolve().as_uri())
     _keys(browser, "5", "1")
     assert _text(browser, "typed").startswith("Typed: 1") and _text(browser, "counter") == "1 of 4 labeled"

@@ -1,10 +1,9 @@
 """The files of a run folder: where each seed's files go, the pinned config, the oracle log, the metrics kept
-after a resume, the summary. `rundir` guards the folder (lock, space, fault points); `checkpoint` writes files
-atomically."""
+after a resume, the checkpoint of all seeds, labels.csv, the summary. `guard` guards the folder (lock, space,
+fault points); `checkpoint` writes files atomically; the oracle's ledger writes the oracle log.""" 
 
 from __future__ import annotations
 
-import csv
 import json
 import pathlib
 
@@ -14,7 +13,8 @@ import flax.serialization
 import jax
 import numpy as np
 
-from deepbass_jax import checkpoint, config as config_lib, oracle
+from deepbass_jax import config as config_lib
+from deepbass_jax.workdir import checkpoint
 
 
 CHECKPOINT = "checkpoint.msgpack"
@@ -23,7 +23,6 @@ ORACLE_LOG = "oracle_log.jsonl"
 SUMMARY = "summary.json"
 CONFIG = "config.json"
 LABELS = "labels.csv"
-CORRECTIONS = "corrections.csv"
 # Fields a resumed run may change: they do not change the algorithm (how long the file oracle waits, how many
 # training steps go to the device at once, which kernels compute the network: the same up to round-off, whether
 # the finished run draws its figures, whether the lines log a theta the run does not use).
@@ -73,28 +72,6 @@ def pin_config_file(folder, config: dict) -> None:
         checkpoint.write_json(path, config)
 
 
-def logged_labels(folder, iteration: int) -> dict:
-    """{pool index: label} the oracle log of `folder` holds for `iteration` (answers bought before a kill;
-    corrections aside)."""
-    return {e["index"]: e["label"] for e in checkpoint.read_jsonl(pathlib.Path(folder) / ORACLE_LOG)
-            if e["iteration"] == iteration and not e.get("correction")}
-
-
-def current_labels(folder) -> dict:
-    """{id: label} of every label bought, as corrected: the last oracle-log line of each id."""
-    return {e.get("id", e["index"]): e["label"] for e in checkpoint.read_jsonl(pathlib.Path(folder) / ORACLE_LOG)}
-
-
-def log_labels(folder, iteration: int, indices, labels, ids=None, correction: bool = False) -> None:
-    """Appends (fsynced) one oracle-log line per label: `index` is the pool position, `id` the row in the user's
-    file; a correction of a label bought before is marked so."""
-    ids = indices if ids is None else ids
-    extra = {"correction": True} if correction else {}
-    checkpoint.append_jsonl(pathlib.Path(folder) / ORACLE_LOG, [
-        {"iteration": iteration, "index": int(i), "id": int(d), "label": int(g), **extra}
-        for i, d, g in zip(indices, ids, labels)])
-
-
 def tidy_after_kill(workdir, folders) -> None:
     """Removes temp files and cuts the torn last line of each folder's logs: what a kill leaves behind."""
     for folder in {pathlib.Path(workdir), *map(pathlib.Path, folders)}:
@@ -108,32 +85,6 @@ def keep_metrics_until(folder, iteration: int) -> None:
     """Drops metrics lines of iterations after `iteration` (they run again after a resume)."""
     path = pathlib.Path(folder) / METRICS
     checkpoint.rewrite_jsonl(path, [m for m in checkpoint.read_jsonl(path) if m["iteration"] <= iteration])
-
-
-def read_corrections(path, parse_label) -> dict:
-    """{id: label} of a corrections file (columns id,label; `parse_label(text)` -> class or None); OracleError names
-    every bad row."""
-    corrections, problems = {}, []
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        if not {"id", "label"} <= set(reader.fieldnames or []):
-            raise oracle.OracleError(
-                f"{path}: the header row must name the columns id,label (found {reader.fieldnames}).")
-        for row_number, row in enumerate(reader, start=2):
-            label = parse_label(row.get("label") or "")
-            try:
-                sample_id = int(row.get("id") or "")
-            except ValueError:
-                problems.append(f"row {row_number}: id {row.get('id')!r} is not an integer")
-                continue
-            if label is None:
-                problems.append(f"row {row_number}: label {row.get('label')!r} of id {sample_id} is not a class")
-            else:
-                corrections[sample_id] = label
-    if problems:
-        raise oracle.OracleError(f"{path} has invalid rows:\n  " + "\n  ".join(problems) + "\nCorrect them and run the "
-                          "same command again; corrections are applied at the next iteration.")
-    return corrections
 
 
 def write_labels(folder, ids, ground_truth, pseudo, mean_probs, entropy, class_names=None) -> None:

@@ -1,80 +1,22 @@
-"""Oracles answer line 9 of Algorithm 3.1: the ground truth g' of queried pool samples.
-
-`SimulatedOracle` reveals labels held back from the driver; `FileOracle` asks a person through a labeling page
-and a CSV. The driver reaches hidden labels only through an oracle (metrics aside).
-"""
+"""The oracle of a person: `FileOracle` writes each query round into a folder and reads the answers back."""
 
 from __future__ import annotations
 
 import csv
 import pathlib
 import time
-from typing import Optional, Protocol, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 from absl import logging
 
-from deepbass_jax import queries
-
-
-class Oracle(Protocol):
-    def label(self, indices: np.ndarray, images: np.ndarray, ids: Optional[np.ndarray] = None,
-              context: Optional[dict] = None) -> np.ndarray:
-        """Ground truth [n] int for pool samples `indices` [n]; `images` [n, ...], their `ids` [n] (rows of the
-        user's file) and `context` (vector data: the pool and its labeled points) are for display."""
-
-    def replay(self, indices: np.ndarray, labels: np.ndarray) -> None:
-        """Takes note of answers it gave before an interruption (read back from the oracle log), so that its
-        state is what an uninterrupted run would have; nothing is asked."""
-
-    def state_dict(self) -> dict:
-        """What a checkpoint must hold to resume the oracle."""
-
-    def load_state_dict(self, state: dict) -> None:
-        ...
-
-
-class OracleError(ValueError):
-    """An oracle was asked something it cannot answer, or answered something invalid."""
-
-
-class SimulatedOracle:
-    """Reveals held-back labels and counts queries; asking for a sample twice is an error."""
-
-    def __init__(self, hidden_labels: np.ndarray):
-        self._hidden_labels = np.asarray(hidden_labels)
-        self._asked = np.zeros(self._hidden_labels.shape[0], bool)
-
-    @property
-    def num_queries(self) -> int:
-        return int(self._asked.sum())
-
-    def label(self, indices: np.ndarray, images: Optional[np.ndarray] = None, ids: Optional[np.ndarray] = None,
-              context: Optional[dict] = None) -> np.ndarray:
-        indices = np.asarray(indices, np.int64)
-        if len(np.unique(indices)) != len(indices) or self._asked[indices].any():
-            raise OracleError(f"sample(s) {indices[self._asked[indices]].tolist()} were already labeled.")
-        self._asked[indices] = True
-        return self._hidden_labels[indices].astype(np.int32)
-
-    def replay(self, indices: np.ndarray, labels: np.ndarray) -> None:
-        self._asked[np.asarray(indices, np.int64)] = True
-
-    def state_dict(self) -> dict:
-        return {"asked": self._asked.copy()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self._asked = np.asarray(state["asked"], bool).copy()
-
-
-class LabelsPending(Exception):
-    """A person has not answered a FileOracle query yet; the run stops and resumes when they have."""
+from deepbass_jax.oracle import LabelsPending, OracleError, rounds
 
 
 class FileOracle:
     """Asks a person: each query round gets a folder with the samples to label, and reads the answers back.
 
-    Round r writes `<directory>/round_<r>/` (see `queries.write_round`): `index.html`, a labeling page that needs
+    Round r writes `<directory>/round_<r>/` (see `rounds.write_round`): `index.html`, a labeling page that needs
     no server (click or type the class, then save answers.csv), `<id>.png` per sample (vector data: a plot
     placing it among the labeled points, and its coordinates in the CSV), `classes.csv` and `queries.csv` with
     columns `id,image,...,label`. Ids are the rows of the user's file. The person saves the answers as
@@ -104,15 +46,15 @@ class FileOracle:
         ids = indices if ids is None else np.asarray(ids, np.int64)
         folder = self._folder(self._round)
         answers_path = folder / ANSWERS
-        if not (folder / queries.QUERIES).exists():
-            queries.write_round(folder, ids, images, num_classes=self.num_classes, class_names=self.class_names,
-                                value_range=self.value_range, context=context)
+        if not (folder / rounds.QUERIES).exists():
+            rounds.write_round(folder, ids, images, num_classes=self.num_classes, class_names=self.class_names,
+                               value_range=self.value_range, context=context)
         if self.wait_seconds > 0:
             self._wait_for_complete(answers_path, ids)
         elif not answers_path.exists():
             raise LabelsPending(
-                f"{len(ids)} samples wait for labels: open {folder / queries.PAGE} in a browser (or fill in the "
-                f"'label' column of {folder / queries.QUERIES}), save the answers as {answers_path}, and run the same "
+                f"{len(ids)} samples wait for labels: open {folder / rounds.PAGE} in a browser (or fill in the "
+                f"'label' column of {folder / rounds.QUERIES}), save the answers as {answers_path}, and run the same "
                 "command again (or pass --config.oracle_wait_seconds=3600 to have the run wait for them)."
             )
         else:
@@ -137,8 +79,8 @@ class FileOracle:
         """Polls until `path` answers every id validly (then self._accepted holds them) or the deadline passes."""
         deadline = time.monotonic() + self.wait_seconds
         logging.warning("Waiting up to %.0f s for the labels of %d samples: open %s in a browser (or fill in %s), and "
-                        "save the answers as %s.", self.wait_seconds, len(ids), path.parent / queries.PAGE,
-                        path.parent / queries.QUERIES, path)
+                        "save the answers as %s.", self.wait_seconds, len(ids), path.parent / rounds.PAGE,
+                        path.parent / rounds.QUERIES, path)
         said = None
         while True:
             if path.exists():
@@ -158,7 +100,7 @@ class FileOracle:
             if time.monotonic() >= deadline:
                 raise LabelsPending(
                     f"no complete {path} within {self.wait_seconds:.0f} s: label every sample (open "
-                    f"{path.parent / queries.PAGE}), save the answers as {path}, and run the same command again."
+                    f"{path.parent / rounds.PAGE}), save the answers as {path}, and run the same command again."
                 )
             time.sleep(self.poll_seconds)
 
@@ -179,7 +121,7 @@ class FileOracle:
             if missing:
                 raise OracleError(
                     f"{path}: the header row lacks the column(s) {missing} (found {reader.fieldnames}); start from "
-                    f"{path.parent / queries.QUERIES}, which has the header row, and fill in 'label'."
+                    f"{path.parent / rounds.QUERIES}, which has the header row, and fill in 'label'."
                 )
             for row_number, row in enumerate(reader, start=2):
                 problem = self._check_row(row, expected, valid, final)

@@ -7,15 +7,18 @@
   - `queries.csv`: `id,image[,x0,...,x{D-1}],label` with `label` empty, one row per sample in the order asked;
   - `classes.csv`: `label,name`, one row per class;
   - `index.html`: a self-contained labeling page (images inlined as data: URIs, no network) that downloads
-    `answers.csv` with the header `id,label`, which the person saves into the round folder.
+    `answers.csv` with the header `id,label`, which the person saves into the round folder. Its HTML, CSS and
+    JavaScript are the package data files `page/index.html`, `page/page.css` and `page/page.js`, filled in here.
 """
 
 from __future__ import annotations
 
 import base64
 import csv
+import functools
 import hashlib
 import html
+import importlib.resources
 import io
 import json
 import math
@@ -24,7 +27,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from deepbass_jax import checkpoint
+from deepbass_jax.workdir import checkpoint
 
 QUERIES, CLASSES, PAGE, OVERVIEW = "queries.csv", "classes.csv", "index.html", "queries.png"  # in a round
 MIN_SIDE = 112  # pixels on the smaller side of an image PNG
@@ -198,209 +201,22 @@ def labeling_page(folder: pathlib.Path, ids: Sequence[int], pngs: Sequence[bytes
     overview_html = "" if overview is None else (
         f'<details><summary>All asked points</summary><img class="overview" src="{_data_uri(overview)}" '
         f'alt="all points asked in this round"></details>')
-    return _PAGE.format(title=html.escape(folder.name), folder=html.escape(str(folder)), n=len(ids),
-                        thumbs=thumbs, buttons=buttons, digits=digits, overview=overview_html,
-                        data=data_json, css=_CSS.replace("RENDERING", "auto" if plots else "pixelated"), js=_JS)
+    css = _page_file("page.css").replace("RENDERING", "auto" if plots else "pixelated")
+    template = _page_file("index.html")
+    return template.format(title=html.escape(folder.name), folder=html.escape(str(folder)), n=len(ids), thumbs=thumbs,
+                           buttons=buttons, digits=digits, overview=overview_html, data=data_json, css=css,
+                           js=_page_file("page.js"))
 
 
 def _data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-_CSS = """
-body { font: 16px/1.4 system-ui, sans-serif; margin: 0; color: #1b1b1b; background: #f6f6f6; }
-header, main { max-width: 1200px; margin: 0 auto; padding: 0.5rem 1rem; }
-header p { margin: 0.3rem 0; }
-h1 { font-size: 1.3rem; margin: 0.2rem 0; }
-h2 { font-size: 1.1rem; margin: 0.8rem 0 0.4rem; }
-code { background: #e8e8e8; padding: 0 0.25rem; word-break: break-all; }
-main { display: flex; gap: 1.5rem; align-items: flex-start; flex-wrap: wrap; }
-#viewer { flex: 1 1 480px; background: #fff; border: 1px solid #ccc; border-radius: 6px; padding: 0.75rem 1rem; }
-.status { display: flex; justify-content: space-between; flex-wrap: wrap; gap: 0.5rem; align-items: baseline; }
-#side { flex: 0 1 340px; }
-#big { display: block; width: min(52vh, 100%); height: auto; margin: 0.5rem auto;
-       image-rendering: RENDERING; border: 1px solid #999; background: #000; }
-#position { font-size: 1.2rem; margin: 0; }
-#answer { font-size: 1.2rem; font-weight: bold; margin: 0; }
-#counter { font-weight: bold; }
-button { font: inherit; cursor: pointer; border: 1px solid #666; border-radius: 5px; background: #fff; color: #111; }
-button:hover { background: #eef3fb; }
-button:focus-visible { outline: 3px solid #1a5fb4; outline-offset: 2px; }
-.classes { display: flex; flex-wrap: wrap; gap: 0.5rem; margin: 0.6rem 0; }
-.cls { padding: 0.55rem 0.9rem; font-size: 1.05rem; min-width: 3.5rem; }
-.cls .num { display: inline-block; min-width: 1.4em; padding: 0 0.2em; border-radius: 3px; background: #e3e3e3;
-            font-weight: bold; text-align: center; }
-.cls[aria-pressed="true"] { background: #1a5fb4; color: #fff; border-color: #1a5fb4; }
-.cls[aria-pressed="true"] .num { background: #fff; color: #1a5fb4; }
-.nav button, #save { padding: 0.45rem 0.9rem; }
-#samples { list-style: none; padding: 0; margin: 0; display: grid; grid-template-columns: repeat(auto-fill, 96px);
-           gap: 0.4rem; max-height: 50vh; overflow-y: auto; }
-.thumb { display: flex; flex-direction: column; align-items: center; width: 96px; padding: 0.25rem; font-size: 0.8rem; }
-.thumb img { width: 64px; height: 64px; object-fit: contain; image-rendering: RENDERING; background: #000; }
-.thumb[aria-current="true"] { border: 3px solid #1a5fb4; }
-.thumb.answered { background: #e6f4e6; }
-.thumb.answered .tanswer { color: #176117; font-weight: bold; }
-.thumb .tanswer { color: #8a4b00; }
-#save { font-weight: bold; background: #176117; color: #fff; border-color: #176117; }
-#warning { color: #8a4b00; font-weight: bold; }
-#typed { min-height: 1.3em; color: #444; }
-#typed:empty { display: none; }
-.overview { width: 100%; }
-"""
-
-_JS = """
-(function () {
-  "use strict";
-  var data = JSON.parse(document.getElementById("round-data").textContent);
-  var ids = data.ids, names = data.names, n = ids.length;
-  var storageKey = data.key;
-  var answers = {};  // id -> label
-  var current = 0, typed = "";
-  var big = document.getElementById("big");
-  var thumbs = Array.prototype.slice.call(document.querySelectorAll(".thumb"));
-  var classButtons = Array.prototype.slice.call(document.querySelectorAll(".cls"));
-
-  function load() {
-    var stored = null;
-    try { stored = JSON.parse(window.localStorage.getItem(storageKey) || "{}"); } catch (e) { stored = {}; }
-    ids.forEach(function (id) {
-      var label = stored && stored[id];
-      if (Number.isInteger(label) && label >= 0 && label < names.length) { answers[id] = label; }
-    });
-  }
-  function store() {
-    try { window.localStorage.setItem(storageKey, JSON.stringify(answers)); } catch (e) { /* private mode */ }
-  }
-  function labelText(label) { return label + " \\u00b7 " + names[label]; }
-  function answeredCount() { return ids.filter(function (id) { return id in answers; }).length; }
-
-  function render() {
-    var id = ids[current];
-    big.src = thumbs[current].querySelector("img").src;
-    big.alt = "sample " + id;
-    document.getElementById("position").textContent = "Sample " + (current + 1) + " of " + n + " \\u2014 id " + id;
-    document.getElementById("answer").textContent =
-      id in answers ? "Label: " + labelText(answers[id]) : "Not labeled yet";
-    classButtons.forEach(function (button) {
-      button.setAttribute("aria-pressed", String(Number(button.dataset.label) === answers[id]));
-    });
-    thumbs.forEach(function (thumb, k) {
-      var answered = ids[k] in answers;
-      thumb.classList.toggle("answered", answered);
-      thumb.querySelector(".tanswer").textContent = answered ? "\\u2713 " + labelText(answers[ids[k]]) : "not labeled";
-      if (k === current) { thumb.setAttribute("aria-current", "true"); } else { thumb.removeAttribute("aria-current"); }
-    });
-    document.getElementById("counter").textContent = answeredCount() + " of " + n + " labeled";
-    document.getElementById("typed").textContent = typed ? "Typed: " + typed + " (Enter to take it)" : "";
-  }
-  function go(k) { current = Math.max(0, Math.min(n - 1, k)); typed = ""; render(); }
-  function pick(label) {
-    answers[ids[current]] = label;
-    store();
-    document.getElementById("warning").textContent = "";
-    go(current + 1);
-  }
-  function typeDigit(digit) {
-    if (names.length <= 10) { if (digit < names.length) { pick(digit); } return; }
-    var candidate = typed + String(digit);
-    if (Number(candidate) >= names.length) { candidate = String(digit); }  // start over
-    typed = candidate;
-    if (typed === "0" || Number(typed) * 10 >= names.length) { pick(Number(typed)); } else { render(); }
-  }
-  function save() {
-    var rows = ["id,label"];
-    ids.forEach(function (id) { if (id in answers) { rows.push(id + "," + answers[id]); } });
-    var missing = n - answeredCount();
-    document.getElementById("warning").textContent = missing ?
-      missing + " of " + n + " samples have no label yet: answers.csv holds only the labeled ones, and the run " +
-      "will ask again for the rest." : "";
-    var blob = new Blob([rows.join("\\n") + "\\n"], {type: "text/csv"});
-    var link = document.createElement("a");
-    link.href = URL.createObjectURL(blob);
-    link.download = "answers.csv";
-    document.body.appendChild(link);
-    link.click();
-    document.body.removeChild(link);
-    setTimeout(function () { URL.revokeObjectURL(link.href); }, 60000);
-    document.getElementById("saved").textContent = "answers.csv downloaded (" + (rows.length - 1) +
-      " rows). Move it into " + data.folder + " unless your browser saved it there.";
-  }
-
-  classButtons.forEach(function (button) {
-    button.addEventListener("click", function () { pick(Number(button.dataset.label)); });
-  });
-  thumbs.forEach(function (thumb, k) { thumb.addEventListener("click", function () { go(k); }); });
-  document.getElementById("prev").addEventListener("click", function () { go(current - 1); });
-  document.getElementById("next").addEventListener("click", function () { go(current + 1); });
-  document.getElementById("save").addEventListener("click", save);
-  document.addEventListener("keydown", function (event) {
-    if (event.ctrlKey || event.metaKey || event.altKey) { return; }
-    var key = event.key;
-    if (/^[0-9]$/.test(key)) { typeDigit(Number(key)); }
-    else if (key === "Enter" && typed) { pick(Number(typed)); }
-    else if (key === "Backspace" && typed) { typed = typed.slice(0, -1); render(); }
-    else if (key === "Escape" && typed) { typed = ""; render(); }
-    else if (key === "ArrowRight" || key === "ArrowDown" || key === "j") { go(current + 1); }
-    else if (key === "ArrowLeft" || key === "ArrowUp" || key === "k") { go(current - 1); }
-    else { return; }
-    event.preventDefault();
-  });
-  window.addEventListener("storage", function (event) {
-    if (event.key === storageKey) { answers = {}; load(); render(); }
-  });
-
-  load();
-  var firstOpen = ids.findIndex(function (id) { return !(id in answers); });
-  go(firstOpen < 0 ? 0 : firstOpen);
-})();
-"""
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Label {title}</title>
-<style>{css}</style>
-</head>
-<body>
-<header>
-<h1>Label the samples of {title}</h1>
-<p>Round folder: <code id="folder">{folder}</code></p>
-<p>Pick a class for each sample, then press <strong>Save answers.csv</strong> and save the file as
-<code>answers.csv</code> in the round folder above (move it there if your browser puts downloads elsewhere).
-Choices are kept in this browser while you work, so reloading the page loses nothing.</p>
-</header>
-<main>
-<section id="viewer" aria-label="Current sample">
-<div class="status"><p id="position" aria-live="polite"></p><p id="answer" aria-live="polite"></p></div>
-<img id="big" alt="">
-<div class="classes" role="group" aria-label="Classes">
-{buttons}
-</div>
-<p id="typed" aria-live="polite"></p>
-<div class="nav"><button type="button" id="prev">&larr; Previous</button>
-<button type="button" id="next">Next &rarr;</button></div>
-<p><strong>Keys:</strong> {digits} and moves to the next sample; &larr; &rarr; (or &uarr; &darr;, k j) move
-between samples.</p>
-</section>
-<section id="side" aria-label="All samples">
-<p id="counter" aria-live="polite">0 of {n} labeled</p>
-<button type="button" id="save">Save answers.csv</button>
-<p id="warning" role="alert"></p>
-<p id="saved" role="status"></p>
-<h2>Samples</h2>
-<ol id="samples">
-{thumbs}
-</ol>
-{overview}
-</section>
-</main>
-<script type="application/json" id="round-data">{data}</script>
-<script>{js}</script>
-</body>
-</html>
-"""
+@functools.cache
+def _page_file(name: str) -> str:
+    """The text of `name` in the package data folder `page/`: `index.html` is a `str.format` template whose
+    fields are filled by `labeling_page`; `page.css` has the token RENDERING where an image-rendering value goes."""
+    return (importlib.resources.files(__package__) / "page" / name).read_text(encoding="utf-8")
 
 
 # ------------------------------------------------------------------------------------------------ entry

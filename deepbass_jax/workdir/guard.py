@@ -122,3 +122,30 @@ def fault_point(name: str) -> None:
     _reached[name] = _reached.get(name, 0) + 1
     if _reached[name] == int(count or 1):
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _NoLock:
+    """What a process other than 0 holds instead of the workdir lock: it never touches the workdir."""
+
+    held = True
+
+    def release(self, remove: bool = False) -> None:
+        del remove
+
+
+def claim(workdir, leader: bool):
+    """Process 0 checks that `workdir` can take the run's files (`check_writable`, before any work) and locks it;
+    the others hold a lock that is no lock."""
+    if not leader:
+        return _NoLock()
+    check_writable(workdir)
+    return Lock(workdir)
+
+
+def release_refused(lock, workdir, created: bool) -> None:
+    """After a refused setting or input: the workdir stays as reusable as it was (a folder the run made, still
+    empty, goes)."""
+    lock.release(remove=True)
+    workdir = pathlib.Path(workdir)
+    if created and workdir.exists() and not any(workdir.iterdir()):
+        workdir.rmdir()

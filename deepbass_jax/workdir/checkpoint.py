@@ -27,7 +27,7 @@ import flax.serialization
 import numpy as np
 from absl import logging
 
-from deepbass_jax import rundir
+from deepbass_jax.workdir import guard
 
 MAGIC = b"DEEPBASS-CKPT-1\n"  # then: payload length (8 bytes, little endian), SHA-256 of the payload, payload
 _HEADER = len(MAGIC) + 8 + 32
@@ -171,7 +171,7 @@ def append_jsonl(path, records: list[dict]) -> None:
         with open(path, "ab") as handle:
             handle.write(payload[:cut])
             handle.flush()
-            rundir.fault_point("mid_append")  # a kill here tears the last line (tests/fault_test.py)
+            guard.fault_point("mid_append")  # a kill here tears the last line (tests/fault_test.py)
             handle.write(payload[cut:])
             handle.flush()
             os.fsync(handle.fileno())
@@ -203,10 +203,10 @@ def save(path, state: dict, keep_previous: bool = True) -> None:
     temporary = _write_temporary(path, MAGIC + struct.pack("<Q", len(payload)) + hashlib.sha256(payload).digest()
                                  + payload)
     try:
-        rundir.fault_point("checkpoint_written")
+        guard.fault_point("checkpoint_written")
         if keep_previous and path.exists():
             os.replace(path, previous_path(path))
-            rundir.fault_point("checkpoint_rotated")  # only the previous checkpoint exists under its name here
+            guard.fault_point("checkpoint_rotated")  # only the previous checkpoint exists under its name here
         os.replace(temporary, path)
     except BaseException:
         if os.path.exists(temporary):

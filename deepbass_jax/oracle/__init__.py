@@ -1,0 +1,44 @@
+"""Oracles answer line 9 of Algorithm 3.1: the ground truth g' of queried pool samples.
+
+`SimulatedOracle` (simulated.py) reveals labels held back from the driver; `FileOracle` (files.py) asks a person
+through a round folder written by `rounds.write_round`: a labeling page (the package data in page/) and CSVs. The
+driver reaches hidden labels only through an oracle (metrics aside).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Protocol
+
+import numpy as np
+
+
+class Oracle(Protocol):
+    def label(self, indices: np.ndarray, images: np.ndarray, ids: Optional[np.ndarray] = None,
+              context: Optional[dict] = None) -> np.ndarray:
+        """Ground truth [n] int for pool samples `indices` [n]; `images` [n, ...], their `ids` [n] (rows of the
+        user's file) and `context` (vector data: the pool and its labeled points) are for display."""
+
+    def replay(self, indices: np.ndarray, labels: np.ndarray) -> None:
+        """Takes note of answers it gave before an interruption (read back from the oracle log), so that its
+        state is what an uninterrupted run would have; nothing is asked."""
+
+    def state_dict(self) -> dict:
+        """What a checkpoint must hold to resume the oracle."""
+
+    def load_state_dict(self, state: dict) -> None:
+        ...
+
+
+class OracleError(ValueError):
+    """An oracle was asked something it cannot answer, or answered something invalid."""
+
+
+class LabelsPending(Exception):
+    """A person has not answered a FileOracle query yet; the run stops and resumes when they have."""
+
+
+# The oracles, after the errors they raise (their modules import them from here).
+from deepbass_jax.oracle.files import ANSWERS, FileOracle, parse_label  # noqa: E402
+from deepbass_jax.oracle.simulated import SimulatedOracle  # noqa: E402
+
+__all__ = ["ANSWERS", "FileOracle", "LabelsPending", "Oracle", "OracleError", "SimulatedOracle", "parse_label"]
