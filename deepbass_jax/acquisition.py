@@ -1,8 +1,11 @@
 """Acquisition policies (line 8 of Algorithm 3.1): which unlabeled samples to ask the oracle about.
 
-Every policy is a pure function `(scores [N], candidate_mask [N] bool, key, n) -> indices [n] int32` that
-returns `n` distinct candidate indices. When fewer than `n` candidates remain, it returns all of them
-followed by -1 padding (the shape stays static under `jit`); `valid_indices` strips the padding.
+A policy is a selector in the registry POLICIES: `(stats, candidate_mask [N] bool, key, n) -> indices [n] int32`,
+`stats` the pool's `uncertainty.UncertaintyStats`. It returns `n` distinct candidate indices; when fewer than `n`
+candidates remain, all of them followed by -1 padding (the shape stays static under `jit`); `valid_indices`
+strips the padding. Score-based selection is one kind (`ScorePolicy`: a field of the statistics and a pure
+`(scores [N], candidate_mask, key, n) -> indices` rule such as top-n); a selector that looks at the whole
+statistics (a batch-aware one) registers a function of that shape directly.
 """
 
 from __future__ import annotations
@@ -59,26 +62,29 @@ def above_average_random(
 
 
 @dataclasses.dataclass(frozen=True)
-class Policy:
-    """An acquisition policy: the uncertainty score it ranks by and how it selects."""
+class ScorePolicy:
+    """A score-based selector: the uncertainty score it ranks by (a field of `uncertainty.UncertaintyStats`) and
+    the rule `select(scores [N], candidate_mask, key, n, **kwargs)` it applies to that score."""
 
-    score: str  # field of `uncertainty.UncertaintyStats` passed as `scores`
+    score: str
     select: SelectFn
 
-    def __call__(self, scores: jax.Array, candidate_mask: jax.Array, key: jax.Array, n: int) -> jax.Array:
-        return self.select(scores, candidate_mask, key, n)
+    def __call__(self, stats, candidate_mask: jax.Array, key: jax.Array, n: int, **kwargs) -> jax.Array:
+        return self.select(getattr(stats, self.score), candidate_mask, key, n, **kwargs)
 
 
-POLICIES = {
-    "max_entropy": Policy("entropy", max_score),
-    "above_average": Policy("entropy", above_average_random),
-    "random": Policy("entropy", random),
-    "bald": Policy("mutual_information", max_score),
-    "variation_ratio": Policy("variation_ratio", max_score),
+Selector = Callable[..., jax.Array]  # (stats, candidate_mask [N] bool, key, n, **kwargs) -> indices [n] int32
+
+POLICIES: dict[str, Selector] = {
+    "max_entropy": ScorePolicy("entropy", max_score),
+    "above_average": ScorePolicy("entropy", above_average_random),
+    "random": ScorePolicy("entropy", random),
+    "bald": ScorePolicy("mutual_information", max_score),
+    "variation_ratio": ScorePolicy("variation_ratio", max_score),
 }
 
 
-def get(name: str) -> Policy:
+def get(name: str) -> Selector:
     if name not in POLICIES:
         raise ValueError(f"acquisition policy {name!r} is unknown; choose one of {sorted(POLICIES)}.")
     return POLICIES[name]

@@ -115,15 +115,32 @@ def threshold(config: ml_collections.ConfigDict, labeled_entropy=None) -> jax.Ar
     return pseudo_label.threshold(labeled_entropy)
 
 
+def seeds_theta(config: ml_collections.ConfigDict, apply_fn, params, labeled_images, keys, seed_axis: str, mesh,
+                num_seeds: int) -> tuple[np.ndarray, list]:
+    """Eq. 8 for every seed: (the theta [R] an iteration decides with, the one its metrics lines log).
+
+    Where the run computes eq. 8 (`computes_theta`), T = config.mc_passes_labeled MC passes over each seed's ground
+    truth labeled_images [R, |X|, ...] (on the host: `pool_stats` pads its last chunk there, so a new number of
+    labels compiles nothing). Without them the lines log a fixed config.theta, or None in all data (theta = 1):
+    nothing there reads eq. 8.
+    """
+    if not computes_theta(config):
+        theta = np.full(num_seeds, threshold(config), np.float32)
+        return theta, list(theta) if config.theta >= 0 else [None] * num_seeds
+    stats = pool_stats(apply_fn, params, labeled_images, keys, config.mc_passes_labeled, config.labeled_chunk_size,
+                       False, seed_axis, mesh)
+    theta = np.stack([np.asarray(threshold(config, e), np.float32) for e in stats.entropy])
+    return theta, list(theta)
+
+
 def query_indices(stats: uncertainty.UncertaintyStats, theta: jax.Array, labeled: jax.Array, key: jax.Array,
                   count: int, policy: str, reference: str = "mean") -> jax.Array:
     """Line 8: `count` unlabeled pool indices [count] chosen by `policy`, -1-padded (pure, jit/vmap-able).
 
     labeled [N] bool; `reference` is config.above_average_reference ("theta": compare with theta, not eq. 14).
     """
-    selector = acquisition.get(policy)
     kwargs = {"reference": theta} if (policy == "above_average" and reference == "theta") else {}
-    return selector.select(getattr(stats, selector.score), ~labeled, key, count, **kwargs)
+    return acquisition.get(policy)(stats, ~labeled, key, count, **kwargs)
 
 
 def refresh_pseudo_labels(stats: uncertainty.UncertaintyStats, theta: jax.Array, labeled: jax.Array,

@@ -11,10 +11,7 @@ WORKDIR/seed_<s>/ and one checkpoint holds every seed.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import pathlib
-import time
 from typing import Callable, Optional
 
 import jax
@@ -24,59 +21,12 @@ import numpy as np
 from absl import logging
 
 from deepbass_jax import acquisition, algorithm, config as config_lib, data, metrics as metrics_lib, models, nan_guard
-from deepbass_jax import oracle as oracle_lib, progress, train, uncertainty
+from deepbass_jax import progress, seeds as seeds_lib, train, uncertainty
 from deepbass_jax.algorithm import RunState
-from deepbass_jax.oracle.ledger import Ledger
 from deepbass_jax.parallel import collective as collective_lib
 from deepbass_jax.workdir import checkpoint, guard, runfolder
-from deepbass_jax.workdir.runfolder import CHECKPOINT, METRICS, SUMMARY
-
-
-class PhaseClock:
-    """Wall seconds of the phases of one iteration (all seeds together); each lap ends once the host has the
-    phase's results, which every phase but the epoch copies to the host anyway."""
-
-    def __init__(self):
-        self.seconds = {}
-        self.started = self._last = time.perf_counter()
-
-    def lap(self, phase: str) -> None:
-        now = time.perf_counter()
-        self.seconds[phase] = now - self._last
-        self._last = now
-
-
-class RunFinished(Exception):
-    """The workdir holds a finished run; it is not run again."""
-
-
-@dataclasses.dataclass
-class Seed:
-    """One seed's run: its data, pool, labels and state (the train state lives stacked in the driver)."""
-
-    config: ml_collections.ConfigDict  # config.seed = this seed
-    key: jax.Array
-    folder: pathlib.Path
-    dataset: data.Dataset  # test set cut to config.test_size
-    val_indices: np.ndarray
-    pool_indices: np.ndarray
-    pool_ids: np.ndarray  # [N] int64: each pool sample's row in the user's file (queries, logs and exports use it)
-    pool_images: np.ndarray  # [N, ...]; with several processes only this process's shard [hi - lo, ...]
-    hidden_labels: Optional[np.ndarray]  # [N], for metrics only: the driver learns labels through the ledger
-    ledger: Ledger
-    state: RunState
-
-
-def _config_json(config: ml_collections.ConfigDict) -> dict:
-    return json.loads(config.to_json_best_effort(sort_keys=True))
-
-
-def _oracle(config, seed_config, dataset, hidden, folder, value_range) -> Optional[oracle_lib.Oracle]:
-    """Process 0's oracle of one seed: held-back labels, or a person answering files in folder/oracle."""
-    if config.oracle == "simulated":
-        return oracle_lib.SimulatedOracle(hidden)
-    return oracle_lib.FileOracle(folder / "oracle", dataset.num_classes, wait_seconds=seed_config.oracle_wait_seconds,
-                                 class_names=dataset.class_names, value_range=value_range())
+from deepbass_jax.seeds import RunFinished, Seed  # noqa: F401 (RunFinished: what the driver refuses with)
+from deepbass_jax.workdir.runfolder import CHECKPOINT, METRICS
 
 
 class Driver:
@@ -98,26 +48,9 @@ class Driver:
             raise
 
     def _set_up(self, dataset: Optional[data.Dataset]) -> None:
-        """Everything __init__ does while holding the workdir lock: stage 2 of validation, then the seeds."""
+        """Everything __init__ does while holding the workdir lock: the seeds (stage 2 of validation), the model."""
         config, collective = self.config, self.collective
-        seed_configs = config_lib.seed_configs(config)
-        folders = [runfolder.seed_folder(self.workdir, c.seed, config.num_seeds) for c in seed_configs]
-        for seed_config, folder in zip(seed_configs, folders) if self.leader else []:
-            runfolder.check_config_file(folder, _config_json(seed_config))
-        if collective.agreed(self.leader and all((folder / SUMMARY).exists() for folder in folders)):
-            raise RunFinished(f"{self.workdir} holds a finished run ({folders[0] / SUMMARY}); choose another "
-                              "--workdir to run again.")
-        loaded = {}  # data config (JSON) -> Dataset: seeds with the same data config share one load
-        for c in seed_configs if dataset is None else []:
-            if c.data.to_json(sort_keys=True) not in loaded:
-                loaded[c.data.to_json(sort_keys=True)] = data.load(c.data)
-        sources = [dataset or loaded[c.data.to_json(sort_keys=True)] for c in seed_configs]
-        splits = [algorithm.split_pool(c, source) for c, source in zip(seed_configs, sources)]
-        config_lib.validate_run(config, [(c, source, pool) for c, source, (_, _, pool) in
-                                         zip(seed_configs, sources, splits)])
-        self.num_pool = len(splits[0][2])
-        self.pool_lo, self.pool_hi = collective.shard(self.num_pool)
-        self.seeds = [self._seed(*args) for args in zip(seed_configs, folders, sources, splits)]
+        self.seeds, self.num_pool, (self.pool_lo, _) = seeds_lib.make_seeds(config, self.workdir, dataset, collective)
         first = self.seeds[0]
         self.shared_pool = all(np.array_equal(s.pool_indices, first.pool_indices) and s.dataset.train_images is
                                first.dataset.train_images for s in self.seeds)
@@ -127,33 +60,13 @@ class Driver:
         self.apply_fn = models.make_apply(models.build(config.model, first.dataset.num_classes))
         self.mesh = uncertainty.pool_mesh(config.pool_devices)
         for seed in self.seeds if self.leader else []:  # only now: a refused config must not be pinned
-            runfolder.pin_config_file(seed.folder, _config_json(seed.config))
+            runfolder.pin_config_file(seed.folder, seeds_lib.config_json(seed.config))
         logging.info("Evaluation: %s.", first.dataset.evaluation())
-        if collective.count > 1:
-            logging.info("Process %d of %d: pool samples [%d, %d) of %d.", collective.index, collective.count,
-                         self.pool_lo, self.pool_hi, self.num_pool)
+        self.nan = nan_guard.NanGuard(self.workdir / CHECKPOINT, METRICS)
         self.held_out = metrics_lib.HeldOut([s.dataset for s in self.seeds], [s.val_indices for s in self.seeds])
-        self.iteration = 0
-        self.states = None
+        self.iteration, self.states = 0, None
         self.checkpointed: Optional[int] = None  # the iteration the newest checkpoint holds (None: none yet)
         self.pool_scores: Optional[uncertainty.UncertaintyStats] = None  # the last iteration's, [R, N, ...]
-
-    def _seed(self, seed_config, folder, source, split) -> Seed:
-        """One seed's part of the run; with several processes this process keeps only its shard of the pool."""
-        dataset, val_indices, pool_indices = split
-        hidden = None if source.train_labels is None else source.train_labels[pool_indices]
-        pool_images = source.train_images[pool_indices[self.pool_lo: self.pool_hi]]  # all of it when alone
-        if self.collective.count > 1:  # the validation set is refused with several processes
-            dataset = dataclasses.replace(dataset, train_images=pool_images, train_labels=None, ids=None)
-        value_range = lambda: self.collective.value_range(pool_images)  # noqa: E731 (every process takes part)
-        oracle = (_oracle(self.config, seed_config, source, hidden, folder, value_range)
-                  if self.leader or self.config.oracle == "file" else None)
-        oracle = oracle if self.leader else None
-        ledger = Ledger(folder, oracle, source.row_ids[pool_indices], source.num_classes, source.class_names,
-                        self.collective)
-        empty = np.full(len(pool_indices), -1, np.int32)
-        return Seed(seed_config, jax.random.key(seed_config.seed), folder, dataset, val_indices, pool_indices,
-                    source.row_ids[pool_indices], pool_images, hidden, ledger, RunState(0, None, empty, empty.copy()))
 
     # ---------------------------------------------------------------------------------- one seed's view
     @property
@@ -184,7 +97,7 @@ class Driver:
         fit_keys = [algorithm.setup_keys(seed.key)[2] for seed in seeds]
         patience, fitting = [algorithm.Patience()] * len(seeds), [True] * len(seeds)
         empty = (np.zeros(0, np.int32), np.zeros(0, np.float32))  # a seed that stopped: only no-op steps
-        with progress.Progress(config.initial_epochs, "initial fit") as bar, self._stop_on_nan(0):
+        with progress.Progress(config.initial_epochs, "initial fit") as bar, self.nan.stop_on_nan(0):
             for epoch in range(config.initial_epochs):
                 plans = [train.sampling_plan(s.state.labeled, np.zeros_like(s.state.labeled),
                                              jax.random.fold_in(key, epoch), config.train.upsample) if on else empty
@@ -198,56 +111,50 @@ class Driver:
                 guard.fault_point("initial_fit_epoch")  # where tests/fault_test.py kills a run during the fit
                 if not any(fitting):
                     break
-        self._require_finite(0, "the network's parameters after the initial fit", self.states.params)
+        self.nan.require_finite(0, "the network's parameters after the initial fit", self.states.params)
         logging.info("Initial fit: %s steps.", np.asarray(self.states.step).tolist())
 
     def iterate(self) -> list[dict]:
         """One iteration of Algorithm 3.1 (lines 4-12) for every seed; returns each seed's metrics line."""
-        config, seeds, phases = self.config, self.seeds, PhaseClock()
-        iteration = self.iteration + 1
+        phases, iteration = progress.PhaseClock(), self.iteration + 1
         guard.fault_point("iteration")  # where tests kill one process of several
-        for seed in seeds:  # a person's corrections.csv, before anything uses the labels
+        for seed in self.seeds:  # a person's corrections.csv, before anything uses the labels
             seed.state.ground_truth = seed.ledger.correct(iteration, seed.state.ground_truth)
-        keys = [algorithm.iteration_keys(s.key, iteration) for s in seeds]  # pool, labeled, acquire, plan
-        pool_keys, labeled_keys, acquire_keys = (jnp.stack([k[i] for k in keys]) for i in range(3))
+        keys = [algorithm.iteration_keys(s.key, iteration) for s in self.seeds]  # pool, labeled, acquire, plan
+        pool_keys, labeled_keys, acquire_keys, plan_keys = ([k[i] for k in keys] for i in range(4))
 
         # Line 5 and eq. 8: MC-dropout inference on the pool (T') and, where theta is computed, the ground truth (T).
-        stats = self._pool_stats(pool_keys)
-        self._require_finite(iteration, "the pool's MC-dropout mean probabilities", stats.mean_probs)
+        stats = self._pool_stats(jnp.stack(pool_keys))
+        self.nan.require_finite(iteration, "the pool's MC-dropout mean probabilities", stats.mean_probs)
         phases.lap("pool_inference")
-        theta, logged_theta = self._theta(iteration, self._labeled(), labeled_keys)
+        theta, logged_theta = self._theta(iteration, jnp.stack(labeled_keys))
         phases.lap("labeled_inference")
 
         # Lines 8-11 before 6-7: both use this iteration's MC statistics, and a sample bought now must be ground
         # truth, not a pseudo-label, in the D that lines 6-7 form and line 12 trains on.
-        bought = [0] * len(seeds)
-        count = algorithm.acquisition_count(config, iteration, int(seeds[0].state.labeled.sum()))
-        if count:
-            chosen = self.collective.broadcast(np.asarray(algorithm.seeds_queries(
-                stats, theta, jnp.asarray(self._labeled()), acquire_keys, count=count, policy=config.policy,
-                reference=config.above_average_reference, seed_axis=self.seed_axis)))  # process 0's choice
-            bought = [self._buy(s, acquisition.valid_indices(c), iteration) for s, c in zip(seeds, chosen)]
+        bought = self._acquire(iteration, stats, theta, jnp.stack(acquire_keys))
 
         # Lines 6-7, eqs. 4 and 9: refresh every pseudo-label in D, then grow D (step-wise) or take all.
-        if config.semi_supervised:
-            pseudo = np.asarray(algorithm.seeds_pseudo_labels(
-                stats, theta, jnp.asarray(self._labeled()), jnp.asarray(np.stack([s.state.selected for s in seeds])),
-                mode=config.mode, seed_axis=self.seed_axis))
-            for seed, seed_pseudo in zip(seeds, pseudo):
-                seed.state.pseudo = np.array(seed_pseudo, np.int32)
+        if self.config.semi_supervised:
+            self._pseudo_label(stats, theta)
+        phases.lap("acquisition_and_pseudo_labels")
 
         # Line 12: one epoch on each seed's D = ground truth x upsample + pseudo-labeled samples.
-        plans = [train.sampling_plan(s.state.labeled, s.state.selected, k[3], config.train.upsample,
-                                     config.train.pseudo_weight) for s, k in zip(seeds, keys)]
-        phases.lap("acquisition_and_pseudo_labels")
-        with self._stop_on_nan(iteration):
-            self.states, epochs = self._train_epoch(plans)  # augments the ground-truth entries only
+        epochs = self._train(iteration, plan_keys)
         phases.lap("epoch")
-        self.pool_scores = stats  # what labels.csv reports for this iteration
-        self._require_finite(iteration, "the training loss", [epoch.loss for epoch in epochs])
-        self._require_finite(iteration, "the network's parameters after training", self.states.params)
-        self.iteration = iteration
+        self.pool_scores, self.iteration = stats, iteration  # pool_scores: what labels.csv reports
         return self._metrics_lines(iteration, stats, logged_theta, bought, epochs, phases)
+
+    def _acquire(self, iteration: int, stats, theta, keys) -> list[int]:
+        """Lines 8-11: every k-th iteration each seed buys the labels its policy chooses (process 0's choice)."""
+        config = self.config
+        count = algorithm.acquisition_count(config, iteration, int(self.seeds[0].state.labeled.sum()))
+        if not count:
+            return [0] * len(self.seeds)
+        chosen = self.collective.broadcast(np.asarray(algorithm.seeds_queries(
+            stats, theta, jnp.asarray(self._labeled()), keys, count=count, policy=config.policy,
+            reference=config.above_average_reference, seed_axis=self.seed_axis)))
+        return [self._buy(s, acquisition.valid_indices(c), iteration) for s, c in zip(self.seeds, chosen)]
 
     def _buy(self, seed: Seed, indices, iteration: int) -> int:
         """Lines 9-11 for one seed: the ledger buys (or replays) the labels; they become ground truth."""
@@ -257,33 +164,42 @@ class Driver:
         seed.state.pseudo[bought] = -1
         return len(bought)
 
-    def _theta(self, iteration: int, labeled: np.ndarray, keys) -> tuple[np.ndarray, list]:
-        """(The theta [R] the iteration decides with, the one its lines log): algorithm.threshold, from T MC passes
-        over each seed's ground truth (labeled [R, N]) where the run computes eq. 8 (algorithm.computes_theta).
-        Without them the lines log a fixed config.theta, or None in all data (theta = 1): nothing there reads eq. 8."""
-        config, seeds = self.config, self.seeds
-        if not algorithm.computes_theta(config):
-            theta = np.full(len(seeds), algorithm.threshold(config), np.float32)
-            return theta, list(theta) if config.theta >= 0 else [None] * len(seeds)
-        # On the host: pool_stats pads its last chunk there, so a new number of labels compiles nothing.
-        images = np.stack([self._images(s, np.flatnonzero(m)) for s, m in zip(seeds, labeled)])
-        stats = algorithm.pool_stats(self.apply_fn, self.states.params, images, keys, config.mc_passes_labeled,
-                                     config.labeled_chunk_size, False, self.seed_axis, self.mesh)
-        theta = np.stack([np.asarray(algorithm.threshold(config, e), np.float32) for e in stats.entropy])
-        self._require_finite(iteration, "theta (eq. 8: the ground truth's mean MC-dropout entropy)", theta)
-        return theta, list(theta)
+    def _pseudo_label(self, stats, theta) -> None:
+        """Lines 6-7 (eqs. 4 and 9) for every seed."""
+        pseudo = np.asarray(algorithm.seeds_pseudo_labels(
+            stats, theta, jnp.asarray(self._labeled()), jnp.asarray(np.stack([s.state.selected for s in self.seeds])),
+            mode=self.config.mode, seed_axis=self.seed_axis))
+        for seed, seed_pseudo in zip(self.seeds, pseudo):
+            seed.state.pseudo = np.array(seed_pseudo, np.int32)
+
+    def _train(self, iteration: int, plan_keys) -> list:
+        """Line 12 for every seed; its epoch metrics."""
+        train_config = self.config.train
+        plans = [train.sampling_plan(s.state.labeled, s.state.selected, key, train_config.upsample,
+                                     train_config.pseudo_weight) for s, key in zip(self.seeds, plan_keys)]
+        with self.nan.stop_on_nan(iteration):
+            self.states, epochs = self._train_epoch(plans)  # augments the ground-truth entries only
+        self.nan.require_finite(iteration, "the training loss", [epoch.loss for epoch in epochs])
+        self.nan.require_finite(iteration, "the network's parameters after training", self.states.params)
+        return epochs
+
+    def _theta(self, iteration: int, keys) -> tuple[np.ndarray, list]:
+        """(The theta [R] the iteration decides with, the one its lines log): `algorithm.seeds_theta` over each
+        seed's ground truth, whose images it needs only where the run computes eq. 8."""
+        images = (np.stack([self._images(s, np.flatnonzero(s.state.labeled)) for s in self.seeds])
+                  if algorithm.computes_theta(self.config) else None)
+        theta, logged = algorithm.seeds_theta(self.config, self.apply_fn, self.states.params, images, keys,
+                                              self.seed_axis, self.mesh, len(self.seeds))
+        self.nan.require_finite(iteration, "theta (eq. 8: the ground truth's mean MC-dropout entropy)", theta)
+        return theta, logged
 
     def _pool_stats(self, keys) -> uncertainty.UncertaintyStats:
-        """Line 5: MC-dropout scores of the whole pool [R, N, ...]; with several processes each scores its shard
-        (sample i keeps its masks: fold_in(key, i)) and the scores are gathered."""
+        """Line 5: MC-dropout scores of the whole pool [R, N, ...]; each process scores its shard (sample i keeps
+        its masks: fold_in(key, i))."""
         config = self.config
-        stats = algorithm.pool_stats(self.apply_fn, self.states.params, self.pool_images, keys, config.mc_passes_pool,
-                                     config.chunk_size, self.shared_pool, self.seed_axis, self.mesh,
-                                     first_id=self.pool_lo)
-        if self.collective.count == 1:
-            return stats
-        return uncertainty.UncertaintyStats(*(self.collective.gather_shards(field[0], self.num_pool)[None]
-                                              for field in stats))
+        return self.collective.gather_stats(algorithm.pool_stats(
+            self.apply_fn, self.states.params, self.pool_images, keys, config.mc_passes_pool, config.chunk_size,
+            self.shared_pool, self.seed_axis, self.mesh, first_id=self.pool_lo), self.num_pool)
 
     def _train_epoch(self, plans):
         """Line 12 for every seed (over the processes, data-parallel), the ground-truth entries augmented."""
@@ -294,11 +210,11 @@ class Driver:
     def _metrics_lines(self, iteration, stats, logged_theta, bought, epochs, phases) -> list[dict]:
         """Each seed's metrics line (process 0's to write): what the iteration did and the held-out accuracy."""
         seeds, lines = self.seeds, []
-        seconds = time.perf_counter() - phases.started
+        seconds = phases.elapsed()
         ground_truth = [np.flatnonzero(s.state.labeled) for s in seeds]
         ground_truth_images = np.stack([self._images(s, indices) for s, indices in zip(seeds, ground_truth)])
         if self.leader:
-            with self._stop_on_nan(iteration):
+            with self.nan.stop_on_nan(iteration):
                 ground_truth_accuracy = algorithm.seeds_accuracy(
                     self.apply_fn, self.states.params, ground_truth_images,
                     np.stack([s.state.ground_truth[indices] for s, indices in zip(seeds, ground_truth)]), False,
@@ -343,8 +259,8 @@ class Driver:
         self.checkpointed = self.iteration
         if self.leader:
             runfolder.save_run(self.workdir, self.iteration, self.states, [
-                {"ground_truth": s.state.ground_truth, "pseudo": s.state.pseudo,
-                 "oracle": s.ledger.oracle.state_dict()} for s in self.seeds])
+                {"ground_truth": s.state.ground_truth, "pseudo": s.state.pseudo, "oracle": s.ledger.state_dict()}
+                for s in self.seeds])
 
     def _restore(self) -> bool:
         """Continues from the newest good checkpoint (False: none, a fresh run); process 0 reads it and the
@@ -357,17 +273,9 @@ class Driver:
         self.iteration, self.states, saved = restored
         self.checkpointed = self.iteration
         for seed, seed_saved in zip(self.seeds, saved):
-            if seed.ledger.oracle is not None:
-                seed.ledger.oracle.load_state_dict(seed_saved["oracle"])
+            seed.ledger.load_state_dict(seed_saved["oracle"])
             seed.state.ground_truth, seed.state.pseudo = seed_saved["ground_truth"], seed_saved["pseudo"]
         return True
-
-    # ----------------------------------------------------------------------------------- NaN / Inf guard
-    def _stop_on_nan(self, iteration: int):
-        return nan_guard.stop_on_nan(iteration, self.workdir / CHECKPOINT, METRICS)
-
-    def _require_finite(self, iteration: int, what: str, values) -> None:
-        nan_guard.require_finite(iteration, what, values, self.workdir / CHECKPOINT, METRICS)
 
     # ------------------------------------------------------------------------------------------- run
     def run(self, should_stop: Optional[Callable[[], bool]] = None):
@@ -387,8 +295,8 @@ class Driver:
             self.initial_fit()
             held_out = self.held_out.accuracy(self.apply_fn, self.states.params, self.seed_axis) if self.leader else []
             for seed, seed_held_out in zip(self.seeds, held_out):
-                initial = {"iteration": 0, "labels": int(seed.state.labeled.sum()),
-                           "bought": int(seed.state.labeled.sum()), **seed_held_out}
+                labels = int(seed.state.labeled.sum())
+                initial = {"iteration": 0, "labels": labels, "bought": labels, **seed_held_out}
                 checkpoint.rewrite_jsonl(seed.folder / METRICS, [initial])
                 logging.info("Initial model of seed %d: %s", seed.config.seed, initial)
             self._save()

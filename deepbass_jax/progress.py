@@ -77,3 +77,20 @@ def progress(iterable: Iterable[T], description: str, total: Optional[int] = Non
         for item in iterable:
             yield item
             bar.update(1)
+
+
+class PhaseClock:
+    """Wall seconds of the phases of one iteration (all seeds together); each lap ends once the host has the
+    phase's results, which every phase but the epoch copies to the host anyway."""
+
+    def __init__(self):
+        self.seconds = {}
+        self.started = self._last = time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+    def lap(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = now - self._last
+        self._last = now

@@ -34,6 +34,17 @@ def _call(policy, scores, mask, seed, n, **kwargs):
     return policy(jnp.asarray(scores), jnp.asarray(mask), jax.random.key(seed), n, **kwargs)
 
 
+def _stats(scores):
+    """Pool statistics whose every per-sample score is `scores` [N] (two-class mean probabilities beside them)."""
+    scores = jnp.asarray(scores)
+    return uncertainty.UncertaintyStats(jnp.stack([scores, 1 - scores], axis=-1), scores, scores, scores)
+
+
+def _select(policy, scores, mask, seed, n, **kwargs):
+    """A registered selector on statistics whose scores are `scores`."""
+    return policy(_stats(scores), jnp.asarray(mask), jax.random.key(seed), n, **kwargs)
+
+
 def _top_by_score(scores, indices, k):
     """The k of `indices` with the highest score, ties to the lower index."""
     ranked = sorted(indices, key=lambda i: (-scores[i], i))
@@ -45,7 +56,7 @@ def _top_by_score(scores, indices, k):
 @given(problem=problems())
 def test_policy_returns_distinct_candidates_then_padding(name, problem):
     scores, mask, seed, n = problem
-    out = _call(acquisition.get(name), scores, mask, seed, n)
+    out = _select(acquisition.get(name), scores, mask, seed, n)
     assert out.shape == (n,) and out.dtype == jnp.int32
     out = np.asarray(out)
     valid = acquisition.valid_indices(out)
@@ -66,7 +77,7 @@ def test_valid_indices_strips_padding():
 
 def test_no_candidates_gives_only_padding():
     for policy in acquisition.POLICIES.values():
-        out = _call(policy, np.linspace(0, 1, 6, dtype=np.float32), np.zeros(6, bool), 0, 3)
+        out = _select(policy, np.linspace(0, 1, 6, dtype=np.float32), np.zeros(6, bool), 0, 3)
         np.testing.assert_array_equal(out, [-1, -1, -1])
 
 
@@ -207,7 +218,7 @@ def test_unknown_policy_raises_listing_choices():
 @pytest.mark.parametrize("name", sorted(acquisition.POLICIES))
 def test_n_larger_than_pool_raises(name):
     with pytest.raises(ValueError, match="n=6"):
-        _call(acquisition.get(name), np.zeros(5, np.float32), np.ones(5, bool), 0, 6)
+        _select(acquisition.get(name), np.zeros(5, np.float32), np.ones(5, bool), 0, 6)
 
 
 @pytest.mark.parametrize("name", sorted(acquisition.POLICIES))
@@ -215,14 +226,15 @@ def test_policy_under_jit_equals_eager(name):
     policy = acquisition.get(name)
     rng = np.random.default_rng(0)
     jitted = jax.jit(policy, static_argnums=3)
-    partials = {n: jax.jit(functools.partial(policy.select, n=n)) for n in (5, 30)}
+    partials = {n: jax.jit(functools.partial(policy, n=n)) for n in (5, 30)}
     for seed in range(3):
         scores = rng.uniform(size=40).astype(np.float32)
         mask = rng.uniform(size=40) < 0.6
         for n, partial in partials.items():  # 30 > number of candidates: padding under jit too
-            eager = _call(policy, scores, mask, seed, n)
-            np.testing.assert_array_equal(_call(jitted, scores, mask, seed, n), eager)
-            np.testing.assert_array_equal(partial(scores, mask, jax.random.key(seed)), eager)
+            eager = _select(policy, scores, mask, seed, n)
+            np.testing.assert_array_equal(_select(jitted, scores, mask, seed, n), eager)
+            np.testing.assert_array_equal(partial(_stats(scores), mask, jax.random.key(seed)), eager)
+            np.testing.assert_array_equal(_call(policy.select, scores, mask, seed, n), eager)
 
 
 def test_above_average_with_traced_reference_under_jit():

@@ -41,4 +41,25 @@ class LabelsPending(Exception):
 from deepbass_jax.oracle.files import ANSWERS, FileOracle, parse_label  # noqa: E402
 from deepbass_jax.oracle.simulated import SimulatedOracle  # noqa: E402
 
-__all__ = ["ANSWERS", "FileOracle", "LabelsPending", "Oracle", "OracleError", "SimulatedOracle", "parse_label"]
+
+
+def _simulated(config, dataset, hidden_labels, folder, value_range) -> Oracle:
+    """Reveals the labels held back from the driver (hidden_labels [N])."""
+    return SimulatedOracle(hidden_labels)
+
+
+def _file(config, dataset, hidden_labels, folder, value_range) -> Oracle:
+    """A person answers rounds written to folder/oracle; value_range: the pool's (low, high), one contrast."""
+    return FileOracle(folder / "oracle", dataset.num_classes, wait_seconds=config.oracle_wait_seconds,
+                      class_names=dataset.class_names, value_range=value_range)
+
+
+ORACLES = {"simulated": _simulated, "file": _file}  # config.oracle -> builder
+
+
+def build(config, dataset, hidden_labels, folder, value_range=None) -> Oracle:
+    """The oracle config.oracle names for one seed's pool (its hidden labels [N] or None) in its run folder."""
+    return ORACLES[config.oracle](config, dataset, hidden_labels, folder, value_range)
+
+
+__all__ = ["ORACLES", "build", "ANSWERS", "FileOracle", "LabelsPending", "Oracle", "OracleError", "SimulatedOracle", "parse_label"]

@@ -80,6 +80,14 @@ class Ledger:
         self.collective = collective
         self._warned: set = set()  # what a resumed run has warned about once already
 
+    def state_dict(self) -> dict:
+        """What a checkpoint holds of the oracle (process 0's)."""
+        return self.oracle.state_dict()
+
+    def load_state_dict(self, state: Optional[dict]) -> None:
+        if self.oracle is not None:
+            self.oracle.load_state_dict(state)
+
     def buy(self, iteration: int, indices, images_of: Callable, context_of: Callable) -> tuple[np.ndarray, np.ndarray]:
         """Lines 9-11: ground truth for pool samples `indices` -> (pool indices [k], their labels [k]), logged
         before use. `images_of(indices)` and `context_of()` give what the oracle shows a person; every process

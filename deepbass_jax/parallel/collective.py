@@ -8,11 +8,13 @@ number of processes. Process 0 (`leader`) alone owns the oracle and the run fold
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from deepbass_jax import algorithm
 from deepbass_jax.parallel import data_parallel, distributed
@@ -56,6 +58,15 @@ class Collective:
     def gather_shards(self, local: np.ndarray, num_samples: int) -> np.ndarray:
         """The whole [num_samples, ...] from each process's shard `local` [hi - lo, ...]."""
         return local
+
+    def gather_stats(self, stats, num_samples: int):
+        """The pool's MC-dropout statistics (fields [R, hi - lo, ...], each process its shard) -> [R, N, ...]."""
+        return stats
+
+    def keep_shard(self, dataset, pool_images):
+        """What this process keeps of a seed's data set: all of it alone, only its pool shard `pool_images` with
+        several processes (a validation set is refused there)."""
+        return dataset
 
     def rows(self, local: np.ndarray, num_samples: int, indices) -> np.ndarray:
         """Rows `indices` [n] (pool positions) of the pool sharded as `shard` says -> [n, ...] on every process."""
@@ -108,6 +119,13 @@ class ProcessCollective(Collective):
 
     def gather_shards(self, local: np.ndarray, num_samples: int) -> np.ndarray:
         return distributed.gather_shards(local, num_samples, self.topology)
+
+    def gather_stats(self, stats, num_samples: int):
+        return type(stats)(*(distributed.gather_shards(field[0], num_samples, self.topology)[None] for field in stats))
+
+    def keep_shard(self, dataset, pool_images):
+        logging.info("Process %d of %d: pool samples %s.", self.index, self.count, pool_images.shape[0])
+        return dataclasses.replace(dataset, train_images=pool_images, train_labels=None, ids=None)
 
     def rows(self, local: np.ndarray, num_samples: int, indices) -> np.ndarray:
         return distributed.gather_rows(np.asarray(local), num_samples, np.asarray(indices, np.int64), self.topology)
