@@ -11,11 +11,14 @@ statistics (a batch-aware one) registers a function of that shape directly.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Optional
+import importlib
+from typing import Callable, Optional, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from deepbass_jax import uncertainty
 
 SelectFn = Callable[[jax.Array, jax.Array, jax.Array, int], jax.Array]
 
@@ -63,14 +66,25 @@ def above_average_random(
 
 @dataclasses.dataclass(frozen=True)
 class ScorePolicy:
-    """A score-based selector: the uncertainty score it ranks by (a field of `uncertainty.UncertaintyStats`) and
-    the rule `select(scores [N], candidate_mask, key, n, **kwargs)` it applies to that score."""
+    """A score-based selector: the uncertainty score it ranks by (a field of `uncertainty.UncertaintyStats`, or a
+    function of them) and the rule `select(scores [N], candidate_mask, key, n, **kwargs)` it applies to it."""
 
-    score: str
+    score: Union[str, Callable[[uncertainty.UncertaintyStats], jax.Array]]
     select: SelectFn
 
+    def scores(self, stats: uncertainty.UncertaintyStats) -> jax.Array:
+        return self.score(stats) if callable(self.score) else getattr(stats, self.score)
+
     def __call__(self, stats, candidate_mask: jax.Array, key: jax.Array, n: int, **kwargs) -> jax.Array:
-        return self.select(getattr(stats, self.score), candidate_mask, key, n, **kwargs)
+        return self.select(self.scores(stats), candidate_mask, key, n, **kwargs)
+
+
+def _margin(stats: uncertainty.UncertaintyStats) -> jax.Array:
+    return uncertainty.margin(stats.mean_probs)
+
+
+def _least_confidence(stats: uncertainty.UncertaintyStats) -> jax.Array:
+    return uncertainty.least_confidence(stats.mean_probs)
 
 
 Selector = Callable[..., jax.Array]  # (stats, candidate_mask [N] bool, key, n, **kwargs) -> indices [n] int32
@@ -81,10 +95,54 @@ POLICIES: dict[str, Selector] = {
     "random": ScorePolicy("entropy", random),
     "bald": ScorePolicy("mutual_information", max_score),
     "variation_ratio": ScorePolicy("variation_ratio", max_score),
+    "margin": ScorePolicy(_margin, max_score),
+    "least_confidence": ScorePolicy(_least_confidence, max_score),
 }
+CUSTOM = ScorePolicy("custom", max_score)  # a score of the user's (`score_function`): the highest are bought
+
+
+def is_import_path(policy: str) -> bool:
+    """Whether config.policy names a score function of the user's ("package.module:function")."""
+    return ":" in policy
+
+
+def score_function(policy: str) -> Optional[Callable]:
+    """The user's `score(probs [T', B, C]) -> [B]` that config.policy names by import path (None for a registered
+    policy); ValueError in one line when it cannot be had."""
+    if not is_import_path(policy):
+        return None
+    module_name, _, name = policy.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), name)
+    except ImportError as error:
+        raise ValueError(f"policy={policy!r}: cannot import {module_name!r} ({error}); check the module path and "
+                         "that its package is importable.") from error
+    except AttributeError as error:
+        raise ValueError(f"policy={policy!r}: module {module_name!r} has no {name!r}.") from error
+    if not callable(found):
+        raise ValueError(f"policy={policy!r} is {found!r}, not a function score(probs [T, B, C]) -> [B].")
+    return found
+
+
+def check_score(policy: str, num_passes: int, num_classes: int) -> None:
+    """Refuses a score of the user's that does not map probs [T', B, C] to [B] (tried on B = 3 uniform rows)."""
+    score = score_function(policy)
+    if score is None:
+        return
+    probs = jnp.full((num_passes, 3, num_classes), 1.0 / num_classes, jnp.float32)
+    try:
+        shape = jax.eval_shape(score, probs).shape
+    except Exception as error:  # the user's code: its failure in one line
+        raise ValueError(f"policy={policy!r} fails on probs of shape {probs.shape}: {type(error).__name__}: "
+                         f"{str(error).splitlines()[0]}") from error
+    if shape != (3,):
+        raise ValueError(f"policy={policy!r} maps probs [T', B, C] = {probs.shape} to shape {shape}; it must give one "
+                         "score per sample, [B] = (3,).")
 
 
 def get(name: str) -> Selector:
+    if is_import_path(name):
+        return CUSTOM
     if name not in POLICIES:
         raise ValueError(f"acquisition policy {name!r} is unknown; choose one of {sorted(POLICIES)}.")
     return POLICIES[name]

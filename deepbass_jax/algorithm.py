@@ -191,12 +191,12 @@ def per_seed(fn, seed_axis: str, batched: Sequence[bool], *args):
     return jax.lax.map(one, tuple(sliced))
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "num_passes", "shared_images", "seed_axis"))
+@functools.partial(jax.jit, static_argnames=("apply_fn", "num_passes", "shared_images", "seed_axis", "score_fn"))
 def seeds_chunk_stats(apply_fn, params, images, sample_ids, keys, num_passes: int, shared_images: bool,
-                      seed_axis: str) -> uncertainty.UncertaintyStats:
+                      seed_axis: str, score_fn=None) -> uncertainty.UncertaintyStats:
     """Line 5 and eq. 7 for one chunk: `uncertainty.chunk_stats` per seed; params [R, ...], images [R, B, ...]
     ([B, ...] if shared), sample_ids [B], keys [R] -> UncertaintyStats with fields [R, B, ...]."""
-    one = lambda p, x, k: uncertainty.chunk_stats(apply_fn, p, x, sample_ids, k, num_passes)  # noqa: E731
+    one = lambda p, x, k: uncertainty.chunk_stats(apply_fn, p, x, sample_ids, k, num_passes, score_fn)  # noqa: E731
     return per_seed(one, seed_axis, (True, not shared_images, True), params, images, keys)
 
 
@@ -304,7 +304,7 @@ def unstack(tree, r: int):
 
 
 def pool_stats(apply_fn, params, images, keys, num_passes: int, chunk_size: int, shared: bool, seed_axis: str,
-               mesh=None, first_id: int = 0) -> uncertainty.UncertaintyStats:
+               mesh=None, first_id: int = 0, score_fn=None) -> uncertainty.UncertaintyStats:
     """MC-dropout scores of every seed's pool in fixed-size zero-padded chunks: images [N, ...] if `shared`, else
     [R, N, ...] -> numpy fields [R, N, ...].
 
@@ -313,7 +313,8 @@ def pool_stats(apply_fn, params, images, keys, num_passes: int, chunk_size: int,
     process's shard of the pool starts at its `first_id`), whatever the
     chunk. Chunk i + 1 is dispatched before chunk i's scores are copied to the host, so memory stays
     O(chunk_size * T) plus the O(R * N * C) scores. With a `mesh` (see `uncertainty.pool_mesh`) every device
-    takes `chunk_size` samples of each chunk: the scores are bitwise those of one device.
+    takes `chunk_size` samples of each chunk: the scores are bitwise those of one device. `score_fn`: a score of
+    the user's (`uncertainty.chunk_stats`).
     """
     axis = 0 if shared else 1
     num_samples = images.shape[axis]
@@ -328,10 +329,12 @@ def pool_stats(apply_fn, params, images, keys, num_passes: int, chunk_size: int,
     def collect(start, valid, scores):
         nonlocal result
         if result is None:
-            result = uncertainty.UncertaintyStats(*(np.empty((f.shape[0], num_samples, *f.shape[2:]), f.dtype)
+            result = uncertainty.UncertaintyStats(*(None if f is None else
+                                                    np.empty((f.shape[0], num_samples, *f.shape[2:]), f.dtype)
                                                     for f in scores))
         for out, field in zip(result, scores):  # sliced on the host: a device slice would compile per `valid`
-            out[:, start: start + valid] = np.asarray(field)[:, :valid]
+            if field is not None:
+                out[:, start: start + valid] = np.asarray(field)[:, :valid]
 
     for start, chunk, valid in padded_chunks(images, chunk_size, axis):
         sample_ids = np.arange(first_id + start, first_id + start + chunk_size, dtype=np.uint32)
@@ -339,7 +342,7 @@ def pool_stats(apply_fn, params, images, keys, num_passes: int, chunk_size: int,
             chunk = jax.device_put(chunk, NamedSharding(mesh, spec))
             sample_ids = jax.device_put(sample_ids, NamedSharding(mesh, PartitionSpec(uncertainty.POOL_AXIS)))
         scores = seeds_chunk_stats(apply_fn, params, chunk, sample_ids, keys, num_passes=num_passes,
-                                   shared_images=shared, seed_axis=seed_axis)
+                                   shared_images=shared, seed_axis=seed_axis, score_fn=score_fn)
         if in_flight is not None:
             collect(*in_flight)
         in_flight = (start, valid, scores)

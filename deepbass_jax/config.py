@@ -32,7 +32,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.semi_supervised = True  # pseudo-label unlabeled data (lines 4-7)
     config.mode = "all_data"  # "all_data" (theta = 1) or "step_wise" (theta of eq. 8)
     config.active = True  # ask the oracle (lines 8-11)
-    config.policy = "max_entropy"  # a name in acquisition.POLICIES
+    config.policy = "max_entropy"  # a name in acquisition.POLICIES, or "package.module:score" (probs [T', B, C] -> [B])
     config.above_average_reference = "mean"  # "mean" (eq. 14) or "theta" (the authors' code)
     config.acquire_every = 10  # k: acquire in iterations 1, 1 + k, 1 + 2k, ...
     config.acquire_count = 10  # n: labels per acquisition
@@ -104,7 +104,8 @@ def validate(config: ml_collections.ConfigDict, process_count: int = 1) -> None:
         )
     checks = [
         ("mode", config.mode in pseudo_label.MODES, f"one of {pseudo_label.MODES}"),
-        ("policy", config.policy in acquisition.POLICIES, f"one of {sorted(acquisition.POLICIES)}"),
+        ("policy", config.policy in acquisition.POLICIES or acquisition.is_import_path(config.policy),
+         f"one of {sorted(acquisition.POLICIES)} or your score as 'package.module:function'"),
         ("above_average_reference", config.above_average_reference in ("mean", "theta"), "'mean' or 'theta'"),
         ("oracle", config.oracle in ("simulated", "file"), "'simulated' or 'file'"),
         ("mc_passes_pool", config.mc_passes_pool >= 1, "at least 1"),
@@ -116,8 +117,9 @@ def validate(config: ml_collections.ConfigDict, process_count: int = 1) -> None:
         ("iterations", config.iterations >= 0, "0 or more"),
         ("initial_per_class", config.initial_per_class >= 1, "at least 1"),
         ("initial_epochs", config.initial_epochs >= 1, "at least 1"),
-        ("model.architecture", config.model.architecture in models.ARCHITECTURES,
-         f"one of {sorted(models.ARCHITECTURES)}"),
+        ("model.architecture", config.model.architecture in models.ARCHITECTURES
+         or models.is_import_path(config.model.architecture),
+         f"one of {sorted(models.ARCHITECTURES)} or your flax module as 'package.module:Class'"),
         ("model.dropout_rate", 0 < config.model.dropout_rate < 1, "strictly between 0 and 1"),
         ("model.dropout_masks", config.model.dropout_masks in models.DROPOUT_MASKS,
          f"one of {sorted(models.DROPOUT_MASKS)}"),
@@ -150,6 +152,10 @@ def validate(config: ml_collections.ConfigDict, process_count: int = 1) -> None:
                 f"config.{field}={value!r} is invalid{meaning}: it must be {expected}; set --config.{field} "
                 "to such a value."
             )
+    if models.is_import_path(config.model.architecture):
+        models.import_module_class(config.model.architecture)
+    models.module_kwargs(config.model)
+    acquisition.score_function(config.policy)
     if process_count > 1:
         _validate_processes(config, process_count)
 
@@ -171,9 +177,10 @@ def _validate_processes(config: ml_collections.ConfigDict, count: int) -> None:
             raise ConfigError(f"config.{field} must be {expected} when {count} processes run.")
 
 
-def validate_run(config: ml_collections.ConfigDict, seeds: Sequence[tuple]) -> None:
-    """Stage 2, before any work: the config with each seed's data. `seeds`: per seed (its config, its Dataset,
-    its pool indices [N] into the training set, as `algorithm.split_pool` draws them)."""
+def validate_run(config: ml_collections.ConfigDict, seeds: Sequence[tuple], process_count: int = 1) -> None:
+    """Stage 2, before any work: the config with each seed's data over `process_count` processes. `seeds`: per
+    seed (its config, its Dataset, its pool indices [N] into the training set, as `algorithm.split_pool` draws
+    them)."""
     for seed_config, dataset, _ in seeds:
         if dataset.train_labels is None and config.oracle == "simulated":
             raise ValueError(f"data {config.data.name!r} has no labels: use --config.oracle=file.")
@@ -186,6 +193,8 @@ def validate_run(config: ml_collections.ConfigDict, seeds: Sequence[tuple]) -> N
                 + (f" (and --config.val_size below {num_train})." if config.val_size else ".")
             )
     first_config, first, first_pool = seeds[0]
+    models.check_network(config.model, first.input_shape, first.num_classes, process_count)
+    acquisition.check_score(config.policy, config.mc_passes_pool, first.num_classes)
     for seed_config, dataset, pool in seeds[1:]:
         if (len(pool), dataset.input_shape, dataset.num_classes) != (len(first_pool), first.input_shape,
                                                                       first.num_classes):

@@ -195,11 +195,11 @@ class Driver:
 
     def _pool_stats(self, keys) -> uncertainty.UncertaintyStats:
         """Line 5: MC-dropout scores of the whole pool [R, N, ...]; each process scores its shard (sample i keeps
-        its masks: fold_in(key, i))."""
-        config = self.config
+        its masks: fold_in(key, i)). A score of the user's (config.policy an import path) is computed alongside."""
+        c = self.config
         return self.collective.gather_stats(algorithm.pool_stats(
-            self.apply_fn, self.states.params, self.pool_images, keys, config.mc_passes_pool, config.chunk_size,
-            self.shared_pool, self.seed_axis, self.mesh, first_id=self.pool_lo), self.num_pool)
+            self.apply_fn, self.states.params, self.pool_images, keys, c.mc_passes_pool, c.chunk_size, self.shared_pool,
+            self.seed_axis, self.mesh, self.pool_lo, acquisition.score_function(c.policy)), self.num_pool)
 
     def _train_epoch(self, plans):
         """Line 12 for every seed (over the processes, data-parallel), the ground-truth entries augmented."""

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib
+import json
 from typing import Callable, Optional, Sequence
 
 import flax.linen as nn
@@ -80,7 +82,11 @@ ARCHITECTURES = {"cnn": PaperCNN, "mlp": ToyMLP}
 
 def default_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
-    config.architecture = "cnn"  # "cnn" (paper MNIST network) or "mlp" (paper toy network)
+    # "cnn" (paper MNIST network), "mlp" (paper toy network), or your flax module as "package.module:Class"
+    # (`__call__(x, deterministic)`, dropout through layers.HashDropout or nn.Dropout; built with num_classes
+    # and model.kwargs only)
+    config.architecture = "cnn"
+    config.kwargs = "{}"  # JSON object of the module's own fields, e.g. '{"features": 32}' (any architecture)
     config.dropout_rate = 0.33  # dropout after every hidden layer; MC dropout uses the same rate
     config.negative_slope = 0.1  # LeakyReLU slope, eq. 13
     config.dropout_masks = "hash"  # "hash" (fast counter-based masks) or "threefry" (flax's nn.Dropout)
@@ -91,8 +97,45 @@ def default_config() -> ml_collections.ConfigDict:
     return config
 
 
+def is_import_path(architecture: str) -> bool:
+    """Whether model.architecture names a module of the user's ("package.module:Class") rather than a registry
+    entry."""
+    return ":" in architecture
+
+
+def import_module_class(path: str) -> type:
+    """The flax module class at "package.module:Class"; ValueError in one line when it cannot be had."""
+    module_name, _, class_name = path.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), class_name)
+    except ImportError as error:
+        raise ValueError(f"model.architecture={path!r}: cannot import {module_name!r} ({error}); check the module "
+                         "path and that its package is importable (on PYTHONPATH or installed).") from error
+    except AttributeError as error:
+        raise ValueError(f"model.architecture={path!r}: module {module_name!r} has no {class_name!r}.") from error
+    if not (isinstance(found, type) and issubclass(found, nn.Module)):
+        raise ValueError(f"model.architecture={path!r} is {found!r}, not a flax linen Module class.")
+    return found
+
+
+def module_kwargs(config: ml_collections.ConfigDict) -> dict:
+    """model.kwargs parsed: a JSON object of the module's own fields; ValueError in one line otherwise."""
+    try:
+        kwargs = json.loads(config.kwargs)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"model.kwargs={config.kwargs!r} is not JSON ({error}); give an object such as "
+                         "'{\"features\": 32}'.") from error
+    if not isinstance(kwargs, dict):
+        raise ValueError(f"model.kwargs={config.kwargs!r} must be a JSON object such as '{{\"features\": 32}}'.")
+    return kwargs
+
+
 def build(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
-    """Returns the flax module named by `config.architecture` with `num_classes` outputs."""
+    """Returns the flax module named by `config.architecture` with `num_classes` outputs: a registry entry with the
+    model config's fields, or the user's module class with num_classes and model.kwargs alone."""
+    kwargs = module_kwargs(config)
+    if is_import_path(config.architecture):
+        return import_module_class(config.architecture)(num_classes=num_classes, **kwargs)
     if config.architecture not in ARCHITECTURES:
         raise ValueError(
             f"model.architecture={config.architecture!r} is unknown; choose one of {sorted(ARCHITECTURES)}."
@@ -111,8 +154,56 @@ def build(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
         dropout_rate=config.dropout_rate,
         negative_slope=config.negative_slope,
         dropout_masks=config.dropout_masks,
-        **options,
+        **{**options, **kwargs},
     )
+
+
+def check_network(config: ml_collections.ConfigDict, input_shape: Sequence[int], num_classes: int,
+                  process_count: int = 1) -> None:
+    """Refuses, before any work, a network of the user's (model.architecture an import path) that breaks the
+    contract: logits not [N, num_classes], no dropout (its MC-dropout passes would all agree), or flax's
+    nn.Dropout over several processes (its masks do not follow a row's place in the global batch). Runs the
+    network once deterministically and twice with dropout on two samples."""
+    if not is_import_path(config.architecture):
+        return
+    try:
+        module = build(config, num_classes)
+    except TypeError as error:
+        raise ValueError(f"model.architecture={config.architecture!r} with model.kwargs={config.kwargs!r}: "
+                         f"{error}.") from error
+    x = np.random.default_rng(0).normal(size=(2, *input_shape)).astype(np.float32)
+    try:
+        params = init_params(module, jax.random.key(0), input_shape)
+        called = set()
+
+        def record(next_fun, args, kwargs, context):
+            called.add(type(context.module))
+            return next_fun(*args, **kwargs)
+
+        apply = make_apply(module)
+        with nn.intercept_methods(record):
+            passes = [np.asarray(apply(params, x, jax.random.key(k))) for k in (1, 2)]
+        logits = np.asarray(apply(params, x))
+    except Exception as error:  # the user's code: any failure is theirs to see in one line
+        raise ValueError(f"model.architecture={config.architecture!r} fails on samples of shape "
+                         f"{tuple(input_shape)}: {type(error).__name__}: {str(error).splitlines()[0]}") from error
+    name = config.architecture
+    if logits.shape != (2, num_classes):
+        raise ValueError(f"model.architecture={name!r} gives outputs of shape {logits.shape[1:]} per batch of 2, "
+                         f"but the data have {num_classes} classes: it must return logits [N, num_classes] (the "
+                         "runner passes num_classes).")
+    if np.array_equal(passes[0], passes[1]):
+        raise ValueError(f"model.architecture={name!r} has no dropout: two MC-dropout passes gave the same "
+                         "outputs; add layers.HashDropout (or nn.Dropout) layers that are on when "
+                         "deterministic=False.")
+    if process_count > 1 and any(issubclass(c, nn.Dropout) for c in called):
+        raise ValueError(f"model.architecture={name!r} uses flax's nn.Dropout, whose masks do not follow a row's "
+                         f"place in the global batch over {process_count} processes; use layers.HashDropout with "
+                         "a row_offset field, or run one process.")
+    if process_count > 1 and "row_offset" not in {f.name for f in dataclasses.fields(module)}:
+        raise ValueError(f"model.architecture={name!r} has no row_offset field for its layers.HashDropout layers, "
+                         f"which {process_count} processes set to place each slice of a batch; add "
+                         "`row_offset: int = 0` and pass it to HashDropout, or run one process.")
 
 
 CNN_MIN_SIDE = 4  # two 2x2 max-pools: a 4x4 image ends as 1x1; smaller ones end as nothing

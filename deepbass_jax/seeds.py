@@ -61,7 +61,7 @@ def make_seeds(config: ml_collections.ConfigDict, workdir: pathlib.Path, dataset
     sources = [dataset or loaded[c.data.to_json(sort_keys=True)] for c in seed_configs]
     splits = [algorithm.split_pool(c, source) for c, source in zip(seed_configs, sources)]
     config_lib.validate_run(config, [(c, source, pool) for c, source, (_, _, pool) in zip(seed_configs, sources,
-                                                                                           splits)])
+                                                                                           splits)], collective.count)
     num_pool = len(splits[0][2])
     shard = collective.shard(num_pool)
     return ([_seed(c, folder, source, split, shard, collective) for c, folder, source, split in

@@ -8,7 +8,7 @@ All scores are normalized by log(C), so each lies in [0, 1]. `chunk_stats` score
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -52,6 +52,18 @@ def variation_ratio(probs: jax.Array) -> jax.Array:
     return 1.0 - votes.max(axis=-1) / num_passes
 
 
+def margin(mean_probs: jax.Array) -> jax.Array:
+    """Margin uncertainty (Scheffer et al. 2001): 1 - (p_(1) - p_(2)), the gap between the two most probable
+    classes of the MC mean taken from 1, [..., C] -> [...], in [0, 1]: the smallest margin scores highest."""
+    top_two = jax.lax.top_k(mean_probs, 2)[0]
+    return 1.0 - (top_two[..., 0] - top_two[..., 1])
+
+
+def least_confidence(mean_probs: jax.Array) -> jax.Array:
+    """Least confidence (Lewis and Gale 1994): 1 - max_c p_c of the MC mean, [..., C] -> [...], in [0, 1 - 1/C]."""
+    return 1.0 - mean_probs.max(axis=-1)
+
+
 POOL_AXIS = "pool"  # the mesh axis pool inference is sharded along
 
 
@@ -62,6 +74,7 @@ class UncertaintyStats(NamedTuple):
     entropy: jax.Array  # [N], eq. 3 of the mean
     mutual_information: jax.Array  # [N], BALD
     variation_ratio: jax.Array  # [N]
+    custom: Optional[jax.Array] = None  # [N], the score config.policy imports, of each chunk's passes [T, B, C]
 
 
 def stats_from_probs(probs: jax.Array) -> UncertaintyStats:
@@ -75,16 +88,19 @@ def stats_from_probs(probs: jax.Array) -> UncertaintyStats:
     )
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "num_passes"))
-def chunk_stats(apply_fn: ApplyFn, params, images, sample_ids, key, num_passes: int) -> UncertaintyStats:
+@functools.partial(jax.jit, static_argnames=("apply_fn", "num_passes", "score_fn"))
+def chunk_stats(apply_fn: ApplyFn, params, images, sample_ids, key, num_passes: int,
+                score_fn: Optional[Callable] = None) -> UncertaintyStats:
     """Scores for one fixed-size chunk images [B, ...]; sample i's dropout masks come from
-    fold_in(key, sample_ids[i]) (sample_ids [B] uint32), so a sample's scores do not depend on its chunk."""
+    fold_in(key, sample_ids[i]) (sample_ids [B] uint32), so a sample's scores do not depend on its chunk.
+    `score_fn(probs [T, B, C]) -> [B]`, a score of the user's, fills the field `custom`."""
 
     def one_sample(x, sample_id):
         return mc_probs(apply_fn, params, x[None], jax.random.fold_in(key, sample_id), num_passes)[:, 0]
 
     probs = jax.vmap(one_sample, out_axes=1)(images, sample_ids)  # [T, chunk, C]
-    return stats_from_probs(probs)
+    stats = stats_from_probs(probs)
+    return stats if score_fn is None else stats._replace(custom=jnp.asarray(score_fn(probs), jnp.float32))
 
 
 def pool_mesh(num_devices: int = 0) -> Optional[Mesh]:

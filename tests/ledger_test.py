@@ -26,7 +26,8 @@ def test_bought_labels_are_logged_with_pool_index_and_id(tmp_path):
     np.testing.assert_array_equal(bought, [2, 5])
     np.testing.assert_array_equal(labels, [4, 9])
     log = checkpoint.read_jsonl(tmp_path / runfolder.ORACLE_LOG)
-    assert log == [{"iteration": 1, "index": 2, "id": 102, "label": 4}, {"iteration": 1, "index": 5, "id": 105, "label": 9}]
+    assert log == [{"iteration": 1, "index": 2, "id": 102, "label": 4},
+                   {"iteration": 1, "index": 5, "id": 105, "label": 9}]
 
 
 def test_labels_logged_before_a_kill_are_replayed_not_asked_again(tmp_path):

@@ -3,8 +3,10 @@
 Images are float32 in [0, 1] with shape [N, H, W, C] (or [N, D] for flat data); labels are int32 [N].
 `load(config)` looks data.name up in LOADERS: "npz" is a user's file (npz.py), "yinyang" the toy (toy.py), and
 "mnist" / "fashion_mnist" look data.source up in SOURCE_LOADERS: a folder of IDX files or a download into the
-user cache (idx.py), or the optional tensorflow-datasets (tfds.py). Every loader maps the `data` config (see
-`default_config`) to a `Dataset` (dataset.py), so a new data set is one module and one line in LOADERS.
+user cache (idx.py), or the optional tensorflow-datasets (tfds.py). A name LOADERS does not know goes to
+ANY_NAME_SOURCES[data.source]: data.source="tfds" reads any tensorflow-datasets image-classification data set
+(cifar10, svhn_cropped, ...). Every loader maps the `data` config (see `default_config`) to a `Dataset`
+(dataset.py), so a new data set is one module and one line in LOADERS.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Callable, Optional
 import ml_collections
 import numpy as np
 
-from deepbass_jax.data import idx, npz, tfds, toy
+from deepbass_jax.data import folder, idx, npz, tfds, toy
 from deepbass_jax.data.dataset import PIXEL_DIVISOR, DataError, Dataset
 from deepbass_jax.data.idx import (CLASS_NAMES, IDX_FILES, KNOWN_SHA256, MIRRORS, default_cache_dir, download,
                                    load_idx_dir, read_idx)
@@ -24,10 +26,10 @@ from deepbass_jax.data.tfds import load_tfds
 from deepbass_jax.data.toy import YINYANG_ANGLES, YINYANG_CONSTANTS, yinyang
 from deepbass_jax.data.toy import _yinyang_sample  # noqa: F401  (data._yinyang_sample: tests/toy_ablation_test.py)
 
-__all__ = ["CLASS_NAMES", "DataError", "Dataset", "IDX_FILES", "KNOWN_SHA256", "LOADERS", "MIRRORS", "NAMES",
-           "PIXEL_DIVISOR", "SOURCES", "SOURCE_LOADERS", "YINYANG_ANGLES", "YINYANG_CONSTANTS",
-           "balanced_initial_labels", "check_per_class", "default_cache_dir", "default_config", "download", "load", "load_idx_dir",
-           "load_npz", "load_tfds", "read_idx", "yinyang"]
+__all__ = ["ANY_NAME_SOURCES", "CLASS_NAMES", "DataError", "Dataset", "IDX_FILES", "KNOWN_SHA256", "LOADERS",
+           "MIRRORS", "NAMES", "PIXEL_DIVISOR", "SOURCES", "SOURCE_LOADERS", "YINYANG_ANGLES", "YINYANG_CONSTANTS",
+           "balanced_initial_labels", "check_per_class", "default_cache_dir", "default_config", "download", "load",
+           "load_idx_dir", "load_npz", "load_tfds", "read_idx", "yinyang"]
 
 Loader = Callable[[ml_collections.ConfigDict], Dataset]  # the `data` config -> the data set it describes
 
@@ -80,6 +82,10 @@ LOADERS: dict[str, Loader] = {  # data.name -> its loader
     "fashion_mnist": _from_source,
     "yinyang": toy.from_config,
     "npz": npz.from_config,
+    "folder": folder.from_config,  # a folder of PNG / JPEG images (folder.py; Pillow, an optional extra)
+}
+ANY_NAME_SOURCES: dict[str, Loader] = {  # data.source -> the loader of every data.name LOADERS does not know
+    "tfds": tfds.from_config,  # the tensorflow-datasets builder data.name (cifar10, svhn_cropped, emnist, ...)
 }
 NAMES = tuple(LOADERS)
 SOURCES = tuple(SOURCE_LOADERS)
@@ -88,15 +94,28 @@ SOURCES = tuple(SOURCE_LOADERS)
 def default_config() -> ml_collections.ConfigDict:
     """The `data` part of a run's config: which data set, and where it comes from."""
     config = ml_collections.ConfigDict()
-    config.name = "mnist"  # "mnist", "fashion_mnist", "yinyang" or "npz"
-    config.source = "download"  # mnist / fashion_mnist: "dir" (data_dir), "download" (into cache_dir) or "tfds"
-    config.data_dir = ml_collections.config_dict.placeholder(str)  # IDX folder (overrides "download"); tfds data_dir
-    config.cache_dir = ml_collections.config_dict.placeholder(str)  # download cache (default ~/.cache/deepbass_jax)
-    config.path = ml_collections.config_dict.placeholder(str)  # name="npz": the .npz file
-    config.test_fraction = 0.0  # name="npz" without x_test: fraction of the labeled x held out as test set
+    config.name = "mnist"  # "mnist", "fashion_mnist", "yinyang", "npz" or "folder"
+    # mnist / fashion_mnist: "dir" (data_dir), "download" (into cache_dir) or "tfds"; "tfds" also reads any other
+    # data.name from tensorflow-datasets (cifar10, svhn_cropped, kmnist, emnist, ...: an optional extra)
+    config.source = "download"
+    config.data_dir = ml_collections.config_dict.placeholder(str)  # IDX folder (overrides "download")
+    # source="tfds": the tfds data_dir holding the prepared data set, where a missing one is downloaded to
+    # (default: data_dir if set, else tfds' own, ~/tensorflow_datasets or $TFDS_DATA_DIR)
+    config.tfds_data_dir = ml_collections.config_dict.placeholder(str)
+    # download cache; name="folder": the decoded-image cache (default ~/.cache/deepbass_jax/<name or "folder">)
+    config.cache_dir = ml_collections.config_dict.placeholder(str)
+    config.path = ml_collections.config_dict.placeholder(str)  # name="npz": the .npz file; name="folder": the folder
+    config.unlabeled_dir = ""  # name="folder": subfolder of path holding the unlabeled pool ("": path's top level)
+    config.image_size = ""  # name="folder": "HxW" resizes every image (bilinear); "": all must share one size
+    config.color = "auto"  # name="folder": "auto" (C=1 if every file is grayscale, else RGB), "gray" or "rgb"
+    # name="npz" without x_test, or source="tfds" without a 'test' or 'validation' split: the fraction of the
+    # labeled samples held out as test set
+    config.test_fraction = 0.0
     config.num_per_class = 500  # name="yinyang": points per class, in the pool and in the test sample
-    config.seed = 0  # yinyang: the sample; npz: the test split
-    config.class_names = ""  # "cat,dog,...": names of classes 0..C-1 for queries, pages and exports ("": the file's)
+    config.seed = 0  # yinyang: the sample; npz, tfds: the test split held out by test_fraction
+    # "cat,dog,...": names of classes 0..C-1 for queries, pages and exports ("": the file's, or the folder's class
+    # folders; name="folder" without class folders needs them, and with them they fix the order and add classes)
+    config.class_names = ""
     # uint8 pixels are divided by this: 255 maps them onto [0, 1] (every recorded result); the authors' code
     # divided by 256, a 0.4 % smaller input scale (--config.data.pixel_divisor=256)
     config.pixel_divisor = PIXEL_DIVISOR
@@ -118,6 +137,8 @@ def load(config: ml_collections.ConfigDict) -> Dataset:
 
 
 def _load(config: ml_collections.ConfigDict) -> Dataset:
-    if config.name not in LOADERS:
-        raise DataError(f"data.name={config.name!r} is unknown; choose one of {NAMES}.")
-    return LOADERS[config.name](config)
+    loader = LOADERS.get(config.name) or ANY_NAME_SOURCES.get(config.get("source"))
+    if loader is None:
+        raise DataError(f"data.name={config.name!r} is unknown; choose one of {NAMES}, or set "
+                        "--config.data.source=tfds to read it from tensorflow-datasets.")
+    return loader(config)

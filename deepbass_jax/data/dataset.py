@@ -28,11 +28,24 @@ class Dataset:
     ids: Optional[np.ndarray] = None  # [N] int64: each pool sample's row in the user's file (None: its position)
     class_names: Optional[tuple[str, ...]] = None  # [num_classes] names shown to a person (None: the numbers)
     test_source: str = "the test split"  # where the test set comes from, in words
+    # [N] each pool sample's file, a POSIX path relative to the user's folder (None: no files, e.g. an .npz)
+    files: Optional[tuple[str, ...]] = None
+    # [N] int32 labels the user gave with the data (a folder's class folders), -1 where unknown (None: none given);
+    # unlike train_labels, these are no secret of a simulated oracle
+    given_labels: Optional[np.ndarray] = None
 
     def __post_init__(self):
         if self.ids is not None and np.shape(self.ids) != (len(self.train_images),):
             raise DataError(
                 f"{self.name}: {len(self.train_images)} pool samples but ids of shape {np.shape(self.ids)}.")
+        for field in ("files", "given_labels"):
+            if getattr(self, field) is not None and len(getattr(self, field)) != len(self.train_images):
+                raise DataError(f"{self.name}: {len(self.train_images)} pool samples but {field} of length "
+                                f"{len(getattr(self, field))}; give one per pool sample (or None).")
+        given = self.given_labels
+        if given is not None and len(given) and (given.min() < -1 or given.max() >= self.num_classes):
+            raise DataError(f"{self.name}: given labels must lie in [0, {self.num_classes}) or be -1 (unknown), found "
+                            f"{given.min()}..{given.max()}.")
         if self.class_names is not None and len(self.class_names) != self.num_classes:
             raise DataError(
                 f"{self.name}: {len(self.class_names)} class names {list(self.class_names)} for {self.num_classes} "

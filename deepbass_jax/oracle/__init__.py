@@ -62,4 +62,5 @@ def build(config, dataset, hidden_labels, folder, value_range=None) -> Oracle:
     return ORACLES[config.oracle](config, dataset, hidden_labels, folder, value_range)
 
 
-__all__ = ["ORACLES", "build", "ANSWERS", "FileOracle", "LabelsPending", "Oracle", "OracleError", "SimulatedOracle", "parse_label"]
+__all__ = ["ANSWERS", "ORACLES", "FileOracle", "LabelsPending", "Oracle", "OracleError", "SimulatedOracle", "build",
+           "parse_label"]

@@ -121,7 +121,9 @@ class ProcessCollective(Collective):
         return distributed.gather_shards(local, num_samples, self.topology)
 
     def gather_stats(self, stats, num_samples: int):
-        return type(stats)(*(distributed.gather_shards(field[0], num_samples, self.topology)[None] for field in stats))
+        return type(stats)(*(None if field is None else distributed.gather_shards(field[0], num_samples,
+                                                                                   self.topology)[None]
+                             for field in stats))
 
     def keep_shard(self, dataset, pool_images):
         logging.info("Process %d of %d: pool samples %s.", self.index, self.count, pool_images.shape[0])

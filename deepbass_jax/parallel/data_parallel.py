@@ -46,8 +46,8 @@ def train_epoch(state: train.TrainState, local_images, num_pool: int, targets: n
         mine = slice(first, first + rows)
         batch_weights = weights[batch]
         num_valid = np.float32(max(int(np.sum(batch_weights > 0)), 1))
-        part = _slice_gradients(state.replace(apply_fn=sliced_apply), x[mine], targets[indices[batch]][mine], batch_weights[mine], num_valid,
-                                l2_weight=l2_weight)
+        part = _slice_gradients(state.replace(apply_fn=sliced_apply), x[mine], targets[indices[batch]][mine],
+                                batch_weights[mine], num_valid, l2_weight=l2_weight)
         grads, metrics = jax.tree_util.tree_map(lambda a: a.sum(axis=0), distributed.allgather(part))
         state = _apply_gradients(state, grads)
         total_loss += float(metrics.loss)

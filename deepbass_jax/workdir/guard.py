@@ -10,7 +10,8 @@ write, fsync, remove a probe) and has room for the run's files.
 `fault_point(name)` is where the kill tests (tests/fault_test.py) stop a real run: with the environment variable
 `DEEPBASS_FAULT_AT=NAME:N` the process SIGKILLs itself the N-th time it reaches point NAME. Unset (always, outside
 tests) it costs one dictionary lookup. The points: `initial_fit_epoch` (after each epoch of the initial fit),
-`iteration` (the start of each iteration, on every process), `after_oracle` (an answer arrived, not yet logged), `after_oracle_log` (answers logged, not yet checkpointed),
+`iteration` (the start of each iteration, on every process), `after_oracle` (an answer arrived, not yet logged),
+`after_oracle_log` (answers logged, not yet checkpointed),
 `mid_append` (inside an append to a JSON-lines file: tears its last line), `checkpoint_written` (the new
 checkpoint is complete under a temp name) and `checkpoint_rotated` (the old one renamed to previous, the new one
 not yet renamed into place).
