@@ -11,6 +11,7 @@ from typing import Sequence
 
 import jax
 import ml_collections
+import numpy as np
 
 from deepbass_jax import acquisition, augment, data, layers, models, pseudo_label, train
 
@@ -50,6 +51,7 @@ def default_config() -> ml_collections.ConfigDict:
     config.val_size = 0  # samples held out of the pool for validation (0 = the paper's setting)
     config.oracle = "simulated"  # "simulated" (reveals held-back labels) or "file" (a person answers a CSV)
     config.oracle_wait_seconds = 0.0  # FileOracle: how long to wait for answers before stopping (may change on resume)
+    config.tensorboard = False  # also write each metrics line as TensorBoard scalars in <run>/tensorboard
     config.figures = True  # when a run finishes: curves.png, and decision_boundary.png for 2-D data (matplotlib)
     config.labels_export_every = 1  # write labels.csv every this many iterations and at the end (0: only at the
     # end, -1: never, e.g. for results tables, where the end's extra pass over the pool is time for nothing)
@@ -217,8 +219,9 @@ def validate_run(config: ml_collections.ConfigDict, seeds: Sequence[tuple], proc
 
 def _check_initial_labels(config: ml_collections.ConfigDict, dataset, pool) -> None:
     """Line 1 can draw its initial labels from the pool: enough samples, and of each class for a balanced draw."""
-    if config.initial_all:
-        return
+    given = getattr(dataset, "given_labels", None)
+    if config.initial_all or (given is not None and (np.asarray(given)[pool] >= 0).any()):
+        return  # known labels replace the initial draw
     count = config.initial_per_class * dataset.num_classes
     if count > len(pool):
         raise ConfigError(

@@ -61,7 +61,8 @@ class Driver:
         self.mesh = uncertainty.pool_mesh(config.pool_devices)
         for seed in self.seeds if self.leader else []:  # only now: a refused config must not be pinned
             runfolder.pin_config_file(seed.folder, seeds_lib.config_json(seed.config))
-        logging.info("Evaluation: %s.", first.dataset.evaluation())
+        logging.info("Evaluation: %s. %s", first.dataset.evaluation(),
+                     seeds_lib.label_plan(config, first, first.dataset.num_classes))
         self.nan = nan_guard.NanGuard(self.workdir / CHECKPOINT, METRICS)
         self.held_out = metrics_lib.HeldOut([s.dataset for s in self.seeds], [s.val_indices for s in self.seeds])
         self.iteration, self.states = 0, None
@@ -92,8 +93,7 @@ class Driver:
         config, seeds = self.config, self.seeds
         self.states = self._fresh_states()
         for seed in seeds:
-            self._buy(seed, algorithm.initial_indices(seed.config, seed.hidden_labels, self.num_pool,
-                                                      seed.dataset.num_classes), iteration=0)
+            self._buy(seed, seed.initial_query(seed.dataset.num_classes), iteration=0)
         fit_keys = [algorithm.setup_keys(seed.key)[2] for seed in seeds]
         patience, fitting = [algorithm.Patience()] * len(seeds), [True] * len(seeds)
         empty = (np.zeros(0, np.int32), np.zeros(0, np.float32))  # a seed that stopped: only no-op steps
@@ -306,7 +306,7 @@ class Driver:
                     return None
                 lines = self.iterate()
                 for seed, line in zip(self.seeds, lines):
-                    checkpoint.append_jsonl(seed.folder / METRICS, [line])
+                    runfolder.append_metrics(seed.folder, line, self.config.tensorboard)
                 every = self.config.labels_export_every
                 if every > 0 and self.iteration % every == 0:
                     self._export_labels(self.pool_scores)
@@ -324,8 +324,7 @@ class Driver:
     def _export_labels(self, scores: uncertainty.UncertaintyStats) -> None:
         """labels.csv of every seed: what the labeling budget bought for each pool sample."""
         for r, seed in enumerate(self.seeds if self.leader else []):
-            runfolder.write_labels(seed.folder, seed.pool_ids, seed.state.ground_truth, seed.state.pseudo,
-                                   scores.mean_probs[r], scores.entropy[r], seed.dataset.class_names)
+            seed.write_labels(scores.mean_probs[r], scores.entropy[r])
 
     def _finish(self, r: int) -> Optional[dict]:
         seed = self.seeds[r]
@@ -338,7 +337,7 @@ class Driver:
                                         seed.state.labeled, seed.hidden_labels, seed.folder / "decision_boundary.png")
         if not self.leader:
             return None
-        title = f"{seed.config.get('preset') or seed.config.data.name}, seed {seed.config.seed} ({seed.folder})"
+        title = f"{seed.dataset.name}, seed {seed.config.seed}, preset {seed.config.get('preset') or 'none'}"
         summary = runfolder.write_summary(seed.folder, self.iteration, int(seed.state.labeled.sum()), title,
                                           seed.config.figures)  # marks done
         logging.info("Finished %s: %s", seed.folder, summary)

@@ -38,6 +38,22 @@ class Seed:
     hidden_labels: Optional[np.ndarray]  # [N], for metrics only: the driver learns labels through the ledger
     ledger: Ledger
     state: RunState
+    given: Optional[np.ndarray] = None  # [N] int32 labels that came with the data (-1: unknown), or None
+    pool_files: Optional[tuple] = None  # [N] each pool sample's file in the user's folder, or None
+
+    def initial_query(self, num_classes: int) -> np.ndarray:
+        """Line 1: the pool indices to buy first. Labels that came with the data are ground truth from the start
+        and replace the initial draw (nothing is bought then)."""
+        if self.given is not None and (self.given >= 0).any():
+            self.state.ground_truth = np.where(self.given >= 0, self.given, -1).astype(np.int32)
+            return np.zeros(0, np.int64)
+        return algorithm.initial_indices(self.config, self.hidden_labels, len(self.pool_indices), num_classes)
+
+    def write_labels(self, mean_probs, entropy) -> None:
+        """labels.csv: every pool sample's label and where it came from (mean_probs [N, C], entropy [N])."""
+        runfolder.write_labels(self.folder, self.pool_ids, self.state.ground_truth, self.state.pseudo, mean_probs,
+                               entropy, self.dataset.class_names, None if self.given is None else self.given >= 0,
+                               self.pool_files)
 
 
 
@@ -78,8 +94,34 @@ def _seed(seed_config, folder, source: data.Dataset, split, shard, collective) -
     pool_ids = source.row_ids[pool_indices]
     ledger = Ledger(folder, oracle, pool_ids, source.num_classes, source.class_names, collective)
     empty = np.full(len(pool_indices), -1, np.int32)
+    given = None if source.given_labels is None else np.asarray(source.given_labels, np.int32)[pool_indices]
+    files = None if source.files is None else tuple(np.asarray(source.files, object)[pool_indices].tolist())
     return Seed(seed_config, jax.random.key(seed_config.seed), folder, dataset, val_indices, pool_indices, pool_ids,
-                pool_images, hidden, ledger, RunState(0, None, empty, empty.copy()))
+                pool_images, hidden, ledger, RunState(0, None, empty, empty.copy()), given, files)
+
+
+def label_plan(config: ml_collections.ConfigDict, seed: Seed, num_classes: int) -> str:
+    """What the run's first lines say of the labels: how many are known, how many the schedule buys, and whether
+    it reaches the budget."""
+    known = 0 if seed.given is None else int((seed.given >= 0).sum())
+    if config.initial_all:
+        return f"Labels: all {len(seed.pool_indices)} pool samples are labeled at the start (config.initial_all)."
+    if known:
+        start = (f"{known} labels came with the data (they replace the initial draw: config.initial_per_class="
+                 f"{config.initial_per_class} is ignored)")
+    else:
+        start = (f"{config.initial_per_class * num_classes} initial labels ({config.initial_per_class} per class, "
+                 + ("balanced from the hidden labels)" if config.oracle == "simulated" and seed.hidden_labels
+                    is not None else "drawn at random: nobody knows the classes yet, so the first round asks a "
+                                     "random sample)"))
+        known = config.initial_per_class * num_classes
+    rounds = -(-config.iterations // config.acquire_every) if config.active else 0
+    buys = max(min(config.budget - known, rounds * config.acquire_count), 0)
+    reach = ("reaching the budget" if known + buys >= config.budget else
+             f"short of the budget {config.budget} by {config.budget - known - buys}: raise config.iterations or "
+             "config.acquire_count to spend it")
+    return (f"Labels: {start}; the schedule buys {config.acquire_count} every {config.acquire_every} iteration(s) for "
+            f"{config.iterations} iterations: {buys} more, {known + buys} in all, {reach} ({config.budget}).")
 
 
 def config_json(config: ml_collections.ConfigDict) -> dict:

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
-from deepbass_jax import active, algorithm, config as config_lib, models, train
+from deepbass_jax import algorithm, config as config_lib, driver as driver_lib, models, train
 from experiments import provenance
 
 _QUICK = flags.DEFINE_bool("quick", False, "Small sizes and one repetition: finishes in under a minute.")
@@ -187,7 +187,7 @@ def _iteration_seconds() -> float:
     config = config_lib.default_config()
     config.initial_epochs = 1
     with tempfile.TemporaryDirectory() as workdir:
-        driver = active.Driver(config, workdir, dataset=dataset)
+        driver = driver_lib.Driver(config, workdir, dataset=dataset)
         driver.initial_fit()
         driver.iterate()  # compiles
         started = time.perf_counter()

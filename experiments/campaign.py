@@ -51,8 +51,9 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from deepbass_jax import active, algorithm, checkpoint, data, layers, runfolder
-from experiments import flagdefs, provenance
+from deepbass_jax import algorithm, data, driver as driver_lib, layers
+from deepbass_jax.workdir import checkpoint, runfolder
+from experiments import provenance, reporting
 from experiments.campaign_results import (PENDING, PENDING_ROW, add_block, latest_accelerator_timings,
                                           latest_kernel_choice, merge, parse_row, pending_path, pending_progress,
                                           seed_records, seeds_done, tar_folders)
@@ -75,42 +76,42 @@ ROW_ORDER = (
 START_MARGIN_S = 20.0  # compilation and set-up of a new row, beyond its projected initial fit
 SAVE_MARGIN_S = 10.0  # writing the snapshot, rows.json and runs.tar.gz at the end of a job
 
-_SMOKE = flagdefs.define(flags.DEFINE_bool, "smoke", False, "Run the smoke check alone.")
-_BUDGET_S = flagdefs.define(flags.DEFINE_float, "budget_s", 0.0, "Wall seconds for everything: smoke check, then the row.")
-_OUTDIR = flagdefs.define(flags.DEFINE_string, "outdir", None, "Where campaign.json, progress.jsonl, row.json, runs.tar.gz go.")
-_DATA_DIR = flagdefs.define(flags.DEFINE_string, "data_dir", None, "Folder with MNIST's four IDX files (unset: DATA_ROOT/mnist, "
-                               "else the download cache).")
-_DATA_ROOT = flagdefs.define(flags.DEFINE_string, "data_root", None, "Folder with a folder of IDX files per data set: "
-                               "mnist/, fashion_mnist/ (unset: the download cache).")
-_ROWS = flagdefs.define(flags.DEFINE_list, "rows", list(ROW_ORDER), "Presets of experiments/configs/mnist.py, in campaign "
-                         "order; DATASET:PRESET runs one on another data set (e.g. fashion_mnist:supervised_300).")
-_SEEDS_PER_ROW = flagdefs.define(flags.DEFINE_integer, "seeds_per_row", 10, "Seeds 0 ... S-1 of every row (the paper: 10 runs).")
-_MAX_SEEDS = flagdefs.define(flags.DEFINE_integer, "max_seeds", 10, "At most this many seeds run at once.")
-_MAX_ITERATIONS = flagdefs.define(flags.DEFINE_integer, "max_iterations", 0, "Stop after this many iterations (initial fits aside) "
+_SMOKE = flags.DEFINE_bool("smoke", False, "Run the smoke check alone.")
+_BUDGET_S = flags.DEFINE_float("budget_s", 0.0, "Wall seconds for everything: smoke check, then the row.")
+_OUTDIR = flags.DEFINE_string("outdir", None, "Where campaign.json, progress.jsonl, row.json, runs.tar.gz go.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with MNIST's four IDX files (unset: DATA_ROOT/mnist, "
+                                "else the download cache).")
+_DATA_ROOT = flags.DEFINE_string("data_root", None, "Folder with a folder of IDX files per data set: "
+                                 "mnist/, fashion_mnist/ (unset: the download cache).")
+_ROWS = flags.DEFINE_list("rows", list(ROW_ORDER), "Presets of experiments/configs/mnist.py, in campaign "
+                          "order; DATASET:PRESET runs one on another data set (e.g. fashion_mnist:supervised_300).")
+_SEEDS_PER_ROW = flags.DEFINE_integer("seeds_per_row", 10, "Seeds 0 ... S-1 of every row (the paper: 10 runs).")
+_MAX_SEEDS = flags.DEFINE_integer("max_seeds", 10, "At most this many seeds run at once.")
+_MAX_ITERATIONS = flags.DEFINE_integer("max_iterations", 0, "Stop after this many iterations (initial fits aside) "
                                        "in this job, e.g. for fixed-length job slots (0: no limit).")
-_SEED_AXIS = flagdefs.define(flags.DEFINE_enum, "seed_axis", "auto", ("auto",) + algorithm.SEED_AXES,
+_SEED_AXIS = flags.DEFINE_enum("seed_axis", "auto", ("auto",) + algorithm.SEED_AXES,
                                "How seeds share the program; auto: the faster of vmap and map, measured.")
-_KERNELS = flagdefs.define(flags.DEFINE_enum, "kernels", "fastest", ("fastest", "measure") + layers.KERNELS,
-                            "model.kernels of every row; fastest: under the vmap seed axis, whichever of "
-                            "auto and the block_diagonal choices trains --max_seeds seeds fastest, as a job "
-                            "on this device kind and jax version recorded in --results/bench found (only it "
-                            "is checked and timed beside auto), else measured now (else auto); measure: "
-                            "measured now in any case.")
-_SMOKE_ITERATIONS = flagdefs.define(flags.DEFINE_integer, "smoke_iterations", 3, "Iterations of the row the smoke check runs.")
-_CHUNK_SIZE = flagdefs.define(flags.DEFINE_integer, "chunk_size", 0, "Pool inference chunk per seed (0: by backend).")
+_KERNELS = flags.DEFINE_enum("kernels", "fastest", ("fastest", "measure") + layers.KERNELS,
+                             "model.kernels of every row; fastest: under the vmap seed axis, whichever of "
+                             "auto and the block_diagonal choices trains --max_seeds seeds fastest, as a job "
+                             "on this device kind and jax version recorded in --results/bench found (only it "
+                             "is checked and timed beside auto), else measured now (else auto); measure: "
+                             "measured now in any case.")
+_SMOKE_ITERATIONS = flags.DEFINE_integer("smoke_iterations", 3, "Iterations of the row the smoke check runs.")
+_CHUNK_SIZE = flags.DEFINE_integer("chunk_size", 0, "Pool inference chunk per seed (0: by backend).")
 # Smaller settings for tests on the CPU; 0 keeps the preset's value.
-_POOL_SIZE = flagdefs.define(flags.DEFINE_integer, "pool_size", 0, "Override config.pool_size (0: the preset's, all 60,000).")
-_ITERATIONS = flagdefs.define(flags.DEFINE_integer, "iterations", 0, "Override config.iterations (0: the preset's).")
-_INITIAL_EPOCHS = flagdefs.define(flags.DEFINE_integer, "initial_epochs", 0, "Override config.initial_epochs (0: the preset's).")
-_TEST_SIZE = flagdefs.define(flags.DEFINE_integer, "test_size", 0, "Override config.test_size (0: the preset's, all 10,000).")
-_MERGE = flagdefs.define(flags.DEFINE_string, "merge", None, "Fold a job's OUTDIR into --results (then do nothing else).")
-_RESULTS = flagdefs.define(flags.DEFINE_string, "results", "results", "The results folder: done seeds and the pending row are read "
+_POOL_SIZE = flags.DEFINE_integer("pool_size", 0, "Override config.pool_size (0: the preset's, all 60,000).")
+_ITERATIONS = flags.DEFINE_integer("iterations", 0, "Override config.iterations (0: the preset's).")
+_INITIAL_EPOCHS = flags.DEFINE_integer("initial_epochs", 0, "Override config.initial_epochs (0: the preset's).")
+_TEST_SIZE = flags.DEFINE_integer("test_size", 0, "Override config.test_size (0: the preset's, all 10,000).")
+_MERGE = flags.DEFINE_string("merge", None, "Fold a job's OUTDIR into --results (then do nothing else).")
+_RESULTS = flags.DEFINE_string("results", "results", "The results folder: done seeds and the pending row are read "
                                "from it; --merge writes into it.")
-_ALLOW_REDUCED = flagdefs.define(flags.DEFINE_bool, "allow_reduced", False, "--merge a job run with smaller settings (scale 'reduced').")
-_WORKROOT = flagdefs.define(flags.DEFINE_string, "workroot", "/tmp/deepbass_campaign", "Run folders of this job (checkpoints).")
-_STATUS = flagdefs.define(flags.DEFINE_bool, "status", False, "Print which rows --results holds and which remain, with their "
-                           "projected device time (then do nothing else).")
-_WRITE_REFERENCE = flagdefs.define(flags.DEFINE_bool, "write_reference", False, "Write experiments/reference_cnn.json (CPU only).")
+_ALLOW_REDUCED = flags.DEFINE_bool("allow_reduced", False, "--merge a job run with smaller settings (scale 'reduced').")
+_WORKROOT = flags.DEFINE_string("workroot", "/tmp/deepbass_campaign", "Run folders of this job (checkpoints).")
+_STATUS = flags.DEFINE_bool("status", False, "Print which rows --results holds and which remain, with their "
+                            "projected device time (then do nothing else).")
+_WRITE_REFERENCE = flags.DEFINE_bool("write_reference", False, "Write experiments/reference_cnn.json (CPU only).")
 
 POOL_CHUNK = {"cpu": 256}  # per seed; other backends: DEVICE_POOL_CHUNK
 DEVICE_POOL_CHUNK = 1024
@@ -346,7 +347,7 @@ def _smoke(job: _Job, config, seed_axis: str, kernels: str, projection, max_seed
     smoke_dir = pathlib.Path(_WORKROOT.value) / "smoke"
     shutil.rmtree(smoke_dir, ignore_errors=True)
     started = time.time()
-    active.Driver(smoke_config, smoke_dir, dataset=job.dataset(config)).run()
+    driver_lib.Driver(smoke_config, smoke_dir, dataset=job.dataset(config)).run()
     records = seed_records(smoke_dir, smoke_config)
     phases = phase_summary(records[0]["metrics"])
     num_pool = job.pool_size(config)
@@ -417,7 +418,7 @@ def _run_rows(job: _Job, pending, seed_axis: str, kernels: str, projection, max_
             out_of_time = deadline is not None and now + 1.5 * typical + SAVE_MARGIN_S > deadline
             return out_of_time or (bool(_MAX_ITERATIONS.value) and iterations_run >= _MAX_ITERATIONS.value)
 
-        summary = active.Driver(config, workdir, dataset=job.dataset(config)).run(should_stop=should_stop)
+        summary = driver_lib.Driver(config, workdir, dataset=job.dataset(config)).run(should_stop=should_stop)
         entry["wall_seconds"] = time.time() - row_started
         if summary is None:
             _stash_pending(workdir, config, outdir)
@@ -429,8 +430,8 @@ def _run_rows(job: _Job, pending, seed_axis: str, kernels: str, projection, max_
         entry["iteration"] = records[0]["metrics"][-1]["iteration"]
         entry["phase_seconds"] = phase_summary(records[0]["metrics"])
         accuracies = [r["test_accuracy"] for r in records]
-        entry.update(test_accuracy=accuracies, mean=float(np.mean(accuracies)),
-                     std=float(np.std(accuracies, ddof=1)) if len(accuracies) > 1 else None)
+        mean, std = reporting.mean_std(accuracies)
+        entry.update(test_accuracy=accuracies, mean=mean, std=std)
         print(f"{row} done: mean {entry['mean']:.4f} over seeds {seeds}: {accuracies}", flush=True)
         add_block(finished, report, row, json.loads(config.to_json_best_effort(sort_keys=True)),
                   config.seed_axis, entry["wall_seconds"], records)

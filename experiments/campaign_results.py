@@ -13,7 +13,7 @@ import pathlib
 import tarfile
 import tempfile
 
-from deepbass_jax import checkpoint, runfolder
+from deepbass_jax.workdir import checkpoint, runfolder
 from experiments import mnist_report
 from experiments.configs import mnist
 

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from deepbass_jax import algorithm, config as config_lib, data, layers, models, train
+from deepbass_jax import algorithm, config as config_lib, data, layers, losses, models, train
 from experiments import provenance
 
 REFERENCE = pathlib.Path(__file__).with_name("reference_cnn.json")
@@ -61,7 +61,7 @@ def reference_outputs(kernels: str) -> dict:
 
     def loss(params, x):
         logits = apply_fn(params, x, dropout_key)
-        return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits), labels[:, None], axis=1))
+        return losses.cross_entropy(logits, labels, jnp.ones(labels.shape, jnp.float32))  # the batch mean
 
     seeds_params = jax.tree_util.tree_map(lambda leaf: jnp.stack([leaf] * 4), params)
     seeds_images = jnp.stack([x, jnp.flip(x, 1), jnp.flip(x, 2), jnp.flip(x, (1, 2))])
@@ -157,7 +157,7 @@ def time_training_step(config, dataset: data.Dataset, num_seeds: int, seed_axis:
     no_augment = np.zeros((per_call, num_seeds, batch), bool)
     take = np.ones((per_call, num_seeds), bool)
     holder = {"states": states, "totals": train.StepMetrics.zeros(num_seeds)}
-    augment = {f"augment_{name}": config.train[f"augment_{name}"] for name in ("degrees", "scale", "shift")}
+    augment = {f"augment_{name}": config.train[f"augment_{name}"] for name in ("degrees", "scale", "shift", "warp")}
 
     def steps(count: int):  # `count` steps in one program, as the epochs take them
         holder["states"], holder["totals"] = algorithm.seeds_train_steps(

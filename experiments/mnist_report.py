@@ -13,9 +13,9 @@ import warnings
 from typing import Optional
 
 import numpy as np
+from matplotlib import ticker
 
-from deepbass_jax import checkpoint
-from experiments import provenance
+from experiments import provenance, reporting
 from experiments.configs import mnist
 
 plt = provenance.pyplot()
@@ -76,7 +76,7 @@ FIGURE_PANELS = (
                                           "step_wise_max_entropy_300", "step_wise_above_average_300")),
     ("Fig. 3 right: active vs semi-supervised only", ("all_data_max_entropy_300", "semi_supervised_100",
                                                      "semi_supervised_300")),
-    ("beyond the paper: acquisition scores", ("all_data_max_entropy_300", "all_data_bald_300",
+    ("Beyond the paper: acquisition scores", ("all_data_max_entropy_300", "all_data_bald_300",
                                              "all_data_variation_ratio_300", "all_data_above_average_theta_300",
                                              "improved_300")),
 )
@@ -111,9 +111,11 @@ def describe(config: dict) -> str:
         notes.append("supervised, initial fit only")
     if any(config["train"].get(f"augment_{kind}") for kind in ("degrees", "scale", "shift")):
         shift = config["train"].get("augment_shift", 0.0)
+        warp = config["train"].get("augment_warp", "affine")  # records from before the field: the affine warp
         notes.append(f"augmented ground truth (< {config['train']['augment_degrees']:g} deg, "
                      f"<= {100 * config['train']['augment_scale']:g} % scale"
-                     + (f", <= {100 * shift:g} % shift)" if shift else ")"))
+                     + (f", <= {100 * shift:g} % shift" if shift else "")
+                     + (f", warp {warp})" if warp != "affine" else ")"))
     if config["pool_size"]:
         notes.append(f"{config['pool_size']:,}-image pool" + (f", {config['iterations']} iterations"
                                                              if config["iterations"] else ""))
@@ -139,14 +141,14 @@ def make_table(records: list[dict]) -> dict:
             group = sorted(groups.get((row, scale), []), key=lambda r: r["seed"])
             if not group:
                 continue
-            accuracies = np.array([r["test_accuracy"] for r in group])
+            accuracies = [r["test_accuracy"] for r in group]
             # The paper's numbers are MNIST's: another data set's rows have none.
             paper, paper_std = PAPER.get(row, (None, None)) if group[0]["dataset"] == "mnist" else (None, None)
             first_scale = next(s for s in SCALES if (row, s) in groups)
             name = row if scale == first_scale else f"{row}_{scale}"
             table[name] = {
-                "mean": round(float(accuracies.mean()), 2),
-                "std": round(float(accuracies.std(ddof=1)), 2) if len(group) > 1 else None,
+                "mean": round(reporting.mean(accuracies), 2),
+                "std": None if len(group) < 2 else round(reporting.sample_std(accuracies), 2),
                 "runs": len(group),
                 "paper": None if row in AIMS else paper,
                 "paper_std": paper_std,
@@ -171,83 +173,160 @@ def ordering_check(table: dict) -> Optional[str]:
             f"{means[0]:.2f} < {means[1]:.2f} < {means[2]:.2f} -> {'holds' if holds else 'does NOT hold'}.")
 
 
+# What a figure's title says of the scale its runs ran at; runs of two scales never share a figure.
+SCALE_WORDS = {
+    "paper": "paper scale (60,000-image pool)",
+    "cpu": "CPU scale (6,000-image pool, a tenth of the iterations)",
+    "reduced": "reduced setting (smaller than the paper's)",
+}
+FIGURES = ("learning_curves", "pseudo_labels")  # each drawn once per scale: learning_curves_paper.png, ...
+
+
+def figure_name(stem: str, scale: str) -> str:
+    return f"{stem}_{scale}.png"
+
+
+def curve_groups(records: list[dict]) -> dict:
+    """{(row, scale, iterations): records}, each a curve: runs of one row, one scale and one length only (a
+    curve never averages runs of different scales or lengths)."""
+    groups: dict = {}
+    by_place = lambda r: (_order(r["row"]), r["row"], r["metrics"][-1]["iteration"], r["seed"])  # noqa: E731
+    for record in sorted(records, key=by_place):
+        key = (record["row"], record["scale"], record["metrics"][-1]["iteration"])
+        groups.setdefault(key, []).append(record)
+    return groups
+
+
 def _curves(group: list[dict], key: str):
-    """Iterations [I] and values [runs, I] of metric `key` (in %) over the runs of one row."""
-    length = min(len(r["metrics"]) for r in group)
-    values = np.array([[np.nan if m.get(key) is None else 100 * m[key] for m in r["metrics"][:length]]
-                       for r in group], float)
-    return np.array([m["iteration"] for m in group[0]["metrics"][:length]]), values
+    """Iterations [I] and values [runs, I] of metric `key` (in %) over the runs of one curve (one length)."""
+    values = np.array([[np.nan if m.get(key) is None else 100 * m[key] for m in r["metrics"]] for r in group], float)
+    return np.array([m["iteration"] for m in group[0]["metrics"]]), values
 
 
-def _band(axis, iterations, values, label):
-    """Mean over runs with a +-1 std band; iterations without a value (NaN, e.g. no pseudo-labels yet) stay empty."""
+def _band(axis, iterations, values, label) -> str:
+    """Mean over runs with a +-1 sample std band; iterations without a value (NaN, e.g. no pseudo-labels yet) stay
+    empty. Returns the curve's label."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
         mean = np.nanmean(values, axis=0)
         std = np.nanstd(values, axis=0, ddof=1) if values.shape[0] > 1 else None
-    line, = axis.plot(iterations, mean, label=f"{label} ({values.shape[0]} runs)")
+    runs = values.shape[0]
+    label = f"{label} ({runs} run{'s' if runs > 1 else ''})"
+    line, = axis.plot(iterations, mean, label=label)
     if std is not None:
         axis.fill_between(iterations, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    return label
 
 
-def _label(axis, ylabel: str) -> None:
+def _label(axis, ylabel: str, legend: bool = True) -> None:
     axis.set_xlabel("iteration")
+    axis.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
     axis.set_ylabel(ylabel)
     axis.grid(alpha=0.3)
-    axis.legend(loc="lower right", fontsize=8)
+    if legend:
+        axis.legend(loc="lower right", fontsize=8)
 
 
-def _save(figure, title: str, path: pathlib.Path) -> None:
-    figure.suptitle(title)
-    figure.tight_layout()
+def _wrapped(title: str, inches: float) -> str:
+    """`title` ("WHO: WHAT") on one line if it fits a figure `inches` wide (about 12 characters an inch at its
+    size), else broken after the colon."""
+    return title if len(title) <= 12 * inches else title.replace(": ", ":\n", 1)
+
+
+def _curve_label(row: str, iterations: int, lengths: int) -> str:
+    """A curve's name: the row, and its length where the row has runs of several lengths at this scale."""
+    return row.replace("_", " ") + (f", {iterations} iterations" if lengths > 1 else "")
+
+
+def plot_learning_curves(records: list[dict], path: pathlib.Path, title: str) -> dict:
+    """Test accuracy over the iterations of `records` (one scale), panels as in Fig. 3; {panel: [curve labels]}
+    ({} and no file when no row has iterations)."""
+    groups = {key: group for key, group in curve_groups(records).items() if key[2] > 0}
+    lengths = {row: sum(1 for r, _, _ in groups if r == row) for row, _, _ in groups}
+    panels = [(name, [key for row in rows for key in groups if key[0] == row]) for name, rows in FIGURE_PANELS]
+    # A panel that would repeat only DeepBASS's curve is left out (the first one always shows what there is).
+    panels = [(name, keys) for i, (name, keys) in enumerate(panels)
+              if keys and (i == 0 or len({key[0] for key in keys}) > 1)]
+    if not panels:
+        return {}
+    figure, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False, layout="constrained")
+    drawn = {}
+    for axis, (name, keys) in zip(axes[0], panels):
+        drawn[name] = [_band(axis, *_curves(groups[key], "test_accuracy"),
+                             _curve_label(key[0], key[2], lengths[key[0]])) for key in keys]
+        axis.set_title(name)
+        _label(axis, "test accuracy % (mean, band: +-1 sample std)")
+    figure.suptitle(_wrapped(title, 6.5 * len(panels)))
     figure.savefig(path, dpi=110)
     plt.close(figure)
+    return drawn
 
 
-def plot_learning_curves(records: list[dict], path: pathlib.Path, title: str) -> bool:
-    by_row: dict = {}
-    for record in records:
-        by_row.setdefault(record["row"], []).append(record)
-    panels = [(name, [r for r in rows if r in by_row and by_row[r][0]["metrics"][-1]["iteration"] > 0])
-              for name, rows in FIGURE_PANELS]
-    # A panel that would repeat only DeepBASS's curve is left out (the first one always shows what there is).
-    panels = [(name, rows) for i, (name, rows) in enumerate(panels) if rows and (i == 0 or len(rows) > 1)]
-    if not panels:
-        return False
-    figure, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False)
-    for axis, (name, rows) in zip(axes[0], panels):
-        for row in rows:
-            _band(axis, *_curves(by_row[row], "test_accuracy"), row.replace("_", " "))
-        axis.set_title(name)
-        _label(axis, "test accuracy % (mean, band: +-1 std)")
-    _save(figure, title, path)
-    return True
+def plot_pseudo_labels(records: list[dict], path: pathlib.Path, title: str) -> list[str]:
+    """Pseudo-label accuracy and coverage over the iterations of `records` (one scale); the curve labels ([] and
+    no file when no run has pseudo-labels)."""
+    groups = {key: group for key, group in curve_groups(records).items()
+              if any(m.get("pseudo_label_accuracy") is not None for r in group for m in r["metrics"])}
+    if not groups:
+        return []
+    lengths = {row: sum(1 for r, _, _ in groups if r == row) for row, _, _ in groups}
+    figure, axes = plt.subplots(1, 2, figsize=(13, 4.8 + 0.2 * len(groups)), layout="constrained")
+    drawn, whole_pool = [], 0
+    for (row, _, iterations), group in groups.items():
+        label = _curve_label(row, iterations, lengths[row])
+        drawn.append(_band(axes[0], *_curves(group, "pseudo_label_accuracy"), label))
+        iterations, coverage = _curves(group, "pseudo_label_coverage")
+        _band(axes[1], iterations, coverage, label)
+        whole_pool += bool(np.all(np.isnan(coverage) | (coverage == 100.0)))
+    axes[1].set_ylim(0, 103)
+    if whole_pool > 1:  # their lines lie on top of each other
+        axes[1].text(0.98, 0.04, f"{whole_pool} rows pseudo-label the whole pool (100 %): their lines overlap",
+                     transform=axes[1].transAxes, ha="right", va="bottom", fontsize=8)
+    axes[0].set_ylim(top=101)
+    _label(axes[0], "pseudo-label accuracy % (on the pseudo-labeled samples)", legend=False)
+    _label(axes[1], "coverage % (pseudo-labeled share of the unlabeled pool)", legend=False)
+    axes[0].set_title("accuracy of the pseudo-labels (mean, band: +-1 sample std)")
+    axes[1].set_title("coverage of the unlabeled pool")
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncol=min(3, len(labels)), fontsize=8)
+    figure.suptitle(_wrapped(title, 13))
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return drawn
 
 
-def plot_pseudo_labels(records: list[dict], path: pathlib.Path, title: str) -> bool:
-    by_row: dict = {}
-    for record in records:
-        if any(m.get("pseudo_label_accuracy") is not None for m in record["metrics"]):
-            by_row.setdefault(record["row"], []).append(record)
-    if not by_row:
-        return False
-    figure, axes = plt.subplots(1, 2, figsize=(13, 4.8))
-    for row, group in sorted(by_row.items(), key=lambda item: _order(item[0])):
-        _band(axes[0], *_curves(group, "pseudo_label_accuracy"), row.replace("_", " "))
-        _band(axes[1], *_curves(group, "pseudo_label_coverage"), row.replace("_", " "))
-    axes[1].set_ylim(bottom=0)
-    for axis, what in zip(axes, ("pseudo-label accuracy % (on the pseudo-labeled samples)",
-                                 "coverage % (pseudo-labeled share of the unlabeled pool)")):
-        axis.set_ylim(top=101)
-        _label(axis, what)
-    _save(figure, title, path)
-    return True
-
-
-def _fmt(mean, std) -> str:
-    if mean is None:
-        return "-"
-    return f"{mean:.2f}" + (f" ({std:.2f})" if std is not None else "")
+def write_figures(records: list[dict], outdir: pathlib.Path, title: str) -> list[str]:
+    """Per scale, `learning_curves_SCALE.png` and `pseudo_labels_SCALE.png` where its runs have iterations (runs of
+    different scales never share a figure); earlier figures that this leaves out are removed. Returns the README's
+    lines on them."""
+    lines, written = [], set()
+    for scale in SCALES:
+        runs = [r for r in records if r["scale"] == scale]
+        words = f"{title}, {SCALE_WORDS[scale]}"
+        length = max((r["metrics"][-1]["iteration"] for r in runs), default=0)
+        name = figure_name("learning_curves", scale)
+        panels = plot_learning_curves(runs, outdir / name, f"{words}: test accuracy over iterations")
+        if panels:
+            written.add(name)
+            ran = {r["row"] for r in runs if r["metrics"][-1]["iteration"] > 0}
+            missing = [row.replace("_", " ") for row in dict.fromkeys(row for _, rows in FIGURE_PANELS for row in rows)
+                       if row not in ran]
+            lines.append(f"`{name}`: {SCALE_WORDS[scale]}, up to {length} iterations: test accuracy, mean and a +-1 "
+                         "sample std band over each row's runs, in panels as in Fig. 3 where their rows ran. "
+                         + " ".join(f"{panel}: {', '.join(labels)}." for panel, labels in panels.items())
+                         + (f" Not run at this scale (no curve): {', '.join(missing)}." if missing else ""))
+        name = figure_name("pseudo_labels", scale)
+        labels = plot_pseudo_labels(runs, outdir / name, f"{words}: pseudo-labels over iterations")
+        if labels:
+            written.add(name)
+            lines.append(f"`{name}`: {SCALE_WORDS[scale]}: the pseudo-labels' accuracy (against the hidden true "
+                         "labels) and their coverage of the unlabeled pool over the iterations (all data and "
+                         f"semi-supervised rows cover all of it), for {', '.join(labels)}.")
+    for stem in FIGURES:  # figures of scales (or of the one-figure layout) these runs no longer have
+        for path in [outdir / f"{stem}.png"] + [outdir / figure_name(stem, scale) for scale in SCALES]:
+            if path.name not in written and path.exists():
+                path.unlink()
+    return lines
 
 
 def write_report(outdir: pathlib.Path) -> dict:
@@ -257,34 +336,28 @@ def write_report(outdir: pathlib.Path) -> dict:
         raise FileNotFoundError(f"no runs under {outdir / 'runs'}; run some rows first (see --rows).")
     dataset = records[0]["dataset"]
     table = make_table(records)
-    checkpoint.write_json(outdir / "table.json", table)
     title = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}[dataset]
-    figures = []
-    if plot_learning_curves(records, outdir / "learning_curves.png", f"{title}: test accuracy over iterations"):
-        figures.append("`learning_curves.png`: test accuracy over the iterations, mean and a +-1 std band over "
-                       "the runs, panels as in Fig. 3 (left: threshold and policy; right: active vs "
-                       "semi-supervised only) and a third one for the acquisition scores beyond the paper.")
-    if plot_pseudo_labels(records, outdir / "pseudo_labels.png", f"{title}: pseudo-labels over iterations"):
-        figures.append("`pseudo_labels.png`: accuracy of the pseudo-labels (against the hidden true labels) and "
-                       "their coverage of the unlabeled pool, over the iterations.")
+    figures = write_figures(records, outdir, title)
     lines = [
         f"# {title} results: " + ("Table 2, Table 3 and beyond" if dataset == "mnist" else
                                   "the paper's MNIST rows on another dataset (the paper has no numbers for it)"),
         "",
-        "Generated by `experiments/mnist_report.py` (through `experiments/mnist_table.py` or `experiments/campaign.py --merge`) from the per-run files in `runs/`; do not edit by hand.",
+        "Generated by `experiments/mnist_report.py` (through `experiments/mnist_table.py` or "
+        "`experiments/campaign.py --merge`) from the per-run files in `runs/`; do not edit by hand.",
         "",
         "| row | scale | ours: mean (std) % | runs | per seed % | paper % | labels | setting | preset |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for row, entry in table.items():
-        paper = _fmt(entry["paper"], entry["paper_std"])
+        paper = reporting.cell(entry["paper"], entry["paper_std"])
         if row in PAPER_IN_WORDS and entry["paper"] is not None:  # make_table decides where paper numbers apply
             paper = PAPER_IN_WORDS[row]
         if entry["aim"] is not None:
             paper = f"aim: {entry['aim']:.1f}"
         per_seed = ", ".join(f"s{seed}: {a:.2f}" for seed, a in zip(entry["seeds"], entry["per_seed"]))
-        lines.append(f"| {row} | {entry['scale']} | {_fmt(entry['mean'], entry['std'])} | {entry['runs']} | "
-                     f"{per_seed} | {paper} | {entry['labels']:,} | {entry['notes']} | `{entry['preset']}` |")
+        lines.append(f"| {row} | {entry['scale']} | {reporting.cell(entry['mean'], entry['std'])} | "
+                     f"{entry['runs']} | {per_seed} | {paper} | {entry['labels']:,} | {entry['notes']} | "
+                     f"`{entry['preset']}` |")
     check = ordering_check(table)
     lines += ["", "Test accuracy on the 10,000 official test images after the last iteration; std is the sample "
               "standard deviation over the runs (the seeds re-sample the pool subset, the initial balanced labels "
@@ -306,7 +379,7 @@ def write_report(outdir: pathlib.Path) -> dict:
         "",
         "```bash",
         "# rebuild this report from runs/",
-        f"python -m experiments.mnist_table --report_only --outdir={provenance.shown(outdir)}",
+        f"python -m experiments.mnist_table --report_only --outdir={reporting.shown(outdir)}",
         "```",
         "",
         "Each run's exact command (one `experiments.main` run per row and seed):",
@@ -317,5 +390,5 @@ def write_report(outdir: pathlib.Path) -> dict:
         "",
         f"Device: {'; '.join(devices)}. Commit: {', '.join(commits)}. {hours:.1f} hours of runs in all.",
     ]
-    (outdir / "README.md").write_text("\n".join(lines) + "\n")
+    reporting.write_report(outdir, lines, table)
     return table

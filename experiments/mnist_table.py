@@ -8,8 +8,8 @@ Rows are presets of experiments/configs/mnist.py (`cpu_NAME`: NAME at CPU scale)
 (config.num_seeds, the seed axis). Each finished run is kept as
 `OUTDIR/runs/PRESET/seed_S.json` (config, summary, every metrics line, command, device, commit) and is not run
 again; the run directories with checkpoints live under --workroot, so an interrupted invocation resumes. The
-report (`README.md`, `table.json`, `learning_curves.png`, `pseudo_labels.png`) is made from those JSON files
-alone, so every number in it comes from a checked-in run.
+report (`README.md`, `table.json`, and per scale `learning_curves_SCALE.png`, `pseudo_labels_SCALE.png`) is made
+from those JSON files alone (experiments/mnist_report.py), so every number in it comes from a checked-in run.
 """
 
 from __future__ import annotations
@@ -21,17 +21,18 @@ from typing import Optional
 
 from absl import app, flags, logging
 
-from deepbass_jax import active, checkpoint, data, runfolder
-from experiments import flagdefs, mnist_report, provenance
+from deepbass_jax import data, driver as driver_lib
+from deepbass_jax.workdir import checkpoint, runfolder
+from experiments import mnist_report, provenance
 from experiments.configs import mnist
 
-_ROWS = flagdefs.define(flags.DEFINE_list, "rows", [], "Presets of experiments/configs/mnist.py to run, in this order.")
-_SEEDS = flagdefs.define(flags.DEFINE_list, "seeds", ["0", "1", "2"], "Seeds; each re-samples the pool, initial labels and network.")
-_DATASET = flagdefs.define(flags.DEFINE_enum, "dataset", "mnist", ["mnist", "fashion_mnist"], "Which dataset.")
-_DATA_DIR = flagdefs.define(flags.DEFINE_string, "data_dir", None, "Folder with the four IDX files (unset: download into the cache).")
-_OUTDIR = flagdefs.define(flags.DEFINE_string, "outdir", "results/mnist", "Where per-run JSON, the table and the figures go.")
-_WORKROOT = flagdefs.define(flags.DEFINE_string, "workroot", "/tmp/deepbass_mnist_table", "Run directories (checkpoints).")
-_REPORT_ONLY = flagdefs.define(flags.DEFINE_bool, "report_only", False, "Only rebuild the report from OUTDIR/runs.")
+_ROWS = flags.DEFINE_list("rows", [], "Presets of experiments/configs/mnist.py to run, in this order.")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; each re-samples the pool, initial labels and network.")
+_DATASET = flags.DEFINE_enum("dataset", "mnist", ["mnist", "fashion_mnist"], "Which dataset.")
+_DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with the four IDX files (unset: download into the cache).")
+_OUTDIR = flags.DEFINE_string("outdir", "results/mnist", "Where per-run JSON, the table and the figures go.")
+_WORKROOT = flags.DEFINE_string("workroot", "/tmp/deepbass_mnist_table", "Run directories (checkpoints).")
+_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rebuild the report from OUTDIR/runs.")
 
 
 def run_seeds(preset: str, seeds: list[int], dataset: data.Dataset, data_dir: Optional[str],
@@ -47,7 +48,7 @@ def run_seeds(preset: str, seeds: list[int], dataset: data.Dataset, data_dir: Op
     commit = provenance.commit()  # the code that runs: taken now, not when the run ends hours later
     folders = [runfolder.seed_folder(workdir, seed, len(seeds)) for seed in seeds]
     if not all((folder / runfolder.SUMMARY).exists() for folder in folders):
-        active.Driver(config, workdir, dataset=dataset).run()
+        driver_lib.Driver(config, workdir, dataset=dataset).run()
     seconds = (time.time() - started) / len(seeds)  # the seeds ran at once: each gets its share
     records = []
     for seed, folder in zip(seeds, folders):

@@ -26,15 +26,16 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from deepbass_jax import algorithm, distributed, models
-from experiments import flagdefs, provenance
+from deepbass_jax import algorithm, models
+from deepbass_jax.parallel import distributed
+from experiments import provenance, reporting
 
-_PROCESSES = flagdefs.define(flags.DEFINE_integer, "processes", 4, "CPU processes on this machine.")
-_POOL_SIZE = flagdefs.define(flags.DEFINE_integer, "pool_size", 10_000_000, "Images in the synthetic pool.")
-_MEASURED = flagdefs.define(flags.DEFINE_integer, "measured", 4096, "Samples of each shard whose inference is timed.")
-_OUTDIR = flagdefs.define(flags.DEFINE_string, "outdir", "results/multihost", "Where scale.json and README.md go.")
-_CHILD = flagdefs.define(flags.DEFINE_string, "child", None, "Internal: PORT,INDEX of a child process.")
-_PROJECT_ONLY = flagdefs.define(flags.DEFINE_bool, "project_only", False, "Rebuild the report from OUTDIR/scale.json's measurements.")
+_PROCESSES = flags.DEFINE_integer("processes", 4, "CPU processes on this machine.")
+_POOL_SIZE = flags.DEFINE_integer("pool_size", 10_000_000, "Images in the synthetic pool.")
+_MEASURED = flags.DEFINE_integer("measured", 4096, "Samples of each shard whose inference is timed.")
+_OUTDIR = flags.DEFINE_string("outdir", "results/multihost", "Where scale.json and README.md go.")
+_CHILD = flags.DEFINE_string("child", None, "Internal: PORT,INDEX of a child process.")
+_PROJECT_ONLY = flags.DEFINE_bool("project_only", False, "Rebuild the report from OUTDIR/scale.json's measurements.")
 
 PASSES, CHUNK, NUM_CLASSES = 10, 256, 10
 GPU_BENCH = pathlib.Path("results/bench/campaign_gpu_fe697dd.json")  # H100: chunk of 1,024 and step of 256 timed
@@ -191,7 +192,7 @@ def _report(measured: list[dict], gpu: dict, outdir: pathlib.Path, saved: Option
     for row in rows:
         lines.append(f"| {row['pool']:,} | {row['hosts']} | {row['inference_s']:,.1f} | {row['score_gather_s']:,.2f} | "
                      f"{row['epoch_s']:,.0f} | {row['total_s']:,.0f} |")
-    (outdir / "README.md").write_text("\n".join(lines) + "\n")
+    reporting.write_report(outdir, lines)
 
 
 def main(argv):

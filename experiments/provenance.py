@@ -1,4 +1,4 @@
-"""Where a result came from (commit, device) and headless figures, for every experiment script."""
+"""Where a result came from (commit, device) and headless figures, for every experiment and study script."""
 
 from __future__ import annotations
 
@@ -18,13 +18,13 @@ def _git(*args: str) -> str:
 
 
 def commit() -> str:
-    """The short commit the code came from, marked when deepbass_jax/ or experiments/ have uncommitted changes;
-    $DEEPBASS_COMMIT if set; "unknown" without git or outside a repository."""
+    """The short commit the code came from, marked when deepbass_jax/, experiments/ or studies/ have uncommitted
+    changes; $DEEPBASS_COMMIT if set; "unknown" without git or outside a repository."""
     if os.environ.get(COMMIT_VARIABLE):
         return os.environ[COMMIT_VARIABLE]
     try:
         head = _git("rev-parse", "--short", "HEAD")
-        dirty = _git("status", "--porcelain", "deepbass_jax", "experiments")
+        dirty = _git("status", "--porcelain", "deepbass_jax", "experiments", "studies")
     except OSError:
         return "unknown"
     if not head:
@@ -47,8 +47,3 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
-
-
-def shown(outdir: pathlib.Path) -> str:
-    """`outdir` as a command in a README shows it: relative to the repository when it lies in results/."""
-    return f"results/{outdir.name}" if outdir.resolve().parent.name == "results" else str(outdir)

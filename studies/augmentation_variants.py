@@ -1,9 +1,6 @@
-"""What closes the gap to the paper's "around 85 %" with 50 augmented labels (section 5, "Data Augmentation")?
-
-  python -m experiments.augmentation_study --data_dir=../shared/data/mnist             # every config variant
-  python -m experiments.augmentation_study --variants=augmented,plain --seeds=0,1,2,3,4 --data_dir=...
-  python -m experiments.augmentation_study --variants=keras_authors --data_dir=...     # a prototype (see below)
-  python -m experiments.augmentation_study --report_only                               # README.md only
+"""The augmentation study's variants, prototype warps, runs and README, without flags (studies/augmentation_study.py
+runs them): what closes the gap to the paper's "around 85 %" with 50 augmented labels (section 5, "Data
+Augmentation")?
 
 Every variant is a supervised fit on 50 balanced labels at paper scale (the 60,000-image pool; for a supervised
 row the pool only decides which 50 labels are drawn), evaluated on the 10,000 test images: the preset
@@ -11,15 +8,16 @@ row the pool only decides which 50 labels are drawn), evaluated on the 10,000 te
 (VARIANTS). The seeds of a variant run at once in one Driver (config.num_seeds; lax.map on the CPU, so seed s is
 bit for bit `--config.seed=s` alone). Each finished variant is kept in OUTDIR/study.json (overrides, per-seed test
 accuracy, mean, sample std, seconds, commit, device, commands) and not run again; README.md is made from
-study.json alone. Run directories with checkpoints live under --workroot.
+study.json alone.
 
 Prototype variants (`Variant.prototype`) measure augmentations the package could not express when they ran
 (shifts: since then `config.train.augment_shift`, measured as `shift_10_package`) or cannot (nearest-neighbour
 sampling, 'nearest' fill, a channel shift), as the authors' code did it (mrottmann/DeepBASS, deepbass.py: keras
 ImageDataGenerator(rotation_range=10, width_shift_range=0.05, height_shift_range=0.05, channel_shift_range=0.05),
-keras 2.0.8: nearest-neighbour sampling (order 0) and fill_mode 'nearest'): for their run only, this script replaces deepbass_jax.augment.random_affine by
-`prototype_affine` (JAX caches cleared before and after). Their config.json therefore shows only the
-rotation/scale fields; study.json says what ran. They are not part of the default --variants.
+keras 2.0.8: nearest-neighbour sampling (order 0) and fill_mode 'nearest'). Each prototype is registered as a
+named warp (`augment.register_warp`, PROTOTYPES) that its variants select with `config.train.augment_warp`, so
+their config.json names it; `experiments.main` does not register them, so only this study runs them. They are
+not part of the default variants.
 """
 
 from __future__ import annotations
@@ -27,19 +25,17 @@ from __future__ import annotations
 import functools
 import json
 import pathlib
-import shlex
-import sys
 import time
 from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import app, flags, logging
 from jax.scipy.ndimage import map_coordinates
 
-from deepbass_jax import active, augment, checkpoint, data, runfolder
-from experiments import flagdefs, provenance
+from deepbass_jax import augment, data, driver as driver_lib
+from deepbass_jax.workdir import runfolder
+from experiments import provenance, reporting
 from experiments.configs import mnist
 
 PAPER_ACCURACY = 85.0  # "around 85 %" (section 5, "Data Augmentation"; text, not a table)
@@ -47,7 +43,8 @@ CPU_SCALE = {"augmented_supervised_50": (77.56, 1.52, 5), "supervised_50": (72.9
 
 
 class Prototype(NamedTuple):
-    """An augmentation beyond deepbass_jax.augment (see `prototype_affine`)."""
+    """An augmentation beyond deepbass_jax.augment's affine warp (see `prototype_affine`); each is registered as a
+    warp of its own (PROTOTYPES: augment.WARPS name -> prototype), which its variants select."""
 
     shift: float = 0.0  # max translation as a fraction of height / width, U(-s, s) each (keras *_shift_range)
     order: int = 1  # 0: nearest neighbour (keras 2.0.8), 1: bilinear (deepbass_jax.augment)
@@ -60,11 +57,22 @@ class Variant(NamedTuple):
     what: str  # the change, in words
     overrides: dict  # config field path -> value, on top of the preset
     seeds: int = 3  # default number of seeds (0 .. seeds-1)
-    prototype: Optional[Prototype] = None  # None: the package as it is
+
+    @property
+    def prototype(self) -> Optional[Prototype]:
+        """The prototype whose warp the variant selects (config.train.augment_warp); None: the package's own."""
+        return PROTOTYPES.get(self.overrides.get(WARP))
 
 
 AUG, PLAIN = "augmented_supervised_50", "supervised_50"
 KERAS = Prototype(shift=0.05, order=0, fill="nearest", channel_shift=0.05)  # the authors' ImageDataGenerator
+WARP = "train.augment_warp"  # the config field that names the warp (deepbass_jax.augment.WARPS)
+PROTOTYPES = {  # warp name -> the prototype it warps with (registered below, with `prototype_affine`)
+    "keras_prototype_authors": KERAS,
+    "prototype_shift_5": Prototype(shift=0.05),
+    "prototype_shift_10": Prototype(shift=0.1),
+    "prototype_nearest": Prototype(order=0),
+}
 VARIANTS = {
     # 1. The presets as they are.
     "augmented": Variant(AUG, "the preset: rotation < 10 deg, scale <= 5 %, 100 epochs", {}, seeds=5),
@@ -92,30 +100,24 @@ VARIANTS = {
     # Prototypes: augmentations the package cannot express (see the module doc); not run by default.
     "keras_authors": Variant(AUG, "prototype: the authors' keras ImageDataGenerator: rotation < 10 deg, shift "
                              "<= 5 % (1.4 px), channel shift 0.05, nearest neighbour, 'nearest' fill, no scaling",
-                             {"train.augment_scale": 0.0}, prototype=KERAS),
+                             {"train.augment_scale": 0.0, WARP: "keras_prototype_authors"}),
     "shift_5": Variant(AUG, "prototype: the preset plus shift <= 5 % (1.4 px), bilinear, zero fill",
-                       {}, prototype=Prototype(shift=0.05)),
+                       {WARP: "prototype_shift_5"}),
     "shift_10": Variant(AUG, "prototype: the preset plus shift <= 10 % (2.8 px), bilinear, zero fill",
-                        {}, seeds=5, prototype=Prototype(shift=0.1)),
+                        {WARP: "prototype_shift_10"}, seeds=5),
     "shift_10_rotate_15_scale_10": Variant(AUG, "prototype: rotation < 15 deg, scale <= 10 %, shift <= 10 % "
                                            "(2.8 px), bilinear, zero fill",
-                                           {"train.augment_degrees": 15.0, "train.augment_scale": 0.1},
-                                           prototype=Prototype(shift=0.1)),
-    "shift_5_300_epochs": Variant(AUG, "prototype: shift_5, 300 epochs", {"initial_epochs": 300},
-                                  prototype=Prototype(shift=0.05)),
+                                           {"train.augment_degrees": 15.0, "train.augment_scale": 0.1,
+                                            WARP: "prototype_shift_10"}),
+    "shift_5_300_epochs": Variant(AUG, "prototype: shift_5, 300 epochs",
+                                  {"initial_epochs": 300, WARP: "prototype_shift_5"}),
     "nearest": Variant(AUG, "prototype: the preset with nearest-neighbour sampling instead of bilinear",
-                       {}, prototype=Prototype(order=0)),
+                       {WARP: "prototype_nearest"}),
     "keras_authors_300_epochs": Variant(AUG, "prototype: keras_authors, 300 epochs",
-                                        {"train.augment_scale": 0.0, "initial_epochs": 300}, prototype=KERAS),
+                                        {"train.augment_scale": 0.0, "initial_epochs": 300,
+                                         WARP: "keras_prototype_authors"}),
 }
 DEFAULT_VARIANTS = [name for name, variant in VARIANTS.items() if variant.prototype is None]
-
-_VARIANTS = flagdefs.define(flags.DEFINE_list, "variants", DEFAULT_VARIANTS, "Names in VARIANTS to run, in this order.")
-_SEEDS = flagdefs.define(flags.DEFINE_list, "seeds", None, "Seeds (consecutive); default 0 .. Variant.seeds - 1 of each variant.")
-_DATA_DIR = flagdefs.define(flags.DEFINE_string, "data_dir", None, "Folder with the four MNIST IDX files (unset: download).")
-_OUTDIR = flagdefs.define(flags.DEFINE_string, "outdir", "results/mnist/augmentation", "Where study.json and README.md go.")
-_WORKROOT = flagdefs.define(flags.DEFINE_string, "workroot", "/tmp/deepbass_augmentation_study", "Run directories (checkpoints).")
-_REPORT_ONLY = flagdefs.define(flags.DEFINE_bool, "report_only", False, "Only rebuild README.md from study.json.")
 
 
 # ------------------------------------------------------------------------------------------------- configs
@@ -186,22 +188,9 @@ def prototype_affine(images: jax.Array, key: jax.Array, max_degrees: float, max_
     return warped.astype(images.dtype)
 
 
-class _Patched:
-    """Within the block, augment.random_affine is `prototype_affine` with `prototype` (None: unchanged); the
-    JAX caches are cleared on entry and exit, so no program traced with the other function is reused."""
-
-    def __init__(self, prototype: Optional[Prototype]):
-        self.prototype, self.original = prototype, augment.random_affine
-
-    def __enter__(self):
-        if self.prototype is not None:
-            jax.clear_caches()
-            augment.random_affine = functools.partial(prototype_affine, prototype=self.prototype)
-
-    def __exit__(self, *exc):
-        if self.prototype is not None:
-            augment.random_affine = self.original
-            jax.clear_caches()
+# Each prototype is a named warp (once per process: a name traced into a compiled step keeps its function).
+for _name, _prototype in PROTOTYPES.items():
+    augment.register_warp(_name, functools.partial(prototype_affine, prototype=_prototype))
 
 
 # ---------------------------------------------------------------------------------------------------- runs
@@ -216,14 +205,13 @@ def run_variant(name: str, seeds: list[int], dataset: data.Dataset, data_dir: Op
     started = time.time()
     steps = None
     if not all((folder / runfolder.SUMMARY).exists() for folder in folders):
-        with _Patched(variant.prototype):
-            driver = active.Driver(config, workdir, dataset=dataset)
-            driver.run()
+        driver = driver_lib.Driver(config, workdir, dataset=dataset)
+        driver.run()
         steps = np.asarray(driver.states.step).reshape(-1).tolist()
     seconds = time.time() - started
     accuracy = [round(100 * json.loads((folder / runfolder.SUMMARY).read_text())["test_accuracy"], 2)
                 for folder in folders]
-    values = np.asarray(accuracy, float)
+    mean, std = reporting.mean_std(accuracy)
     return {
         "variant": name,
         "preset": variant.preset,
@@ -234,16 +222,17 @@ def run_variant(name: str, seeds: list[int], dataset: data.Dataset, data_dir: Op
         "upsample": config.train.upsample,
         "augment_degrees": config.train.augment_degrees,
         "augment_scale": config.train.augment_scale,
+        "augment_warp": config.train.augment_warp,
         "seeds": seeds,
         "test_accuracy": accuracy,
-        "mean": round(float(values.mean()), 2),
-        "std": round(float(values.std(ddof=1)), 2) if len(values) > 1 else None,
+        "mean": round(mean, 2),
+        "std": None if std is None else round(std, 2),
         "training_steps": steps,  # per seed (None when the runs had finished before this invocation)
         "seconds": round(seconds, 1),  # all seeds together, this invocation (0 when only read back)
         "commit": commit,
         "device": provenance.device(),
         "command": main_command(name, seeds, data_dir),
-        "study_command": f"python -m experiments.augmentation_study --variants={name} "
+        "study_command": f"python -m studies.augmentation_study --variants={name} "
                          f"--seeds={','.join(map(str, seeds))}" + (f" --data_dir={data_dir}" if data_dir else ""),
     }
 
@@ -261,10 +250,6 @@ def pending(plan: dict[str, list[int]], study: dict) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------- report
-def _cell(mean: float, std: Optional[float]) -> str:
-    return f"{mean:.2f}" + (f" ({std:.2f})" if std is not None else "")
-
-
 def _change(entry: dict) -> str:
     fields = ", ".join(f"`{key}={value}`" for key, value in entry["overrides"].items()) or "-"
     return fields + (" + prototype" if entry["prototype"] else "")
@@ -273,7 +258,7 @@ def _change(entry: dict) -> str:
 def paired_delta(entry: dict, base: Optional[dict]) -> str:
     """Mean over the seeds both ran of (entry - base) per seed (a seed fixes the 50 labels and the network)."""
     common = [(a, base[s]) for s, a in zip(entry["seeds"], entry["test_accuracy"]) if base and s in base]
-    return f"{np.mean([a - b for a, b in common]):+.2f}" if common else ""
+    return f"{reporting.mean(a - b for a, b in common):+.2f}" if common else ""
 
 
 def write_report(outdir: pathlib.Path) -> str:
@@ -285,7 +270,7 @@ def write_report(outdir: pathlib.Path) -> str:
     lines = [
         "# 50 labels with and without ground-truth augmentation: the paper's \"around 85 %\"",
         "",
-        "Generated by `experiments/augmentation_study.py` from `study.json`; do not edit by hand. A supervised fit "
+        "Generated by `studies/augmentation_study.py` from `study.json`; do not edit by hand. A supervised fit "
         "on 50 balanced labels (5 per class) of the full 60,000-image MNIST training set, evaluated on the 10,000 "
         "test images; test accuracy in %, mean (sample std) over the seeds. Each variant is the preset "
         "`augmented_supervised_50` or `supervised_50` of `experiments/configs/mnist.py` with the fields shown "
@@ -302,20 +287,22 @@ def write_report(outdir: pathlib.Path) -> str:
     ]
     for preset, (mean, std, runs) in CPU_SCALE.items():
         lines.append(f"| results/mnist, `cpu_{preset}` | {preset} | 6,000-image pool (other labels drawn) | - | "
-                     f"{runs} | - | {_cell(mean, std)} | - | - |")
+                     f"{runs} | - | {reporting.cell(mean, std)} | - | - |")
     for entry in entries:
         delta = "" if entry["variant"] in ("augmented", "plain") else paired_delta(entry, base.get(entry["preset"]))
         per_seed = ", ".join(f"s{s}: {a:.2f}" for s, a in zip(entry["seeds"], entry["test_accuracy"]))
         lines.append(f"| `{entry['variant']}` | {entry['preset']} | {entry['what']} | {_change(entry)} | "
-                     f"{len(entry['seeds'])} | {per_seed} | {_cell(entry['mean'], entry['std'])} | {delta} | "
-                     f"{entry['seconds']:.0f} |")
+                     f"{len(entry['seeds'])} | {per_seed} | {reporting.cell(entry['mean'], entry['std'])} | "
+                     f"{delta} | {entry['seconds']:.0f} |")
     lines += [
         "",
         "Prototype rows (`+ prototype`) ran an augmentation the package could not express when they ran: "
-        "`experiments/augmentation_study.py` replaced `deepbass_jax.augment.random_affine` for their run "
-        "(`prototype_affine`: adds a translation, nearest-neighbour sampling, 'nearest' fill and a channel shift "
-        "as the authors' keras `ImageDataGenerator(rotation_range=10, width_shift_range=0.05, "
-        "height_shift_range=0.05, channel_shift_range=0.05)` in mrottmann/DeepBASS `deepbass.py`); no "
+        "`prototype_affine` of `studies/augmentation_variants.py` (adds a translation, nearest-neighbour "
+        "sampling, 'nearest' fill and a channel shift as the authors' keras `ImageDataGenerator(rotation_range=10, "
+        "width_shift_range=0.05, height_shift_range=0.05, channel_shift_range=0.05)` in mrottmann/DeepBASS "
+        "`deepbass.py`) warped their ground truth instead of `deepbass_jax.augment.random_affine`: the study now "
+        "registers each prototype as a named warp that the variant's `config.train.augment_warp` selects (the "
+        "rows recorded before that ran with the study replacing `random_affine` for their run). No "
         "`experiments.main` command reproduces them. Shifts are now `config.train.augment_shift`: "
         "`shift_10_package` is `shift_10` in the package (other random draws, the same distribution; the preset "
         "`shift_augmented_supervised_50`). `seconds`: wall time of all seeds together on a shared "
@@ -325,8 +312,9 @@ def write_report(outdir: pathlib.Path) -> str:
     if entries:
         def summary(entry: dict) -> str:
             gap = entry["mean"] - PAPER_ACCURACY
-            return (f"`{entry['variant']}`, {_cell(entry['mean'], entry['std'])} over {len(entry['seeds'])} seeds, "
-                    f"{abs(gap):.2f} points {'above' if gap >= 0 else 'below'} about {PAPER_ACCURACY:.0f} %")
+            return (f"`{entry['variant']}`, {reporting.cell(entry['mean'], entry['std'])} over "
+                    f"{len(entry['seeds'])} seeds, {abs(gap):.2f} points {'above' if gap >= 0 else 'below'} about "
+                    f"{PAPER_ACCURACY:.0f} %")
 
         closest = min(entries, key=lambda entry: abs(entry["mean"] - PAPER_ACCURACY))
         best = max(entries, key=lambda entry: entry["mean"])
@@ -355,45 +343,8 @@ def write_report(outdir: pathlib.Path) -> str:
     for entry in entries:
         lines.append(entry["command"] or f"# {entry['variant']}: prototype, only through the study")
     lines += ["# the study itself (resumable: variants already in study.json are skipped)"]
-    lines += [entry["study_command"] for entry in entries]
-    lines += [f"python -m experiments.augmentation_study --report_only --outdir={provenance.shown(outdir)}"
-              if outdir.resolve().parent.name == "results" else
-              f"python -m experiments.augmentation_study --report_only --outdir={outdir}", "```", ""]
-    machines = sorted({f"{e['device']}, commit {e['commit']}" for e in entries})
-    lines += ["Machines: " + "; ".join(machines) + "." if machines else "No variant has run yet.", ""]
-    text = "\n".join(lines)
-    (outdir / "README.md").write_text(text)
-    return text
+    lines += [reporting.runnable(entry["study_command"]) for entry in entries]
+    lines += [f"python -m studies.augmentation_study --report_only --outdir={reporting.shown(outdir)}", "```", "",
+              reporting.machines(entries) if entries else "No variant has run yet."]
+    return reporting.write_report(outdir, lines)
 
-
-def main(argv):
-    del argv
-    outdir = pathlib.Path(_OUTDIR.value)
-    outdir.mkdir(parents=True, exist_ok=True)
-    if not _REPORT_ONLY.value:
-        unknown = [name for name in _VARIANTS.value if name not in VARIANTS]
-        if unknown:
-            raise app.UsageError(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}.")
-        seeds = [int(s) for s in _SEEDS.value] if _SEEDS.value else None
-        plan = {name: seed_list(name, seeds) for name in _VARIANTS.value}  # bad seeds fail now, not later
-        study = load_study(outdir)
-        todo = pending(plan, study)
-        if len(todo) < len(plan):
-            logging.info("In study.json already (skipped): %s", [n for n in plan if n not in todo])
-        if todo:
-            config = variant_config(todo[0], data_dir=_DATA_DIR.value)
-            dataset = data.load(config.data)
-            study["invocations"].append({"command": "python -m experiments.augmentation_study "
-                                         + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-                                         "variants": todo})
-        for name in todo:
-            entry = run_variant(name, plan[name], dataset, _DATA_DIR.value, pathlib.Path(_WORKROOT.value))
-            study["variants"][name] = entry
-            checkpoint.write_json(outdir / "study.json", study)
-            logging.info("%s: %s -> %.2f (%s) %%", name, entry["test_accuracy"], entry["mean"], entry["std"])
-            write_report(outdir)
-    write_report(outdir)
-
-
-if __name__ == "__main__":
-    app.run(main)

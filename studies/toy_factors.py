@@ -1,8 +1,4 @@
-"""Ablation of the yin-yang toy (Table 1): which setting moves the `initial` and `semi_supervised` rows?
-
-  python -m experiments.toy_ablation --outdir=results/toy/ablation
-  python -m experiments.toy_ablation --rows=supervised_80,supervised_1000 --factors=preset,fixed_100,fixed_1000
-  python -m experiments.toy_ablation --report_only --outdir=results/toy/ablation   # README.md, ablation.json
+"""The factors of the yin-yang toy's ablation (studies/toy_ablation.py), their runs and the report, without flags.
 
 Every (row, factor) runs seeds 0..runs-1 of the row's preset in experiments/configs/yinyang.py with ONE factor
 changed (FACTORS; `preset` changes nothing). Config factors run the seeds at once (the seed axis, as
@@ -24,19 +20,13 @@ from typing import Callable, NamedTuple, Optional
 
 import ml_collections
 import numpy as np
-from absl import app, flags, logging
 
-from deepbass_jax import checkpoint, data
-from experiments import flagdefs, provenance, toy_table
+from deepbass_jax import data
+from deepbass_jax.workdir import checkpoint
+from experiments import provenance, reporting, toy_runs
 from experiments.configs import yinyang
 
-_ROWS = flagdefs.define(flags.DEFINE_list, "rows", ["initial", "semi_supervised"], "Rows of Table 1 (presets of yinyang.py).")
-_FACTORS = flagdefs.define(flags.DEFINE_list, "factors", None, "Factors to run (names in FACTORS; default all).")
-# --runs, --outdir, --workroot and --report_only are experiments/toy_table.py's flags, with this script's defaults.
-_RUNS, _OUTDIR, _WORKROOT = toy_table._RUNS, toy_table._OUTDIR, toy_table._WORKROOT
-_REPORT_ONLY = toy_table._REPORT_ONLY
-flags.FLAGS.set_default("outdir", "results/toy/ablation")
-flags.FLAGS.set_default("workroot", "/tmp/deepbass_toy_ablation")
+INVOCATIONS = "invocations.json"  # in OUTDIR/runs: every invocation's command, commit and device
 
 
 class Factor(NamedTuple):
@@ -72,7 +62,7 @@ FACTORS = {
     "test_10000": Factor("data", "a test sample of 10,000 points (not 1,000)", {},
                          functools.partial(_yinyang, test_per_class=5000)),
     "authors_draws": Factor("data", "the authors' own draws: seed i takes the pool, test sample and initial labels "
-                            "of their resample_id i (legacy numpy, seed 1000 i)", {}, toy_table.authors_sample),
+                            "of their resample_id i (legacy numpy, seed 1000 i)", {}, toy_runs.authors_sample),
     # The optimizer, for scale (neither the paper nor the authors' code suggests another setting).
     "batch_64": Factor("training", "mini-batch 64 (paper and authors: 256)", {"train.batch_size": 64}),
 }
@@ -98,15 +88,15 @@ def run_factor(row: str, factor: str, runs: int, workroot: pathlib.Path) -> dict
     started = time.time()
     workdir = workroot / f"{row}__{factor}"
     if FACTORS[factor].dataset is None:
-        drivers = [toy_table.run_fresh(factor_config(row, factor, 0, runs), workdir)]
+        drivers = [toy_runs.run_fresh(factor_config(row, factor, 0, runs), workdir)]
     else:
         drivers = []
         for s in range(runs):
             config = factor_config(row, factor, s)
-            drivers.append(toy_table.run_fresh(config, workdir / f"seed_{s}", factor_dataset(factor, config)))
+            drivers.append(toy_runs.run_fresh(config, workdir / f"seed_{s}", factor_dataset(factor, config)))
     records, steps = [], []
     for driver in drivers:
-        records += toy_table.seed_records(driver)
+        records += toy_runs.seed_records(driver)
         steps += np.asarray(driver.states.step).reshape(-1).tolist()
     return {
         "row": row, "factor": factor, "seeds": [r["seed"] for r in records],
@@ -116,18 +106,13 @@ def run_factor(row: str, factor: str, runs: int, workroot: pathlib.Path) -> dict
     }
 
 
-def _mean_std(values) -> tuple[float, Optional[float]]:
-    values = np.asarray(values, float)
-    return float(values.mean()), (float(values.std(ddof=1)) if len(values) > 1 else None)
-
-
 def summarize(records: list[dict]) -> dict:
     """{row: {factor: {mean, std, initial_mean, initial_std, delta, steps_median, runs, seconds}}}, in %;
     delta is the mean minus the `preset` factor's mean of the same row (None without it)."""
     table = {}
     for record in records:
-        mean, std = _mean_std(record["accuracy"])
-        initial_mean, initial_std = _mean_std(record["initial_accuracy"])
+        mean, std = reporting.mean_std(record["accuracy"])
+        initial_mean, initial_std = reporting.mean_std(record["initial_accuracy"])
         table.setdefault(record["row"], {})[record["factor"]] = {
             "mean": mean, "std": std, "initial_mean": initial_mean, "initial_std": initial_std,
             "steps_median": float(np.median(record["steps"])), "runs": len(record["accuracy"]),
@@ -137,15 +122,11 @@ def summarize(records: list[dict]) -> dict:
         for entry in row.values():
             entry["delta"] = None if base is None else entry["mean"] - base["mean"]
     return {row: dict(sorted(factors.items(), key=lambda item: list(FACTORS).index(item[0])))
-            for row, factors in sorted(table.items(), key=lambda item: list(toy_table.PAPER).index(item[0]))}
+            for row, factors in sorted(table.items(), key=lambda item: list(toy_runs.PAPER).index(item[0]))}
 
 
 def load_records(outdir: pathlib.Path) -> list[dict]:
     return [json.loads(path.read_text()) for path in sorted((outdir / "runs").glob("*__*.json"))]
-
-
-def _cell(mean: float, std: Optional[float]) -> str:
-    return f"{mean:.2f}" + (f" ({std:.2f})" if std is not None else "")
 
 
 def write_report(outdir: pathlib.Path) -> dict:
@@ -154,13 +135,12 @@ def write_report(outdir: pathlib.Path) -> dict:
     if not records:
         raise FileNotFoundError(f"no runs under {outdir / 'runs'}; run the ablation first (without --report_only).")
     table = summarize(records)
-    checkpoint.write_json(outdir / "ablation.json", table)
-    invocations = json.loads((outdir / "runs" / "invocations.json").read_text()) \
-        if (outdir / "runs" / "invocations.json").exists() else []
+    path = outdir / "runs" / INVOCATIONS
+    invocations = json.loads(path.read_text()) if path.exists() else []
     lines = [
         "# Ablation of the yin-yang toy (Table 1)",
         "",
-        "Generated by `experiments/toy_ablation.py` from the per-(row, factor) files in `runs/`; do not edit by "
+        "Generated by `studies/toy_ablation.py` from the per-(row, factor) files in `runs/`; do not edit by "
         "hand. Each cell: mean (sample std) of the final test accuracy over seeds 0..runs-1 (the last column) in %, "
         "one factor changed against the row's preset in `experiments/configs/yinyang.py`; delta: against the "
         "`preset` line of the same row (the same seeds: a paired difference); initial model: the test accuracy "
@@ -169,73 +149,35 @@ def write_report(outdir: pathlib.Path) -> dict:
         "",
     ]
     for row, factors in table.items():
-        lines += [f"## {row} (paper: {toy_table.PAPER[row]:.2f} %)", "",
+        lines += [f"## {row} (paper: {toy_runs.PAPER[row]:.2f} %)", "",
                   "| factor | axis | change | mean (std) % | delta | initial model % | steps | runs |",
                   "|---|---|---|---|---|---|---|---|"]
         for name, entry in factors.items():
             factor = FACTORS[name]
             delta = "" if entry["delta"] is None or name == "preset" else f"{entry['delta']:+.2f}"
-            lines.append(f"| `{name}` | {factor.axis} | {factor.what} | {_cell(entry['mean'], entry['std'])} | "
-                         f"{delta} | {_cell(entry['initial_mean'], entry['initial_std'])} | "
+            lines.append(f"| `{name}` | {factor.axis} | {factor.what} | {reporting.cell(entry['mean'], entry['std'])} "
+                         f"| {delta} | {reporting.cell(entry['initial_mean'], entry['initial_std'])} | "
                          f"{entry['steps_median']:.0f} | {entry['runs']} |")
         lines.append("")
     lines += [
         "Commands (each invocation adds or replaces its (row, factor) entries):",
         "",
         "```bash",
-    ]
-    for invocation in invocations:
-        lines.append(invocation["command"])
-    lines += [
-        f"python -m experiments.toy_ablation --report_only --outdir={_shown(outdir)}",
+        *(reporting.runnable(invocation["command"]) for invocation in invocations),
+        f"python -m studies.toy_ablation --report_only --outdir={reporting.shown(outdir)}",
         "```",
         "",
-        "Machines: " + "; ".join(sorted({f"{i['device']}, commit {i['commit']}" for i in invocations})) + ".",
+        reporting.machines(invocations),
     ]
-    (outdir / "README.md").write_text("\n".join(lines) + "\n")
+    reporting.write_report(outdir, lines, table, "ablation.json")
     return table
 
 
-def _shown(outdir: pathlib.Path) -> str:
-    resolved = outdir.resolve()
-    try:
-        return str(resolved.relative_to(provenance.REPOSITORY))
-    except ValueError:
-        return str(outdir)
-
-
-def main(argv):
-    del argv
-    outdir = pathlib.Path(_OUTDIR.value)
-    if not _REPORT_ONLY.value:
-        factors = _FACTORS.value or list(FACTORS)
-        unknown = [name for name in factors if name not in FACTORS] + \
-                  [row for row in _ROWS.value if row not in yinyang.PRESETS]
-        if unknown:
-            raise app.UsageError(f"unknown factor(s) or row(s) {unknown}; factors: {', '.join(FACTORS)}; rows: "
-                                 f"{', '.join(yinyang.PRESETS)}.")
-        (outdir / "runs").mkdir(parents=True, exist_ok=True)
-        for row in _ROWS.value:
-            for factor in factors:
-                record = run_factor(row, factor, _RUNS.value, pathlib.Path(_WORKROOT.value))
-                checkpoint.write_json(outdir / "runs" / f"{row}__{factor}.json", record)
-                mean, std = _mean_std(record["accuracy"])
-                logging.info("%s / %s: %.2f (%.2f) %% %s in %.0f s", row, factor, mean, std or 0.0,
-                             record["accuracy"], record["seconds"])
-        _log_invocation(outdir, factors)
-    table = write_report(outdir)
-    logging.info("Ablation: %s", json.dumps(table, indent=1))
-
-
-def _log_invocation(outdir: pathlib.Path, factors: list[str]) -> None:
-    """Appends this invocation's command, commit and device to OUTDIR/runs/invocations.json."""
-    path = outdir / "runs" / "invocations.json"
+def log_invocation(outdir: pathlib.Path, rows: list[str], factors: list[str], runs: int) -> None:
+    """Appends an invocation's command, commit and device to OUTDIR/runs/invocations.json."""
+    path = outdir / "runs" / INVOCATIONS
     invocations = json.loads(path.read_text()) if path.exists() else []
-    command = (f"python -m experiments.toy_ablation --rows={','.join(_ROWS.value)} --factors={','.join(factors)} "
-               f"--runs={_RUNS.value} --outdir={_shown(outdir)}")
+    command = (f"python -m studies.toy_ablation --rows={','.join(rows)} --factors={','.join(factors)} "
+               f"--runs={runs} --outdir={reporting.shown(outdir)}")
     invocations.append({"command": command, "commit": provenance.commit(), "device": provenance.device()})
     checkpoint.write_json(path, invocations)
-
-
-if __name__ == "__main__":
-    app.run(main)

@@ -1,5 +1,5 @@
-"""experiments/augmentation_study.py without training: the variant table's configs, the prototype warp, the
-resume rule and the report."""
+"""studies/augmentation_variants.py (the augmentation study) without training: the variant table's configs, the
+prototype warp, the resume rule and the report."""
 
 import json
 
@@ -7,8 +7,9 @@ import jax
 import numpy as np
 import pytest
 
-from deepbass_jax import augment, checkpoint, config as config_lib, runfolder
-from experiments import augmentation_study as study
+from deepbass_jax import augment, config as config_lib
+from deepbass_jax.workdir import checkpoint, runfolder
+from studies import augmentation_variants as study
 from experiments.configs import mnist
 
 
@@ -35,7 +36,10 @@ def test_each_variant_is_its_preset_with_its_overrides(name):
 
 def test_the_study_covers_the_brief():
     v = study.VARIANTS
-    assert (v["augmented"].seeds, v["plain"].seeds) == (5, 5)
+    # Each variant's default seeds are among those of its preset as it is, so every paired delta covers them all.
+    for name, variant in v.items():
+        base = "augmented" if variant.preset == study.AUG else "plain"
+        assert set(study.seed_list(name)) <= set(study.seed_list(base)), name
     for epochs in (300, 1000):
         for name in (f"augmented_{epochs}_epochs", f"plain_{epochs}_epochs"):
             assert study.variant_config(name).initial_epochs == epochs
@@ -112,20 +116,31 @@ def test_prototype_channel_shift_stays_in_the_images_range():
     assert not np.allclose(out, inside)
 
 
-def test_patch_is_undone():
-    original = augment.random_affine
-    with study._Patched(study.KERAS):
-        assert augment.random_affine is not original
-    assert augment.random_affine is original
-    with study._Patched(None):
-        assert augment.random_affine is original
+def test_prototypes_are_named_warps_that_their_variants_select():
+    """No variant changes the package's warp: a prototype variant's config names its registered warp, which is
+    `prototype_affine` with that prototype; the others keep the package's `random_affine`."""
+    images = jax.random.uniform(jax.random.key(0), (4, 28, 28, 1))
+    key = jax.random.key(1)
+    for name, variant in study.VARIANTS.items():
+        config = study.variant_config(name)
+        warp = augment.WARPS[config.train.augment_warp]
+        if variant.prototype is None:
+            assert warp is augment.random_affine, name
+            continue
+        assert study.PROTOTYPES[config.train.augment_warp] == variant.prototype, name
+        np.testing.assert_array_equal(
+            warp(images, key, config.train.augment_degrees, config.train.augment_scale, 0.0),
+            study.prototype_affine(images, key, config.train.augment_degrees, config.train.augment_scale,
+                                   prototype=variant.prototype))
+    assert augment.WARPS["affine"] is augment.random_affine
+    assert {study.VARIANTS[name].prototype for name in ("keras_authors", "keras_authors_300_epochs")} == {study.KERAS}
 
 
 def test_resume_skips_finished_variants_and_the_report_reads_study_json(tmp_path):
     entry = {"variant": "augmented", "preset": "augmented_supervised_50", "what": "the preset", "overrides": {},
              "prototype": None, "seeds": [0, 1], "test_accuracy": [80.0, 82.0], "mean": 81.0, "std": 1.41,
              "seconds": 12.0, "commit": "abc", "device": "CPU", "command": "python -m experiments.main ...",
-             "study_command": "python -m experiments.augmentation_study --variants=augmented --seeds=0,1"}
+             "study_command": "python -m studies.augmentation_study --variants=augmented --seeds=0,1"}
     other = {**entry, "variant": "rotate_20", "what": "rotation < 20 deg",
              "overrides": {"train.augment_degrees": 20.0}, "test_accuracy": [83.0, 84.0], "mean": 83.5, "std": 0.71}
     checkpoint.write_json(tmp_path / "study.json", {"variants": {"augmented": entry, "rotate_20": other},

@@ -11,7 +11,7 @@ import pytest
 from absl import flags
 from absl.testing import flagsaver
 
-from deepbass_jax import active, algorithm, data
+from deepbass_jax import algorithm, data, driver as driver_lib
 from experiments import campaign, campaign_results, device_check
 from experiments.configs import mnist
 from tests.compilations import count_compilations
@@ -262,7 +262,7 @@ def test_the_run_takes_the_training_programs_the_micro_benchmark_compiled(tmp_pa
         timing = device_check.time_training_step(config, dataset, 2, "map")
     assert compiled[steps] == 2 and timing["single_step_seconds"] > 0
     with count_compilations() as compiled:
-        driver = active.Driver(config, tmp_path / "run")
+        driver = driver_lib.Driver(config, tmp_path / "run")
         driver.initial_fit()
     assert not driver.shared_pool and driver.num_pool == 336
     assert compiled[steps] == 0, "the run compiled a training step of its own"
@@ -325,7 +325,7 @@ def test_a_row_in_several_blocks_of_one_job_keeps_every_seed(tmp_path, mnist_dir
     # Seed 1 ran second in the first block and seed 2 alone in the second: as the campaign sets them up, they equal
     # seeds 1 and 2 of one run of the two (a block of two seeds, whose programs the job compiled).
     with flagsaver.flagsaver(pool_size=320, initial_epochs=2, test_size=100, chunk_size=64, data_dir=str(mnist_dir)):
-        together = active.Driver(campaign.run_config("supervised_100", 1, 2, "map"), tmp_path / "together").run()
+        together = driver_lib.Driver(campaign.run_config("supervised_100", 1, 2, "map"), tmp_path / "together").run()
     assert [s["test_accuracy"] for s in together] == [r["test_accuracy"] for r in rows["supervised_100"]["results"][1:]]
 
 

@@ -1,17 +1,16 @@
 """The MNIST presets (paper rows, CPU scale, rows beyond the paper), the reports of experiments/mnist_report.py and
-experiments/toy_table.py, and the provenance every record carries."""
+experiments/toy_runs.py (Table 1's), and the provenance every record carries."""
 
 import json
 import pathlib
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 
-from deepbass_jax import algorithm, checkpoint, config as config_lib
-from experiments import mnist_report, provenance
+from deepbass_jax import algorithm, config as config_lib
+from deepbass_jax.workdir import checkpoint
+from experiments import mnist_report, provenance, toy_runs
 from experiments.configs import mnist
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results"
@@ -172,8 +171,37 @@ def test_report_from_runs(tmp_path):
     readme = (tmp_path / "README.md").read_text()
     assert "| supervised_100 | cpu | 82.00 (2.00) | 3 | s0: 80.00, s1: 82.00, s2: 84.00 | 82.03 (1.95) |" in readme
     assert "cpu_semi_supervised_100 --config.seed=2" in readme
-    for figure in ("learning_curves.png", "pseudo_labels.png"):
+    for figure in ("learning_curves_cpu.png", "pseudo_labels_cpu.png", "learning_curves_paper.png",
+                   "pseudo_labels_paper.png"):
         assert (tmp_path / figure).stat().st_size > 10_000, figure
+        assert f"`{figure}`" in readme
+
+
+def test_runs_of_two_scales_or_lengths_never_share_a_curve(tmp_path):
+    """A row run at paper and at CPU scale gets a curve in each scale's figure, each spanning its own iterations;
+    runs of one scale but two lengths get a curve each; the one-figure layout's files are removed."""
+    records = [_record("all_data_max_entropy", s, 97.0, iterations=200) for s in range(2)]
+    records += [_record("cpu_all_data_max_entropy", s, 95.0, iterations=20) for s in range(3)]
+    records += [_record("cpu_semi_supervised_100", 0, 90.0, iterations=20),
+                _record("cpu_semi_supervised_100", 1, 90.0, iterations=10)]
+    groups = mnist_report.curve_groups(records)
+    assert {key: len(group) for key, group in groups.items()} == {
+        ("all_data_max_entropy_300", "paper", 200): 2, ("all_data_max_entropy_300", "cpu", 20): 3,
+        ("semi_supervised_100", "cpu", 10): 1, ("semi_supervised_100", "cpu", 20): 1}
+    iterations, values = mnist_report._curves(groups[("all_data_max_entropy_300", "paper", 200)], "test_accuracy")
+    assert iterations[-1] == 200 and values.shape == (2, 201)  # the paper's curve is not cut to the CPU's length
+    paper = mnist_report.plot_learning_curves([r for r in records if r["scale"] == "paper"],
+                                              tmp_path / "paper.png", "paper")
+    assert paper == {"Fig. 3 left: threshold and policy": ["all data max entropy 300 (2 runs)"]}
+    cpu = mnist_report.plot_pseudo_labels([r for r in records if r["scale"] == "cpu"], tmp_path / "cpu.png", "cpu")
+    assert cpu == ["all data max entropy 300 (3 runs)", "semi supervised 100, 10 iterations (1 run)",
+                   "semi supervised 100, 20 iterations (1 run)"]
+    (tmp_path / "learning_curves.png").write_bytes(b"a figure of the one-figure layout")
+    _write_runs(tmp_path, records)
+    mnist_report.write_report(tmp_path)
+    assert sorted(path.name for path in tmp_path.glob("*.png")) == [
+        "cpu.png", "learning_curves_cpu.png", "learning_curves_paper.png", "paper.png", "pseudo_labels_cpu.png",
+        "pseudo_labels_paper.png"]
 
 
 def test_ordering_check():
@@ -227,9 +255,7 @@ def test_checked_in_toy_table_comes_from_checked_in_runs(tmp_path):
     """results/toy/table.json is what `toy_table --report_only` makes from results/toy/runs, std the sample std."""
     toy = RESULTS / "toy"
     shutil.copytree(toy / "runs", tmp_path / "runs")
-    # A subprocess: experiments/toy_table.py defines flags that other experiment scripts define too.
-    subprocess.run([sys.executable, "-m", "experiments.toy_table", "--report_only", f"--outdir={tmp_path}"],
-                   check=True, capture_output=True, cwd=RESULTS.parent)
+    toy_runs.write_report(tmp_path)  # what `python -m experiments.toy_table --report_only` does
     table = json.loads((tmp_path / "table.json").read_text())
     assert table == json.loads((toy / "table.json").read_text())
     records = [json.loads(path.read_text()) for path in (toy / "runs").glob("initial_seed*.json")]

@@ -1,4 +1,5 @@
-"""The yin-yang toy's presets, data variants, the authors' draws, and the reports of toy_table / toy_ablation."""
+"""The yin-yang toy's presets, data variants, the authors' draws (experiments/toy_runs.py), and the reports of
+Table 1 (toy_runs) and of the ablation (studies/toy_factors.py)."""
 
 import json
 
@@ -6,9 +7,11 @@ import numpy as np
 import pytest
 
 from deepbass_jax import config as config_lib
-from deepbass_jax import data, runfolder
-from experiments import toy_ablation, toy_table
+from deepbass_jax import data
+from deepbass_jax.workdir import runfolder
+from experiments import toy_runs
 from experiments.configs import yinyang
+from studies import toy_factors
 
 
 def _fields(config) -> dict:
@@ -33,37 +36,37 @@ def test_unknown_preset_names_the_rows_and_the_prefix():
 
 
 # ------------------------------------------------------------------------------------------ the factors
-@pytest.mark.parametrize("factor", list(toy_ablation.FACTORS))
+@pytest.mark.parametrize("factor", list(toy_factors.FACTORS))
 @pytest.mark.parametrize("row", ["initial", "semi_supervised", "supervised_1000"])
 def test_each_factor_changes_one_thing_against_the_preset(row, factor):
-    spec = toy_ablation.FACTORS[factor]
+    spec = toy_factors.FACTORS[factor]
     preset = runfolder.flat_fields(_fields(yinyang.get_config(row)))
-    config = toy_ablation.factor_config(row, factor, seed=3, num_seeds=10)
+    config = toy_factors.factor_config(row, factor, seed=3, num_seeds=10)
     changed = {key: value for key, value in runfolder.flat_fields(_fields(config)).items() if preset[key] != value}
     overridden = {key: value for key, value in spec.overrides.items() if preset[key] != value}
     assert changed == {**overridden, "seed": 3, "data.seed": 3, "num_seeds": 10}
     assert factor == "preset" or overridden or spec.dataset is not None  # every other factor changes something
     config_lib.validate(config)
     if spec.dataset is None:
-        assert toy_ablation.factor_dataset(factor, toy_ablation.factor_config(row, factor, seed=3)) is None
+        assert toy_factors.factor_dataset(factor, toy_factors.factor_config(row, factor, seed=3)) is None
     else:
         assert not spec.overrides  # a data factor changes the data alone
 
 
 def test_fixed_100_is_the_authors_fit_preset():
-    config = toy_ablation.factor_config("semi_supervised", "fixed_100")
+    config = toy_factors.factor_config("semi_supervised", "fixed_100")
     authors = yinyang.get_config(yinyang.AUTHORS_FIT + "semi_supervised")
     assert (config.initial_epochs, config.initial_patience) == (authors.initial_epochs, authors.initial_patience)
 
 
 def test_data_factors_give_each_seed_its_variant():
-    config = toy_ablation.factor_config("initial", "test_10000", seed=2)
-    sample = toy_ablation.factor_dataset("test_10000", config)
+    config = toy_factors.factor_config("initial", "test_10000", seed=2)
+    sample = toy_factors.factor_dataset("test_10000", config)
     reference = data.yinyang(500, 2)
     np.testing.assert_array_equal(sample.train_images, reference.train_images)  # the same pool as the preset's
     assert sample.test_images.shape == (10000, 2) and np.bincount(sample.test_labels).tolist() == [5000, 5000]
-    radians = toy_ablation.factor_dataset("angle_radians", toy_ablation.factor_config("initial", "angle_radians",
-                                                                                      seed=2))
+    radians = toy_factors.factor_dataset("angle_radians", toy_factors.factor_config("initial", "angle_radians",
+                                                                                    seed=2))
     assert radians.train_images.shape == (1000, 2) and not np.allclose(radians.train_images, reference.train_images)
 
 
@@ -99,8 +102,8 @@ def test_yinyang_defaults_and_test_size():
 
 # ------------------------------------------------------------------------------------- the authors' draws
 def test_authors_draw_is_their_generator():
-    pool, labels, test, test_labels, initial = toy_table.authors_draw(3, per_class=4)
-    again = toy_table.authors_draw(3, per_class=4)
+    pool, labels, test, test_labels, initial = toy_runs.authors_draw(3, per_class=4)
+    again = toy_runs.authors_draw(3, per_class=4)
     for x, y in zip((pool, labels, test, test_labels, initial), again):
         np.testing.assert_array_equal(x, y)
     assert pool.shape == test.shape == (1000, 2) and pool.dtype == np.float32
@@ -109,20 +112,20 @@ def test_authors_draw_is_their_generator():
     for cls in (0, 1):
         np.testing.assert_array_equal(np.intersect1d(initial, np.flatnonzero(labels == cls)),
                                       np.flatnonzero(labels == cls)[:4])
-    assert set(initial) <= set(toy_table.authors_draw(3, per_class=40)[4])
+    assert set(initial) <= set(toy_runs.authors_draw(3, per_class=40)[4])
     # Seed 1000 i: numpy's legacy generator, P1's radii first (x2 = 0.1 - r sin phi, blue).
     radius = 1 + 0.25 * np.random.RandomState(3000).randn(500)
     blue = np.sort(np.linalg.norm(pool[labels == 1] - np.array([-0.33, 0.1], np.float32), axis=1))
     np.testing.assert_allclose(blue, np.sort(np.abs(radius)), atol=1e-5)
-    assert not np.array_equal(pool, toy_table.authors_draw(4, per_class=4)[0])
+    assert not np.array_equal(pool, toy_runs.authors_draw(4, per_class=4)[0])
 
 
 @pytest.mark.parametrize("row", ["initial", "supervised_80", "supervised_1000"])
 def test_authors_sample_makes_the_driver_label_the_authors_points(row):
     config = yinyang.get_config(row)
     config.seed = 5
-    pool, labels, test, test_labels, initial = toy_table.authors_draw(5, config.initial_per_class)
-    sample = toy_table.authors_sample(5, config)
+    pool, labels, test, test_labels, initial = toy_runs.authors_draw(5, config.initial_per_class)
+    sample = toy_runs.authors_sample(5, config)
     chosen = data.balanced_initial_labels(sample.train_labels, config.initial_per_class, config.seed, 2)
     as_set = lambda points: {tuple(p) for p in points.tolist()}  # noqa: E731
     assert as_set(sample.train_images[chosen]) == as_set(pool[initial])
@@ -148,9 +151,9 @@ def test_toy_table_reports_both_draws(tmp_path):
             (runs / f"initial_{tag}{run}.json").write_text(json.dumps(_record("initial", draws, run, accuracy)))
     (runs / "initial_seed9.json").write_text(json.dumps(  # a record from before --draws: own draws
         {"row": "initial", "seed": 9, "summary": {"test_accuracy": 0.70}, "metrics": []}))
-    (runs / toy_table.INVOCATION).write_text(json.dumps({"commit": "abc", "device": "cpu", "minutes": 1,
+    (runs / toy_runs.INVOCATION).write_text(json.dumps({"commit": "abc", "device": "cpu", "minutes": 1,
                                                           "draws": ["authors", "seeds"], "figures": "authors"}))
-    table = toy_table.write_report(tmp_path)
+    table = toy_runs.write_report(tmp_path)
     seeds = [78, 80, 76, 70]
     assert table["initial"]["runs"] == 4 and table["initial"]["mean"] == pytest.approx(np.mean(seeds))
     assert table["initial"]["std"] == pytest.approx(np.std(seeds, ddof=1))
@@ -166,7 +169,7 @@ def test_ablation_summary_and_report(tmp_path):
         record = {"row": "initial", "factor": factor, "seeds": [0, 1], "accuracy": values, "initial_accuracy": values,
                   "steps": [100, 300], "seconds": 1.0}
         (tmp_path / "runs" / f"initial__{factor}.json").write_text(json.dumps(record))
-    table = toy_ablation.write_report(tmp_path)
+    table = toy_factors.write_report(tmp_path)
     entry = table["initial"]["fixed_100"]
     assert entry["mean"] == 82.0 and entry["delta"] == 3.0 and entry["std"] == pytest.approx(np.std([80, 84], ddof=1))
     assert entry["steps_median"] == 200 and list(table["initial"]) == ["preset", "fixed_100"]

@@ -43,6 +43,8 @@ def load_npz(path, test_fraction: float = 0.0, seed: int = 0, pixel_divisor: flo
     or, without them, `test_fraction` > 0 holds out that fraction of the labeled `x` as the test set (numpy
     default_rng(seed)); or no test set. Pool ids stay the row numbers of `x` either way. Labels are 0..C-1:
     C is `num_classes`, else the number of `classes`, else the largest label + 1, and then every class must occur.
+    A `y` of -1 marks a sample nobody labeled yet: then `y` gives the known labels (`Dataset.given_labels`, ground
+    truth from the start, test_fraction drawn among them) and a person labels the rest (config.oracle=file).
     """
     path = pathlib.Path(path).expanduser()
     if not path.is_file() or not zipfile.is_zipfile(path):
@@ -60,23 +62,29 @@ def load_npz(path, test_fraction: float = 0.0, seed: int = 0, pixel_divisor: flo
     x_test = _npz_images(path, "x_test", arrays["x_test"], pixel_divisor) if "x_test" in arrays else None
     y_test = _npz_labels(path, "y_test", arrays["y_test"]) if "y_test" in arrays else None
     ids = np.arange(len(x), dtype=np.int64)
+    if y is not None and len(y) and y.min() < -1:
+        raise DataError(f"{path}: 'y' holds {y.min()}; labels are 0..C-1, or -1 for a sample nobody labeled yet.")
     if test_fraction:
-        num_test = round(test_fraction * len(x))
+        labeled_rows = np.arange(len(x)) if y is None else np.flatnonzero(y >= 0)
+        num_test = round(test_fraction * len(labeled_rows))
         if x_test is not None or y is None or not 0 < num_test < len(x):
             raise DataError(
                 f"{path}: test_fraction={test_fraction} needs labels 'y', no 'x_test', and samples on both sides "
                 f"(here {num_test} of {len(x)} would be test samples); set test_fraction=0 to use the file as it is."
             )
-        order = np.random.default_rng(seed).permutation(len(x))
-        test, train = np.sort(order[:num_test]), np.sort(order[num_test:])
+        order = np.random.default_rng(seed).permutation(labeled_rows)  # test samples come from the labeled rows
+        test = np.sort(order[:num_test])
+        train = np.setdiff1d(np.arange(len(x)), test)
         x, y, x_test, y_test, ids = x[train], y[train], x[test], y[test], ids[train]
     test_source = (f"held out of the file's rows by data.test_fraction={test_fraction} (seed {seed})" if test_fraction
                    else "the file's x_test / y_test")
     class_names = _npz_class_names(path, arrays)
-    num_classes = _npz_num_classes(path, arrays, [labels for labels in (y, y_test) if labels is not None],
+    num_classes = _npz_num_classes(path, arrays, [labels[labels >= 0] for labels in (y, y_test) if labels is not None],
                                    class_names)
+    partly = y is not None and (y < 0).any()  # -1: unknown; the known labels are ground truth from the start
     try:
-        return Dataset(path.stem, x, y, x_test, y_test, num_classes, ids, class_names, test_source)
+        return Dataset(path.stem, x, None if partly else y, x_test, y_test, num_classes, ids, class_names, test_source,
+                       given_labels=y if partly else None)
     except DataError as error:  # "<stem>: problem" -> "<path>: problem"
         raise DataError(f"{path}: {str(error).removeprefix(path.stem + ': ')}") from error
 

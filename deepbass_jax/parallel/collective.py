@@ -127,7 +127,8 @@ class ProcessCollective(Collective):
 
     def keep_shard(self, dataset, pool_images):
         logging.info("Process %d of %d: pool samples %s.", self.index, self.count, pool_images.shape[0])
-        return dataclasses.replace(dataset, train_images=pool_images, train_labels=None, ids=None)
+        return dataclasses.replace(dataset, train_images=pool_images, train_labels=None, ids=None, files=None,
+                                   given_labels=None)
 
     def rows(self, local: np.ndarray, num_samples: int, indices) -> np.ndarray:
         return distributed.gather_rows(np.asarray(local), num_samples, np.asarray(indices, np.int64), self.topology)

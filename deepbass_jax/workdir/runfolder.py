@@ -5,7 +5,9 @@ fault points); `checkpoint` writes files atomically; the oracle's ledger writes 
 from __future__ import annotations
 
 import json
+import os
 import pathlib
+import time
 
 from absl import logging
 
@@ -23,10 +25,13 @@ ORACLE_LOG = "oracle_log.jsonl"
 SUMMARY = "summary.json"
 CONFIG = "config.json"
 LABELS = "labels.csv"
+TENSORBOARD = "tensorboard"  # event files of config.tensorboard runs
 # Fields a resumed run may change: they do not change the algorithm (how long the file oracle waits, how many
 # training steps go to the device at once, which kernels compute the network: the same up to round-off, whether
-# the finished run draws its figures, whether the lines log a theta the run does not use).
-RESUMABLE_CHANGES = ("oracle_wait_seconds", "train.steps_per_call", "model.kernels", "figures", "log_theta")
+# the finished run draws its figures, whether the lines log a theta the run does not use, whether they go to
+# TensorBoard too).
+RESUMABLE_CHANGES = ("oracle_wait_seconds", "train.steps_per_call", "model.kernels", "figures", "log_theta",
+                     "tensorboard")
 
 
 def seed_folder(workdir, seed: int, num_seeds: int) -> pathlib.Path:
@@ -81,28 +86,67 @@ def tidy_after_kill(workdir, folders) -> None:
             checkpoint.repair_jsonl(folder / name)
 
 
+def append_metrics(folder, line: dict, tensorboard: bool = False) -> None:
+    """Appends an iteration's metrics line (fsynced: metrics.jsonl is the record); with `tensorboard`, also its
+    numbers as TensorBoard scalars in folder/tensorboard (tensorboardX, no TensorFlow), step = the iteration."""
+    checkpoint.append_jsonl(pathlib.Path(folder) / METRICS, [line])
+    if tensorboard:
+        write_scalars(pathlib.Path(folder) / TENSORBOARD, line)
+
+
+_WRITERS: dict = {}  # logdir -> this process's event file there (tensorboardX's synchronous EventsWriter)
+
+
+def write_scalars(logdir: pathlib.Path, line: dict) -> None:
+    """The numbers of a metrics line (nested dicts as "name/key") as TensorBoard scalars at step line["iteration"],
+    on disk when this returns."""
+    try:  # pylint: disable=import-outside-toplevel
+        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.proto import event_pb2, summary_pb2
+    except ImportError as error:
+        raise ImportError('config.tensorboard needs tensorboardX: pip install -e ".[tensorboard]"') from error
+    if logdir not in _WRITERS:
+        logdir.mkdir(parents=True, exist_ok=True)
+        _WRITERS[logdir] = EventsWriter(str(logdir / "events"), f".{os.getpid()}")
+    values = [summary_pb2.Summary.Value(tag=f"{name}/{key}" if key else name, simple_value=float(number))
+              for name, value in line.items() if name != "iteration"
+              for key, number in (value.items() if isinstance(value, dict) else [("", value)])
+              if isinstance(number, (int, float)) and not isinstance(number, bool)]
+    event = event_pb2.Event(wall_time=time.time(), step=line["iteration"], summary=summary_pb2.Summary(value=values))
+    _WRITERS[logdir].write_event(event)
+    _WRITERS[logdir].flush()
+
+
 def keep_metrics_until(folder, iteration: int) -> None:
     """Drops metrics lines of iterations after `iteration` (they run again after a resume)."""
     path = pathlib.Path(folder) / METRICS
     checkpoint.rewrite_jsonl(path, [m for m in checkpoint.read_jsonl(path) if m["iteration"] <= iteration])
 
 
-def write_labels(folder, ids, ground_truth, pseudo, mean_probs, entropy, class_names=None) -> None:
-    """labels.csv: one row per pool sample with its id, label, source (oracle / pseudo-label / prediction), the
-    mean MC-dropout probability of that label (eq. 7) and the normalized entropy (eq. 3).
+def write_labels(folder, ids, ground_truth, pseudo, mean_probs, entropy, class_names=None, given=None,
+                 files=None) -> None:
+    """labels.csv: one row per pool sample with its id, (its file,) label, source (given / oracle / pseudo-label /
+    prediction), the mean MC-dropout probability of that label (eq. 7) and the normalized entropy (eq. 3).
 
-    ids, ground_truth, pseudo [N] (-1: none); mean_probs [N, C]; entropy [N]; class_names [C] or None.
+    ids, ground_truth, pseudo [N] (-1: none); mean_probs [N, C]; entropy [N]; class_names [C] or None; given [N]
+    bool (labels that came with the data) or None; files [N] (paths in the user's folder) or None.
     """
     predicted = np.argmax(mean_probs, axis=1)
     label = np.where(ground_truth >= 0, ground_truth, np.where(pseudo >= 0, pseudo, predicted))
     source = np.where(ground_truth >= 0, "oracle", np.where(pseudo >= 0, "pseudo-label", "prediction"))
+    if given is not None:
+        source = np.where(given, "given", source)
     probability = np.take_along_axis(mean_probs, label[:, None], axis=1)[:, 0]
-    names = [""] * len(label) if class_names is None else np.asarray(class_names, object)[label].tolist()
-    header = "id,label,class_name,source,probability,entropy" if class_names else "id,label,source,probability,entropy"
-    rows = (f"{i},{g},{_csv_field(n)},{s},{q:.6f},{h:.6f}" if class_names else f"{i},{g},{s},{q:.6f},{h:.6f}"
-            for i, g, n, s, q, h in zip(np.asarray(ids).tolist(), label.tolist(), names, source.tolist(),
-                                         probability.tolist(), np.asarray(entropy).tolist()))
-    checkpoint.atomic_write_bytes(pathlib.Path(folder) / LABELS, ("\n".join([header, *rows]) + "\n").encode())
+    columns = {"id": np.asarray(ids).tolist()}
+    if files is not None:
+        columns["file"] = [_csv_field(f) for f in files]
+    columns["label"] = label.tolist()
+    if class_names:
+        columns["class_name"] = [_csv_field(n) for n in np.asarray(class_names, object)[label].tolist()]
+    columns.update(source=source.tolist(), probability=[f"{q:.6f}" for q in probability.tolist()],
+                   entropy=[f"{h:.6f}" for h in np.asarray(entropy).tolist()])
+    rows = (",".join(map(str, row)) for row in zip(*columns.values()))
+    checkpoint.atomic_write_bytes(pathlib.Path(folder) / LABELS, ("\n".join([",".join(columns), *rows]) + "\n").encode())
 
 
 def _csv_field(text: str) -> str:
