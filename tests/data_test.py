@@ -1,5 +1,6 @@
 """Data: real MNIST / Fashion-MNIST from the shared IDX files, every bad-input case, download against local
-mirrors, npz, yin-yang statistics, initial labels, tfds, load(config); and the progress reporter downloads use."""
+mirrors, npz, yin-yang statistics, initial labels, load(config); and the progress reporter downloads use.
+The tfds source: tfds_test.py."""
 
 import gzip
 import http.server
@@ -327,7 +328,8 @@ def test_npz_without_labels_needs_a_class_count(tmp_path):
     [
         ({"images": np.zeros((2, 4)), "labels": np.zeros(2)}, r"no array named 'x' \(found \['images', 'labels'\]\)"),
         ({"x": np.array([[np.nan, 0.0]]), "y": np.array([0])}, "train images contain NaN or Inf"),
-        ({"x": np.zeros((2, 4)), "y": np.array([0, -1])}, r"labels must lie in \[0, 1\), found -1..0"),
+        ({"x": np.zeros((2, 4)), "y": np.array([0, -2])}, r"'y' holds -2; labels are 0\.\.C-1, or -1 for a sample"),
+        ({"x": np.zeros((2, 4)), "y": np.array([0, 1]), "num_classes": 1}, r"labels must lie in \[0, 1\), found 0..1"),
         ({"x": np.zeros((2, 4)), "y": np.array([0, 1, 1])}, "2 train images but labels of shape"),
         ({"x": np.zeros(5), "y": np.array([0])}, r"'x' has shape \(5,\)"),
         ({"x": np.zeros((2, 4), np.int64), "y": np.array([0, 1])}, "'x' has dtype int64; store uint8"),
@@ -418,30 +420,7 @@ def test_balanced_initial_labels():
         data.balanced_initial_labels(np.array([0, 1, 2]), 1, seed=0, num_classes=4)
 
 
-# ----------------------------------------------------------------------------------- tfds and load()
-def test_tfds_source_says_how_to_install_it(monkeypatch):
-    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # makes the import fail
-    with pytest.raises(data.DataError, match=r'pip install -e "\.\[tfds\]"'):
-        data.load_tfds("mnist")
-    config = data.default_config()
-    config.source = "tfds"
-    with pytest.raises(data.DataError, match=r"data.source='tfds' needs tensorflow-datasets"):
-        data.load(config)
-
-
-def test_tfds_source_with_mock_data(monkeypatch):
-    tfds = pytest.importorskip(
-        "tensorflow_datasets", reason="tensorflow-datasets is an optional extra (pip install -e .[tfds])"
-    )
-    monkeypatch.setattr(data.tfds, "_TFDS_BATCH", 5)  # 12 examples arrive in batches of 5, 5 and 2
-    with tfds.testing.mock_data(num_examples=12):
-        dataset = data.load_tfds("fashion_mnist")
-    assert dataset.train_images.shape == (12, 28, 28, 1) and dataset.train_images.dtype == np.float32
-    assert dataset.test_images.shape == (12, 28, 28, 1) and 0.0 <= dataset.train_images.min()
-    assert dataset.train_images.max() <= 1.0 and dataset.train_labels.dtype == np.int32
-    assert dataset.num_classes == 10 and dataset.name == "fashion_mnist"
-
-
+# ------------------------------------------------------------------------------------------- load()
 def test_load_dispatches(mnist_dir, tmp_path):
     config = data.default_config()
     config.name, config.num_per_class, config.seed = "yinyang", 10, 4

@@ -87,7 +87,9 @@ def image_png(image: np.ndarray, value_range: tuple[float, float]) -> bytes:
 
 
 # ------------------------------------------------------------------------------------------------ vectors
-def _class_colors(num_classes: int) -> list:
+def class_colors(num_classes: int) -> list:
+    """The colour of each class 0..num_classes-1 as RGBA tuples: the labeling page's, and the run figures' (plots.py
+    imports it, so that a class looks the same on the page and in decision_boundary.png)."""
     import matplotlib
 
     cmap = matplotlib.colormaps["tab10" if num_classes <= 10 else "tab20" if num_classes <= 20 else "hsv"]
@@ -115,7 +117,7 @@ def scatter_png(highlight: np.ndarray, highlight_ids: Sequence[int], *, names: S
     if context is not None:
         axes.scatter(*_xy(context["points"]), s=6, color="0.75", label="pool", zorder=1)
         labels = np.asarray(context["labeled_labels"], np.int64)
-        colors = _class_colors(len(names))
+        colors = class_colors(len(names))
         labeled_x, labeled_y = _xy(context["labeled_points"])
         for c in np.unique(labels):
             chosen = labels == c
