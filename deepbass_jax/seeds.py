@@ -14,7 +14,7 @@ import numpy as np
 
 from deepbass_jax import algorithm, config as config_lib, data, oracle as oracle_lib
 from deepbass_jax.algorithm import RunState
-from deepbass_jax.oracle.ledger import Ledger
+from deepbass_jax.oracle.ledger import Ledger, finished_run_note
 from deepbass_jax.workdir import runfolder
 from deepbass_jax.workdir.runfolder import SUMMARY
 
@@ -69,7 +69,7 @@ def make_seeds(config: ml_collections.ConfigDict, workdir: pathlib.Path, dataset
         runfolder.check_config_file(folder, config_json(seed_config))
     if collective.agreed(collective.leader and all((folder / SUMMARY).exists() for folder in folders)):
         raise RunFinished(f"{workdir} holds a finished run ({folders[0] / SUMMARY}); choose another --workdir to run "
-                          "again.")
+                          "again." + (finished_run_note(workdir, folders) if collective.leader else ""))
     loaded = {}  # data config (JSON) -> Dataset
     for c in seed_configs if dataset is None else []:
         if c.data.to_json(sort_keys=True) not in loaded:

@@ -28,10 +28,6 @@ from deepbass_jax import data
 from deepbass_jax.oracle import OracleError, ledger
 from deepbass_jax.workdir import checkpoint, guard, runfolder
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "The finished run's directory (--workdir of experiments.main).")
-flags.mark_flags_as_required(["workdir"])
-
-
 def finished_folders(workdir) -> list[pathlib.Path]:
     """The seed folders of the finished run in `workdir` (the workdir itself for one seed); ValueError, in one line,
     for a workdir without a finished run."""
@@ -54,12 +50,13 @@ def relabel(workdir) -> list[str]:
     folders = finished_folders(workdir)
     lock = guard.Lock(workdir)
     try:
-        return [_relabel_folder(folder) for folder in folders]
+        return [_relabel_folder(folder, workdir) for folder in folders]
     finally:
         lock.release()
 
 
-def _relabel_folder(folder: pathlib.Path) -> str:
+def _relabel_folder(folder: pathlib.Path, workdir) -> str:
+    """Applies `folder`'s corrections.csv (a seed folder of the finished run in `workdir`); what changed, in a line."""
     if not (folder / ledger.CORRECTIONS).exists():
         return f"{folder}: no {ledger.CORRECTIONS}, nothing to apply."
     pinned = ml_collections.ConfigDict(json.loads((folder / runfolder.CONFIG).read_text()))
@@ -70,7 +67,8 @@ def _relabel_folder(folder: pathlib.Path) -> str:
                          f"({error}); make the data of {folder / runfolder.CONFIG} available and run this again.") \
             from error
     iteration = int(json.loads((folder / runfolder.SUMMARY).read_text())["iterations"]) + 1
-    changes, unbought = ledger.pending_corrections(folder, dataset.num_classes, dataset.class_names)
+    changes, unbought = ledger.pending_corrections(folder, dataset.num_classes, dataset.class_names,
+                                                   f"run {ledger.RELABEL.format(workdir)} again")
     for sample_id in unbought:
         logging.warning("%s: id %d has no label the oracle gave (corrections apply to bought labels); row ignored.",
                         folder / ledger.CORRECTIONS, sample_id)
@@ -113,11 +111,14 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     try:
-        lines = relabel(_WORKDIR.value)
+        lines = relabel(flags.FLAGS.workdir)
     except (ValueError, OracleError, guard.WorkdirError) as error:
         sys.exit(f"error: {error}")
     print("\n".join(lines))
 
 
 if __name__ == "__main__":
+    # Defined here, not on import: experiments.main defines its own --workdir, and tests import both modules.
+    flags.DEFINE_string("workdir", None, "The finished run's directory (--workdir of experiments.main).")
+    flags.mark_flags_as_required(["workdir"])
     app.run(main)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from deepbass_jax import oracle
-from deepbass_jax.oracle import rounds
+from deepbass_jax.oracle import files, rounds
 
 INSTALL = 'install them with `apt-get install chromium chromium-driver` and `pip install -e ".[browser]"`'
 IDS = [12, 3, 40, 7]
@@ -155,3 +155,21 @@ def test_with_more_than_ten_classes_the_class_number_is_typed(tmp_path, browser)
                                        "\u2713 0 \u00b7 0"]
     browser.find_element(By.ID, "save").click()
     assert _downloaded(browser.downloads) == "id,label\n12,5\n3,11\n40,1\n7,0\n"
+
+
+def test_the_page_and_the_run_say_the_same_about_a_partial_save(tmp_path):
+    """No browser: after a partial save the page says what the run then does (it keeps those answers and asks
+    only for the rest, on the same page), and the page invites such a save."""
+    folder = tmp_path / "oracle" / "round_0000"
+    images = np.zeros((len(IDS), 8, 8, 1))
+    file_oracle = oracle.FileOracle(tmp_path / "oracle", num_classes=3, class_names=NAMES)
+    with pytest.raises(oracle.LabelsPending):
+        file_oracle.label(np.array(IDS), images)
+    page = (folder / "index.html").read_text()
+    assert f'"{files.KEEPS_ANSWERS}: "' in page  # the save warning, in page.js
+    assert "the run keeps the answers given and asks only for the rest" in " ".join(page.split())  # the header
+    assert "will ask again" not in page
+    (folder / "answers.csv").write_text("id,label\n12,2\n3,0\n40,0\n")  # what the page saves with id 7 unlabeled
+    with pytest.raises(oracle.LabelsPending) as pending:
+        file_oracle.label(np.array(IDS), images)
+    assert f"{files.KEEPS_ANSWERS}: label them on the same page, {folder / 'index.html'}" in str(pending.value)

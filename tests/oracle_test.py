@@ -81,13 +81,52 @@ def test_file_oracle_rejects_bad_rows_by_row_number_and_keeps_the_good_ones(tmp_
     np.testing.assert_array_equal(_ask(file_oracle, [7, 2]), [3, 6])
 
 
-def test_file_oracle_reports_missing_answers(tmp_path):
+def test_a_partly_answered_file_keeps_its_answers_and_asks_only_for_the_rest(tmp_path):
+    """A partial save of the page: the run stops as it does for any round waiting for labels (LabelsPending, not
+    an error), carries the valid answers for the ledger to keep, and says what the page says."""
     file_oracle = _file_oracle(tmp_path)
     with pytest.raises(oracle.LabelsPending):
-        _ask(file_oracle, [7, 2])
+        _ask(file_oracle, [7, 2, 9])
     _answer(tmp_path, [[7, "7.png", 3]])
-    with pytest.raises(oracle.OracleError, match=r"no valid label yet for ids \[2\]"):
-        _ask(file_oracle, [7, 2])
+    with pytest.raises(oracle.LabelsPending) as pending:
+        _ask(file_oracle, [7, 2, 9])
+    message = str(pending.value)
+    assert "2 of the 3 samples of round_0000 have no label yet (ids [2, 9])" in message
+    assert "The run keeps the answers given and asks only for the rest" in message and "\n" not in message
+    kept_indices, kept_labels = pending.value.kept
+    assert kept_indices.tolist() == [7] and kept_labels.tolist() == [3]
+    _answer(tmp_path, [[2, "2.png", 6], [9, "9.png", 1]])  # just the rest
+    np.testing.assert_array_equal(_ask(file_oracle, [7, 2, 9]), [3, 6, 1])
+
+
+def test_a_resumed_oracle_asks_the_rest_of_a_partly_logged_round_in_the_same_folder(tmp_path):
+    """After a restart the ledger replays the kept answers (2 of the round's 3) and asks for the rest: the round
+    stays open, and its answers.csv may hold every row (kept ones are passed over) or just the rest."""
+    with pytest.raises(oracle.LabelsPending):
+        _ask(_file_oracle(tmp_path), [7, 2, 9])
+    for rows in ([[7, "7.png", 3], [2, "2.png", 6], [9, "9.png", 1]], [[9, "9.png", 1]]):
+        _answer(tmp_path, rows)
+        resumed = _file_oracle(tmp_path)
+        resumed.replay(np.array([7, 2]), np.array([3, 6]))
+        np.testing.assert_array_equal(_ask(resumed, [9]), [1])
+        assert resumed.state_dict() == {"round": 1}
+    assert sorted(p.name for p in (tmp_path / "oracle").iterdir()) == ["round_0000"]
+    complete = _file_oracle(tmp_path)
+    complete.replay(np.array([7, 2, 9]), np.array([3, 6, 1]))  # the whole round logged: it is done
+    assert complete.state_dict() == {"round": 1}
+
+
+def test_invalid_rows_are_an_error_that_keeps_the_valid_answers(tmp_path):
+    file_oracle = _file_oracle(tmp_path)
+    with pytest.raises(oracle.LabelsPending):
+        _ask(file_oracle, [7, 2, 9])
+    _answer(tmp_path, [[7, "7.png", 3], [2, "2.png", 12]])
+    with pytest.raises(oracle.OracleError) as invalid:
+        _ask(file_oracle, [7, 2, 9])
+    message = str(invalid.value)
+    assert "(valid rows kept: 1): row 3: label '12' of id 2 is not a class" in message and "\n" not in message
+    assert "2 samples still have no valid label" in message  # 2 (invalid) and 9 (no row)
+    assert invalid.value.kept[0].tolist() == [7]
 
 
 def test_file_oracle_waits_for_answers(tmp_path):
@@ -159,3 +198,24 @@ def test_edited_answers_of_finished_rounds_are_found(tmp_path):
                                          ("dog", None), ("", None)])
 def test_a_label_is_a_class_number_or_name(text, label):
     assert oracle.parse_label(text, 3, ("ant", "bee", "cat")) == label
+
+
+def test_a_wait_that_ends_on_a_partly_answered_file_keeps_its_answers(tmp_path):
+    file_oracle = oracle.FileOracle(tmp_path / "oracle", num_classes=3, wait_seconds=0.3, poll_seconds=0.02)
+    with pytest.raises(oracle.LabelsPending):
+        oracle.FileOracle(tmp_path / "oracle", num_classes=3).label(np.array([7, 2]), np.zeros((2, 4, 4)))
+    _answer(tmp_path, [[7, "7.png", 2], [2, "2.png", ""]])
+    with pytest.raises(oracle.LabelsPending, match=r"no complete .* The valid answers in it \(1\) are kept") as pending:
+        _ask(file_oracle, [7, 2])
+    assert pending.value.kept[0].tolist() == [7] and pending.value.kept[1].tolist() == [2]
+
+
+def test_a_queries_csv_saved_over_by_a_spreadsheet_still_opens_the_round(tmp_path):
+    """A person who filled in queries.csv in Excel (";" and a byte-order mark) did not break the round."""
+    with pytest.raises(oracle.LabelsPending):
+        _ask(_file_oracle(tmp_path), [7, 2])
+    queries = tmp_path / "oracle" / "round_0000" / "queries.csv"
+    queries.write_bytes(b"\xef\xbb\xbfid;image;label\r\n7;7.png;3\r\n2;2.png;\r\n")
+    resumed = _file_oracle(tmp_path)
+    resumed.replay(np.array([7]), np.array([3]))  # 1 of the round's 2: still open
+    assert resumed.state_dict() == {"round": 0}

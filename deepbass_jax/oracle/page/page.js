@@ -61,8 +61,9 @@
     ids.forEach(function (id) { if (id in answers) { rows.push(id + "," + answers[id]); } });
     var missing = n - answeredCount();
     document.getElementById("warning").textContent = missing ?
-      missing + " of " + n + " samples have no label yet: answers.csv holds only the labeled ones, and the run " +
-      "will ask again for the rest." : "";
+      missing + " of " + n + " samples have no label yet: answers.csv holds only the labeled ones. " +
+      "The run keeps the answers given and asks only for the rest: " +
+      "they stay 'not labeled' here; label them and save answers.csv again." : "";
     var blob = new Blob([rows.join("\n") + "\n"], {type: "text/csv"});
     var link = document.createElement("a");
     link.href = URL.createObjectURL(blob);
