@@ -1,17 +1,27 @@
-"""Runs one DeepBASS experiment: the only module with flags.
+"""Runs one DeepBASS experiment (Algorithm 3.1); the same command again resumes it from its last checkpoint.
 
+  # the paper's yin-yang toy (Table 1), no data needed
   python -m experiments.main --config=experiments/configs/yinyang.py --workdir=/tmp/yinyang
+  # a row of Table 2 on MNIST's IDX files
   python -m experiments.main --config=experiments/configs/mnist.py:all_data_max_entropy \
       --config.data.data_dir=PATH/TO/mnist --workdir=/tmp/mnist
-  python -m experiments.main --config=experiments/configs/yinyang.py --config.num_seeds=10 --workdir=/tmp/seeds
-  # several processes (hosts), the same command on each with its own --process_id:
-  python -m experiments.main --config=... --workdir=/shared/run \
-      --coordinator_address=host0:12345 --num_processes=2 --process_id=0
+  # your folder of images (class subfolders = labels you have), you answer the queries on a web page
+  python -m experiments.main --config=experiments/configs/own.py --config.data.name=folder \
+      --config.data.path=DIR --workdir=/tmp/mine
+  # your .npz (x, optional y with -1 for unknown), a person as the oracle
+  python -m experiments.main --config=experiments/configs/own.py --config.data.name=npz \
+      --config.data.path=mine.npz --workdir=/tmp/mine
+  # every config field and its value, without running
+  python -m experiments.main --config=experiments/configs/own.py --show_config
 
-Running the same command again resumes an unfinished run from its last checkpoint. An error in the data, the
-config or the oracle's answers prints one line (--debug: the whole traceback); Ctrl-C stops with status 130.
+Any field can be set as --config.FIELD=VALUE (--show_config lists them). A run that waits for a person's labels
+stops with status 75 and says where the round is: answer it, then run the same command again. An error in the
+data, the config or the answers prints one line (--debug: the whole traceback); Ctrl-C stops with status 130.
+Several processes (hosts): the same command on each with --coordinator_address=host0:12345 --num_processes=2
+--process_id=0 (1, ...), or --distributed under SLURM.
 """
 
+import logging as std_logging
 import os
 import re
 import sys
@@ -25,6 +35,7 @@ from deepbass_jax.workdir import checkpoint, guard, runfolder
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file, optionally with :preset.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory: config, metrics, oracle log, checkpoints, plots.")
+_SHOW_CONFIG = flags.DEFINE_bool("show_config", False, "Print every config field with its value and exit.")
 _DEBUG = flags.DEFINE_bool("debug", False, "On an error, show the whole traceback instead of one message.")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "Several processes: host:port of process 0's "
                                    "coordinator, the same on every process (with --num_processes, --process_id).")
@@ -32,29 +43,35 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Several processes:
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "Several processes: this one's number, 0 .. num_processes - 1.")
 _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Several processes, set up by the cluster (SLURM, ...): "
                                  "jax.distributed finds the coordinator, the count and the id itself.")
-flags.mark_flags_as_required(["config", "workdir"])
+flags.mark_flags_as_required(["config"])
+flags.register_validator("workdir", lambda workdir: workdir is not None or flags.FLAGS["show_config"].value,
+                         "--workdir is required (the run's folder), except with --show_config.")
 
 # What a user can fix: bad data, config or answers (ValueError and its kinds: DataError, ConfigError, OracleError),
 # an unusable workdir or checkpoint, numbers gone NaN. Their messages name the problem and the remedy.
 USER_ERRORS = (ValueError, guard.WorkdirError, checkpoint.CheckpointError, FloatingPointError)
 INTERRUPTED = 130  # the shell's status for a process ended by Ctrl-C (128 + SIGINT)
+WAITING_FOR_LABELS = 75  # sysexits' EX_TEMPFAIL: nothing failed; run the same command again once labels are in
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    if _SHOW_CONFIG.value:
+        print(_CONFIG.value)
+        return
     driver = None
+    std_logging.getLogger("jax").setLevel(std_logging.WARNING)  # e.g. "Unable to initialize backend 'tpu'"
     if _DISTRIBUTED.value or _COORDINATOR.value or _NUM_PROCESSES.value:
         distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     try:
         driver = driver_lib.Driver(_CONFIG.value, _WORKDIR.value)
         summary = driver.run()
     except driver_lib.RunFinished as finished:
-        logging.warning("%s", finished)
+        print(finished)
         return
     except oracle.LabelsPending as pending:
-        logging.warning("%s", pending)
-        return
+        _leave(f"waiting for labels: {pending}\n", WAITING_FOR_LABELS)
     except KeyboardInterrupt:
         _leave(_interrupted(driver), INTERRUPTED)
     except distributed.ProcessLost as lost:
