@@ -24,7 +24,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from deepbass_jax import acquisition, data, models, pseudo_label, train, uncertainty
+from deepbass_jax import acquisition, calibration, data, losses, models, pseudo_label, train, uncertainty
 from deepbass_jax import augment as augment_lib
 from deepbass_jax.chunks import pad_rows, padded_chunks
 
@@ -291,6 +291,97 @@ def seeds_correct(apply_fn, params, images, labels, shared_images: bool, seed_ax
     return right, not_finite
 
 
+class EvaluationSums(NamedTuple):
+    """Per-seed sums over an evaluated set (`seeds_evaluation`) of the rows whose label is not -1; fields [R, ...].
+    Sums, not means, so that the chunks of a set add up to the whole set exactly."""
+
+    right: jax.Array  # [R] int32: right predictions of the deterministic network (argmax of its logits)
+    not_finite: jax.Array  # [R] int32: predictions whose logits hold NaN or Inf
+    nll: jax.Array  # [R] float32: sum of -log softmax(logits)[label] (losses.negative_log_likelihood)
+    bins: calibration.CalibrationBins  # fields [R, K]: the deterministic network's confidence bins
+    mc_nll: Optional[jax.Array] = None  # [R]: the same of the MC mean of num_passes dropout passes (eq. 7)
+    mc_bins: Optional[calibration.CalibrationBins] = None  # fields [R, K]: the MC mean's confidence bins
+
+
+def _mc_log_mean_probs(apply_fn, params, images, sample_ids, key, num_passes: int) -> jax.Array:
+    """log of eq. 7's MC mean of `num_passes` softmax outputs, images [B, ...] -> [B, C], computed as
+    logsumexp_t log_softmax - log T (finite where a mean probability underflows). Sample i's passes use the keys
+    of pool inference: split(fold_in(key, sample_ids[i]), T) (`uncertainty.chunk_stats`)."""
+    def one_sample(x, sample_id):
+        keys = jax.random.split(jax.random.fold_in(key, sample_id), num_passes)
+        return jax.vmap(lambda k: jax.nn.log_softmax(apply_fn(params, x[None], k), axis=-1)[0])(keys)  # [T, C]
+
+    log_probs = jax.vmap(one_sample)(images, sample_ids)  # [B, T, C]
+    return jax.scipy.special.logsumexp(log_probs, axis=1) - jnp.log(jnp.float32(num_passes))
+
+
+def _chunk_major(x, axis: int, chunk_size: int):
+    """[..., M, ...] (M along `axis`) -> [M / chunk_size, ..., chunk_size, ...]."""
+    return jnp.moveaxis(x.reshape(*x.shape[:axis], -1, chunk_size, *x.shape[axis + 1:]), axis, 0)
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "shared_images", "seed_axis", "chunk_size", "num_bins",
+                                             "num_passes"))
+def seeds_evaluation(apply_fn, params, images, labels, keys, shared_images: bool, seed_axis: str, chunk_size: int,
+                     num_bins: int = calibration.NUM_BINS, num_passes: int = 0) -> EvaluationSums:
+    """`seeds_correct` and calibration in one pass: each seed's deterministic network over a whole padded set,
+    `chunk_size` samples at a time in one program: images [M, ...] with labels [M] ([R, M, ...] and [R, M] unless
+    shared), M a multiple of chunk_size, label -1 on padding rows -> EvaluationSums [R, ...] over the rows whose
+    label is not -1: the right predictions (the argmax of the logits, as `seeds_correct` counts them), the
+    non-finite ones, the NLL and the `num_bins` confidence bins. With num_passes = T' > 0 also those of the MC mean
+    of T' dropout passes, sample i's from fold_in(keys[r], i) (keys [R]; None when num_passes is 0)."""
+    axis = 0 if shared_images else 1
+    num_seeds = jax.tree_util.tree_leaves(params)[0].shape[0]
+
+    def evaluate(p, x, y, sample_ids, key):
+        logits = apply_fn(p, x)
+        predicted = logits.argmax(axis=-1)
+        real = y >= 0
+        weights = real.astype(jnp.float32)
+        right = predicted == y
+        sums = EvaluationSums(
+            jnp.sum(right & real), jnp.sum(~jnp.isfinite(logits).all(axis=-1) & real),
+            losses.negative_log_likelihood(logits, y, weights, "sum"),
+            calibration.calibration_bins(jax.nn.softmax(logits, axis=-1).max(axis=-1), right, weights, num_bins))
+        if num_passes:
+            log_probs = _mc_log_mean_probs(apply_fn, p, x, sample_ids, key, num_passes)
+            sums = sums._replace(
+                mc_nll=losses.negative_log_likelihood(log_probs, y, weights, "sum"),
+                mc_bins=calibration.calibration_bins(jnp.exp(log_probs.max(axis=-1)), log_probs.argmax(axis=-1) == y,
+                                                     weights, num_bins))
+        return sums
+
+    def add_chunk(totals, chunk):
+        chunk_images, chunk_labels, sample_ids = chunk
+        sums = per_seed(evaluate, seed_axis, (True, not shared_images, not shared_images, False, num_passes > 0),
+                        params, chunk_images, chunk_labels, sample_ids, keys)
+        return jax.tree_util.tree_map(jnp.add, totals, sums), None
+
+    counts, sums = jnp.zeros(num_seeds, jnp.int32), jnp.zeros(num_seeds, jnp.float32)
+    bins = calibration.CalibrationBins(*(jnp.zeros((num_seeds, num_bins), jnp.float32) for _ in range(3)))
+    totals = EvaluationSums(counts, counts, sums, bins, *((sums, bins) if num_passes else ()))
+    sample_ids = jnp.arange(images.shape[axis], dtype=jnp.uint32)
+    chunks = (_chunk_major(images, axis, chunk_size), _chunk_major(labels, axis, chunk_size),
+              _chunk_major(sample_ids, 0, chunk_size))
+    totals, _ = jax.lax.scan(add_chunk, totals, chunks)
+    return totals
+
+
+@functools.partial(jax.jit, static_argnames=("apply_fn", "shared_images", "seed_axis", "chunk_size"))
+def seeds_predictions(apply_fn, params, images, shared_images: bool, seed_axis: str, chunk_size: int):
+    """Each seed's deterministic network's classes (argmax of the logits) over a whole padded set, `chunk_size`
+    samples at a time in one program: images [M, ...] ([R, M, ...] unless shared), M a multiple of chunk_size
+    -> [R, M] int32."""
+    axis = 0 if shared_images else 1
+
+    def predict_chunk(_, chunk_images):
+        predict = lambda p, x: apply_fn(p, x).argmax(axis=-1).astype(jnp.int32)  # noqa: E731
+        return None, per_seed(predict, seed_axis, (True, not shared_images), params, chunk_images)  # [R, B]
+
+    _, predicted = jax.lax.scan(predict_chunk, None, _chunk_major(images, axis, chunk_size))  # [M / B, R, B]
+    return jnp.moveaxis(predicted, 0, 1).reshape(predicted.shape[1], -1)
+
+
 # ------------------------------------------------------------------------------ host loops over devices
 def stack(trees):
     """Per-seed pytrees of one structure -> one pytree with a leading seed axis (static fields of the first)."""
@@ -363,6 +454,17 @@ def seeds_accuracy(apply_fn, params, images, labels, shared: bool, seed_axis: st
     else [R, N, ...] and [R, N], zero-padded to whole chunks of `accuracy_chunk(N, chunk_size)` samples (on the
     host for host arrays) and counted in one program (`seeds_correct`). FloatingPointError naming `what` (and the
     seed's index when R > 1) when the logits of a prediction hold NaN or Inf."""
+    num_samples, chunk, images, labels = _padded_set(images, labels, shared, what, chunk_size)
+    right, not_finite = (np.asarray(count) for count in seeds_correct(
+        apply_fn, params, images, labels, shared_images=shared, seed_axis=seed_axis, chunk_size=chunk))
+    _check_finite(not_finite, what, num_samples)
+    return right / num_samples
+
+
+def _padded_set(images, labels, shared: bool, what: str, chunk_size: int):
+    """(N, the chunk `accuracy_chunk` takes, images and labels [..., N, ...] padded to whole chunks: images with
+    zeros (on the host for host arrays), labels with -1) for an evaluation of images [N, ...] and labels [N]
+    ([R, N, ...], [R, N] unless `shared`); ValueError for an empty set."""
     axis = 0 if shared else 1
     num_samples = images.shape[axis]
     if num_samples == 0:
@@ -371,15 +473,45 @@ def seeds_accuracy(apply_fn, params, images, labels, shared: bool, seed_axis: st
     padded = -(-num_samples // chunk) * chunk
     labels = np.asarray(labels, np.int32)
     label_widths = [(0, 0)] * (labels.ndim - 1) + [(0, padded - num_samples)]
-    right, not_finite = (np.asarray(count) for count in seeds_correct(
-        apply_fn, params, pad_rows(images, padded, axis), np.pad(labels, label_widths, constant_values=-1),
-        shared_images=shared, seed_axis=seed_axis, chunk_size=chunk))
+    return num_samples, chunk, pad_rows(images, padded, axis), np.pad(labels, label_widths, constant_values=-1)
+
+
+def _check_finite(not_finite: np.ndarray, what: str, num_samples: int) -> None:
+    """FloatingPointError naming `what` (and the seed's index when R > 1) where a seed's count [R] of predictions
+    with NaN or Inf logits is not 0."""
     for r, count in enumerate(not_finite):
         if count:
             raise FloatingPointError(
                 f"NaN or Inf in the {what} predictions ({int(count)} of {num_samples} samples"
                 + (f", the seed at index {r})" if len(not_finite) > 1 else ")"))
-    return right / num_samples
+
+
+def seeds_evaluate(apply_fn, params, images, labels, shared: bool, seed_axis: str, what: str = "test",
+                   chunk_size: int = 2048, keys=None, num_passes: int = 0,
+                   num_bins: int = calibration.NUM_BINS) -> EvaluationSums:
+    """`seeds_accuracy`'s set, padding and NaN check, with calibration (`seeds_evaluation`): numpy EvaluationSums
+    [R, ...] over the N real samples; right / N is `seeds_accuracy`'s accuracy. keys [R] and num_passes > 0 add
+    the MC mean's sums."""
+    num_samples, chunk, images, labels = _padded_set(images, labels, shared, what, chunk_size)
+    sums = jax.tree_util.tree_map(np.asarray, seeds_evaluation(
+        apply_fn, params, images, labels, keys, shared_images=shared, seed_axis=seed_axis, chunk_size=chunk,
+        num_bins=num_bins, num_passes=num_passes))
+    _check_finite(sums.not_finite, what, num_samples)
+    return sums
+
+
+def seeds_predict(apply_fn, params, images, shared: bool, seed_axis: str, chunk_size: int = 2048) -> np.ndarray:
+    """Each seed's deterministic network's classes [R, S] (numpy) for images [S, ...] ([R, S, ...] unless
+    `shared`), zero-padded to whole chunks of `accuracy_chunk(S, chunk_size)` samples (`seeds_predictions`)."""
+    axis = 0 if shared else 1
+    num_samples = images.shape[axis]
+    if num_samples == 0:
+        raise ValueError("there are no samples to predict.")
+    chunk = accuracy_chunk(num_samples, chunk_size)
+    padded = -(-num_samples // chunk) * chunk
+    predicted = seeds_predictions(apply_fn, params, pad_rows(images, padded, axis), shared_images=shared,
+                                  seed_axis=seed_axis, chunk_size=chunk)
+    return np.asarray(predicted)[:, :num_samples]
 
 
 def train_epoch(states, images, targets, plans, batch_size: int, shared: bool, seed_axis: str, labeled=None,

@@ -52,6 +52,8 @@ def default_config() -> ml_collections.ConfigDict:
     config.oracle = "simulated"  # "simulated" (reveals held-back labels) or "file" (a person answers a CSV)
     config.oracle_wait_seconds = 0.0  # FileOracle: how long to wait for answers before stopping (may change on resume)
     config.tensorboard = False  # also write each metrics line as TensorBoard scalars in <run>/tensorboard
+    config.calibration_mc = False  # also log the test set's calibration of the MC mean of T' = mc_passes_pool
+    # dropout passes ("test_ece_mc", "test_nll_mc"): T' forward passes over the test set every iteration
     config.figures = True  # when a run finishes: curves.png, and decision_boundary.png for 2-D data (matplotlib)
     config.labels_export_every = 1  # write labels.csv every this many iterations and at the end (0: only at the
     # end, -1: never, e.g. for results tables, where the end's extra pass over the pool is time for nothing)

@@ -64,7 +64,7 @@ class Driver:
         logging.info("Evaluation: %s. %s", first.dataset.evaluation(),
                      seeds_lib.label_plan(config, first, first.dataset.num_classes))
         self.nan = nan_guard.NanGuard(self.workdir / CHECKPOINT, METRICS)
-        self.held_out = metrics_lib.HeldOut([s.dataset for s in self.seeds], [s.val_indices for s in self.seeds])
+        self.held_out = metrics_lib.HeldOut.of_seeds(self.seeds)
         self.iteration, self.states = 0, None
         self.checkpointed: Optional[int] = None  # the iteration the newest checkpoint holds (None: none yet)
         self.pool_scores: Optional[uncertainty.UncertaintyStats] = None  # the last iteration's, [R, N, ...]

@@ -1,4 +1,5 @@
-"""Losses: cross-entropy of eqs. 2 and 6 and Keras-style L2 weight decay."""
+"""Losses: cross-entropy of eqs. 2 and 6, Keras-style L2 weight decay, and the negative log-likelihood that
+evaluation reports."""
 
 from __future__ import annotations
 
@@ -18,6 +19,25 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array, num_
     if num_valid is None:
         num_valid = jnp.maximum(jnp.sum(weights > 0), 1)
     return jnp.sum(weights * per_sample) / num_valid
+
+
+def negative_log_likelihood(logits: jax.Array, labels: jax.Array, weights: jax.Array,
+                            reduction: str = "mean") -> jax.Array:
+    """The evaluation NLL: sum_i w_i * (-log softmax(logits_i)[labels_i]) / sum_i w_i (reduction "mean"), or the
+    numerator alone ("sum": chunks of one set add their sums). A scalar; 0 where every weight is 0.
+
+    logits [B, C] (log-probabilities work too: log_softmax leaves a normalized row as it is), labels [B] int,
+    weights [B]: 1 for a sample, 0 for padding. Rows of weight 0 add nothing, whatever their logits or labels
+    (the term is the one `cross_entropy` weighs, with its label clipped into [0, C)).
+    """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be 'mean' or 'sum', got {reduction!r}.")
+    real = weights > 0
+    per_sample = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.clip(labels, 0, logits.shape[-1] - 1))
+    total = jnp.sum(jnp.where(real, weights * per_sample, 0.0))
+    if reduction == "sum":
+        return total
+    return total / jnp.where(real.any(), jnp.sum(jnp.where(real, weights, 0.0)), 1.0)
 
 
 def l2_penalty(params, weight: float) -> jax.Array:

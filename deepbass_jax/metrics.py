@@ -1,4 +1,8 @@
-"""What each iteration's metrics line holds: monitoring only; nothing the algorithm decides depends on it."""
+"""What each iteration's metrics line holds: monitoring only; nothing the algorithm decides depends on it.
+
+Besides the accuracies: how far to trust the network (its calibration on the test set: "test_ece", "test_nll"), and
+the pure pieces of a stopping signal, stabilizing predictions (Bloodgood and Vijay-Shanker 2009): the agreement
+(Cohen's kappa) of consecutive networks' predictions on a fixed stop set."""
 
 from __future__ import annotations
 
@@ -9,8 +13,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from deepbass_jax import algorithm
+from deepbass_jax import algorithm, calibration
 from deepbass_jax.algorithm import RunState
+
+
+CALIBRATION_STREAM = 0x63616C69  # fold_in data of the MC calibration key: fold_in(key(seed), CALIBRATION_STREAM)
+STOP_SET_STREAM = 0x73746F70  # second seed word of the stop set's draw, apart from the pool split's
 
 
 def metrics_line(config: ml_collections.ConfigDict, hidden_labels: Optional[np.ndarray], state: RunState, entropy,
@@ -42,19 +50,57 @@ def metrics_line(config: ml_collections.ConfigDict, hidden_labels: Optional[np.n
 
 
 def held_out_accuracy(apply_fn, params, seed_axis: str, test_images=None, test_labels=None, shared_test: bool = True,
-                      val_images=None, val_labels=None) -> list[dict]:
-    """Per seed, the test accuracy (given a labeled test set: images [M, ...] and labels [M] if `shared_test`,
-    else [R, M, ...] and [R, M]) and the validation accuracy (given samples held out of the pool: [R, V, ...] and
-    [R, V]); params [R, ...]: all seeds in one program per set. FloatingPointError when a prediction is NaN or
-    Inf."""
+                      val_images=None, val_labels=None, calibration_keys=None, calibration_passes: int = 0
+                      ) -> list[dict]:
+    """Per seed, on a labeled test set (images [M, ...] and labels [M] if `shared_test`, else [R, M, ...] and
+    [R, M]): the test accuracy, and the deterministic network's calibration: "test_ece" (Guo et al.'s expected
+    calibration error, `calibration.NUM_BINS` bins) and "test_nll" (the mean -log p of the true class), all from
+    one program over the set's chunks (`algorithm.seeds_evaluate`; the accuracy counts the same argmax as
+    `algorithm.seeds_accuracy`). With calibration_passes = T' > 0 (and calibration_keys [R]) also "test_ece_mc" and
+    "test_nll_mc" of the mean of T' MC-dropout passes (eq. 7). Given samples held out of the pool ([R, V, ...] and
+    [R, V]), the validation accuracy. params [R, ...]: all seeds in one program per set. FloatingPointError when a
+    prediction is NaN or Inf."""
     results = [{} for _ in range(jax.tree_util.tree_leaves(params)[0].shape[0])]
-    for key, images, labels, shared, what in (("test_accuracy", test_images, test_labels, shared_test, "test"),
-                                              ("val_accuracy", val_images, val_labels, False, "validation")):
-        if images is not None:
-            accuracies = algorithm.seeds_accuracy(apply_fn, params, images, labels, shared, seed_axis, what)
-            for result, accuracy in zip(results, accuracies):
-                result[key] = float(accuracy)
+    if test_images is not None:
+        num_test = test_images.shape[0 if shared_test else 1]
+        sums = algorithm.seeds_evaluate(apply_fn, params, test_images, test_labels, shared_test, seed_axis, "test",
+                                        keys=calibration_keys, num_passes=calibration_passes)
+        values = {"test_accuracy": sums.right / num_test, "test_ece": calibration.ece_from_bins(sums.bins),
+                  "test_nll": sums.nll / num_test}
+        if calibration_passes:
+            values.update(test_ece_mc=calibration.ece_from_bins(sums.mc_bins), test_nll_mc=sums.mc_nll / num_test)
+        for r, result in enumerate(results):
+            result.update({key: float(value[r]) for key, value in values.items()})
+    if val_images is not None:
+        accuracies = algorithm.seeds_accuracy(apply_fn, params, val_images, val_labels, False, seed_axis, "validation")
+        for result, accuracy in zip(results, accuracies):
+            result["val_accuracy"] = float(accuracy)
     return results
+
+
+def stop_set_indices(num_pool: int, size: int, seed: int) -> np.ndarray:
+    """A fixed stop set for stabilizing predictions: min(size, num_pool) sorted pool indices [S] drawn without
+    replacement, a function of `seed` alone (a stream apart from the pool split's)."""
+    chosen = np.random.default_rng([seed, STOP_SET_STREAM]).choice(num_pool, min(size, num_pool), replace=False)
+    return np.sort(chosen)
+
+
+def kappa(a: jax.Array, b: jax.Array, num_classes: int) -> jax.Array:
+    """Cohen's kappa of two labelings a, b [..., S] int in [0, C) -> [...]: (p_o - p_e) / (1 - p_e), p_o the
+    fraction of equal entries, p_e = sum_c freq_a(c) freq_b(c) the agreement of independent labelings with these
+    class frequencies. 1 for identical labelings (also both one constant class, where p_e = 1), about 0 for
+    independent ones, negative below chance; symmetric in a and b. Stabilizing predictions (Bloodgood and
+    Vijay-Shanker 2009) stops once kappa between consecutive networks on a stop set stays high (their rule: the
+    mean of the last three above 0.99)."""
+    # In counts, (S agree - sum_c n_a(c) n_b(c)) / (S^2 - sum_c n_a(c) n_b(c)): no division by S, which XLA makes a
+    # product with a rounded 1 / S, so identical labelings give exactly 1 and the two orders the same floats.
+    size = jnp.float32(a.shape[-1])
+    agree = jnp.sum(a == b, axis=-1, dtype=jnp.float32)
+    counts_a = jax.nn.one_hot(a, num_classes, dtype=jnp.float32).sum(axis=-2)  # [..., C]
+    counts_b = jax.nn.one_hot(b, num_classes, dtype=jnp.float32).sum(axis=-2)
+    by_chance = jnp.sum(counts_a * counts_b, axis=-1)
+    denominator = size * size - by_chance  # 0 only where both are one and the same class throughout
+    return jnp.where(denominator > 0, (size * agree - by_chance) / jnp.where(denominator > 0, denominator, 1.0), 1.0)
 
 
 def _same_array(arrays) -> bool:
@@ -64,21 +110,40 @@ def _same_array(arrays) -> bool:
 
 class HeldOut:
     """The seeds' test sets (one device copy when they share one, as seeds of one data set do) and validation
-    sets, ready to be evaluated every iteration (`accuracy`)."""
+    sets, ready to be evaluated every iteration (`accuracy`). `config` (the run's; None: defaults) gives
+    config.calibration_mc, T' = config.mc_passes_pool and the seeds config.seed + r of the MC calibration's keys."""
 
-    def __init__(self, datasets, val_indices):
-        self.test, self.validation = {}, {}
+    def __init__(self, datasets, val_indices, config: Optional[ml_collections.ConfigDict] = None):
+        self.test, self.validation, self.calibration = {}, {}, {}
         first = datasets[0]
+        self.input_shape = tuple(first.input_shape)
         if first.test_images is not None and first.test_labels is not None:
             shared = _same_array([d.test_images for d in datasets])
             self.test = {"test_images": jnp.asarray(first.test_images if shared else
                                                     np.stack([d.test_images for d in datasets])),
                          "test_labels": first.test_labels if shared else np.stack([d.test_labels for d in datasets]),
                          "shared_test": shared}
+            if config is not None and config.calibration_mc:
+                keys = [jax.random.fold_in(jax.random.key(config.seed + r), CALIBRATION_STREAM)
+                        for r in range(len(datasets))]
+                self.calibration = {"calibration_keys": jnp.stack(keys),
+                                    "calibration_passes": config.mc_passes_pool}
         if len(val_indices[0]):
             self.validation = {"val_images": np.stack([d.train_images[v] for d, v in zip(datasets, val_indices)]),
                                "val_labels": np.stack([d.train_labels[v] for d, v in zip(datasets, val_indices)])}
 
+    @classmethod
+    def of_seeds(cls, seeds) -> "HeldOut":
+        """The held-out sets of the run's seeds (seeds.Seed: .dataset, .val_indices, .config)."""
+        return cls([s.dataset for s in seeds], [s.val_indices for s in seeds], seeds[0].config)
+
     def accuracy(self, apply_fn, params, seed_axis: str) -> list[dict]:
-        """Per seed {"test_accuracy", "val_accuracy"} as the sets exist (`held_out_accuracy`)."""
-        return held_out_accuracy(apply_fn, params, seed_axis, **self.test, **self.validation)
+        """Per seed {"test_accuracy", "test_ece", "test_nll", "val_accuracy"} as the sets exist, and "test_ece_mc",
+        "test_nll_mc" with config.calibration_mc (`held_out_accuracy`)."""
+        return held_out_accuracy(apply_fn, params, seed_axis, **self.test, **self.validation, **self.calibration)
+
+    def predict(self, apply_fn, params, seed_axis: str, images) -> np.ndarray:
+        """Each seed's deterministic network's classes [R, S] (host numpy) for stop-set images [S, ...] (all seeds
+        the same) or [R, S, ...] (each seed its own): one program per shape (`algorithm.seeds_predict`)."""
+        shared = np.ndim(images) == len(self.input_shape) + 1
+        return algorithm.seeds_predict(apply_fn, params, images, shared, seed_axis)

@@ -33,7 +33,9 @@ class Seed:
     dataset: data.Dataset  # test set cut to config.test_size
     val_indices: np.ndarray
     pool_indices: np.ndarray
-    pool_ids: np.ndarray  # [N] int64: each pool sample's row in the user's file (queries, logs and exports use it)
+    # [N] each pool sample's id, which queries, logs and exports use: its row in the user's file (int64), or for a
+    # folder of images its file's path relative to the folder (object: str)
+    pool_ids: np.ndarray
     pool_images: np.ndarray  # [N, ...]; with several processes only this process's shard [hi - lo, ...]
     hidden_labels: Optional[np.ndarray]  # [N], for metrics only: the driver learns labels through the ledger
     ledger: Ledger
@@ -91,11 +93,12 @@ def _seed(seed_config, folder, source: data.Dataset, split, shard, collective) -
     dataset = collective.keep_shard(dataset, pool_images)
     value_range = collective.value_range(pool_images) if seed_config.oracle == "file" else None
     oracle = oracle_lib.build(seed_config, source, hidden, folder, value_range) if collective.leader else None
-    pool_ids = source.row_ids[pool_indices]
+    # ids come from the data, never a checkpoint: a resumed run names its samples as before
+    pool_ids = source.row_ids[pool_indices] if source.files is None else np.asarray(source.files, object)[pool_indices]
     ledger = Ledger(folder, oracle, pool_ids, source.num_classes, source.class_names, collective)
     empty = np.full(len(pool_indices), -1, np.int32)
     given = None if source.given_labels is None else np.asarray(source.given_labels, np.int32)[pool_indices]
-    files = None if source.files is None else tuple(np.asarray(source.files, object)[pool_indices].tolist())
+    files = None if source.files is None else tuple(pool_ids.tolist())
     return Seed(seed_config, jax.random.key(seed_config.seed), folder, dataset, val_indices, pool_indices, pool_ids,
                 pool_images, hidden, ledger, RunState(0, None, empty, empty.copy()), given, files)
 

@@ -10,9 +10,11 @@ folder with a corrections.csv:
   - rewrites the rows of those ids in `labels.csv`: `label`, `class_name` (when there is that column) and
     `source` (= oracle); every other row and column stays as the run exported it (`probability` and `entropy`
     are the final network's, measured when the run finished, for the label it exported then).
-Rows for ids the oracle never labeled are reported and left alone. Running it again changes nothing more. The
-class names and count come from the run's data (its config.json), which is loaded for this. Without a
-summary.json the run is unfinished: the same command that started it applies the corrections as it continues.
+An id is a row of the user's file, or for a folder of images a file's path relative to it (as queries.csv and
+labels.csv write it). Rows for ids the oracle never labeled are reported and left alone. Running it again changes
+nothing more. The class names and count come from the run's data (its config.json), which is loaded for this.
+Without a summary.json the run is unfinished: the same command that started it applies the corrections as it
+continues.
 """
 
 import csv
@@ -25,7 +27,7 @@ import ml_collections
 from absl import app, flags, logging
 
 from deepbass_jax import data
-from deepbass_jax.oracle import OracleError, ledger
+from deepbass_jax.oracle import OracleError, ids as ids_lib, ledger
 from deepbass_jax.workdir import checkpoint, guard, runfolder
 
 def finished_folders(workdir) -> list[pathlib.Path]:
@@ -67,26 +69,27 @@ def _relabel_folder(folder: pathlib.Path, workdir) -> str:
                          f"({error}); make the data of {folder / runfolder.CONFIG} available and run this again.") \
             from error
     iteration = int(json.loads((folder / runfolder.SUMMARY).read_text())["iterations"]) + 1
+    paths = dataset.files is not None  # a folder of images names its samples by path
     changes, unbought = ledger.pending_corrections(folder, dataset.num_classes, dataset.class_names,
-                                                   f"run {ledger.RELABEL.format(workdir)} again")
+                                                   f"run {ledger.RELABEL.format(workdir)} again", paths)
     for sample_id in unbought:
-        logging.warning("%s: id %d has no label the oracle gave (corrections apply to bought labels); row ignored.",
-                        folder / ledger.CORRECTIONS, sample_id)
+        logging.warning("%s: id %s has no label the oracle gave (corrections apply to bought labels); row ignored.",
+                        folder / ledger.CORRECTIONS, ids_lib.show(sample_id))
     if not changes:
         return f"{folder}: {ledger.CORRECTIONS} changes no label (every row is applied already)."
     # labels.csv first: if this is stopped before the log is written, running it again finds the rows still to do.
     exported = _rewrite_labels_csv(folder, {sample_id: label for _, sample_id, _, label in changes},
-                                   dataset.class_names)
+                                   dataset.class_names, paths)
     where, ids, _, labels = zip(*changes)
     ledger.log_labels(folder, iteration, where, labels, ids, correction=True)
-    shown = ", ".join(f"{sample_id}: {old} -> {new}" for _, sample_id, old, new in changes)
+    shown = ", ".join(f"{ids_lib.show(sample_id)}: {old} -> {new}" for _, sample_id, old, new in changes)
     return (f"{folder}: corrected {len(changes)} label(s) ({shown}), logged in {runfolder.ORACLE_LOG}"
             + (f" and shown in {runfolder.LABELS}." if exported else f"; the run wrote no {runfolder.LABELS}."))
 
 
-def _rewrite_labels_csv(folder: pathlib.Path, corrected: dict, class_names) -> bool:
-    """Rewrites the rows of the `corrected` ids ({id: label}) of labels.csv (label, class_name, source = oracle);
-    False when the run wrote no labels.csv."""
+def _rewrite_labels_csv(folder: pathlib.Path, corrected: dict, class_names, paths: bool = False) -> bool:
+    """Rewrites the rows of the `corrected` ids ({id: label}; `paths`: ids are files' paths) of labels.csv (label,
+    class_name, source = oracle); False when the run wrote no labels.csv."""
     path = folder / runfolder.LABELS
     if not path.exists():
         return False
@@ -95,7 +98,7 @@ def _rewrite_labels_csv(folder: pathlib.Path, corrected: dict, class_names) -> b
     header = rows[0]
     column = {name: k for k, name in enumerate(header)}
     for row in rows[1:]:
-        label = corrected.get(int(row[column["id"]]))
+        label = corrected.get(row[column["id"]] if paths else int(row[column["id"]]))
         if label is not None:
             row[column["label"]] = str(label)
             row[column["source"]] = "oracle"

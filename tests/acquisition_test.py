@@ -198,13 +198,19 @@ def test_above_average_reference_changes_the_level():
 
 def test_policy_registry():
     fields = uncertainty.UncertaintyStats._fields
-    assert set(acquisition.POLICIES) == {"max_entropy", "above_average", "random", "bald", "variation_ratio"}
+    assert set(acquisition.POLICIES) == {"max_entropy", "above_average", "random", "bald", "variation_ratio", "margin",
+                                         "least_confidence"}
     for name, policy in acquisition.POLICIES.items():
-        assert policy.score in fields, name
+        assert callable(policy.score) or policy.score in fields, name
         assert acquisition.get(name) is policy
     assert acquisition.get("bald").score == "mutual_information"
     assert acquisition.get("variation_ratio").score == "variation_ratio"
     assert acquisition.get("max_entropy").score == "entropy"
+    mean_probs = jnp.array([[0.6, 0.3, 0.1]])
+    stats = uncertainty.UncertaintyStats(mean_probs, *(jnp.zeros(1),) * 3)
+    np.testing.assert_allclose(acquisition.get("margin").scores(stats), [0.7], atol=1e-6)
+    np.testing.assert_allclose(acquisition.get("least_confidence").scores(stats), [0.4], atol=1e-6)
+    assert acquisition.get("pkg.scores:mine") is acquisition.CUSTOM and acquisition.CUSTOM.score == "custom"
 
 
 def test_unknown_policy_raises_listing_choices():
@@ -234,7 +240,7 @@ def test_policy_under_jit_equals_eager(name):
             eager = _select(policy, scores, mask, seed, n)
             np.testing.assert_array_equal(_select(jitted, scores, mask, seed, n), eager)
             np.testing.assert_array_equal(partial(_stats(scores), mask, jax.random.key(seed)), eager)
-            np.testing.assert_array_equal(_call(policy.select, scores, mask, seed, n), eager)
+            np.testing.assert_array_equal(_call(policy.select, policy.scores(_stats(scores)), mask, seed, n), eager)
 
 
 def test_above_average_with_traced_reference_under_jit():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from deepbass_jax import active, algorithm, augment, config as config_lib, models, train
+from deepbass_jax import algorithm, augment, config as config_lib, driver as driver_lib, models, train
 from experiments.configs import yinyang as yinyang_configs
 
 
@@ -287,4 +287,4 @@ def _toy_with_augmentation():
 
 def test_driver_refuses_augmentation_of_non_image_data(tmp_path):
     with pytest.raises(config_lib.ConfigError, match=r"config\.train\.augment_degrees=5\.0 .* shape \(2,\); set them to 0"):
-        active.Driver(_toy_with_augmentation(), tmp_path)
+        driver_lib.Driver(_toy_with_augmentation(), tmp_path)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import gzip
 import pathlib
 import re
@@ -25,15 +26,16 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from deepbass_jax import active, algorithm, checkpoint, config as config_lib, data, oracle, rundir, runfolder
+from deepbass_jax import algorithm, config as config_lib, data, driver as driver_lib, metrics as metrics_lib, oracle
+from deepbass_jax.workdir import checkpoint, guard, runfolder
 from experiments import main as main_module
 from experiments.configs import mnist as mnist_configs
-from experiments.configs import yinyang as yinyang_configs
+from tests.helpers import toy_config
 
 README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 SECTION = "## Bad input and what you see"
 RUN_FILES = (runfolder.CONFIG, runfolder.CHECKPOINT, runfolder.METRICS, runfolder.ORACLE_LOG, runfolder.SUMMARY,
-             rundir.LOCK)
+             guard.LOCK)
 
 
 # ------------------------------------------------------------------------------------------- the cases
@@ -54,7 +56,10 @@ class Case:
         return re.sub(r"[^a-z0-9]+", "_", self.bad_input.lower().replace("'", " prime")).strip("_")
 
     def row(self) -> str:
-        return f"| {self.bad_input} | {self.example} | `{self.error.__name__}: {self.message}` |"
+        """The row as the command line shows it: `FATAL Flags parsing error: ...` for a command-line mistake,
+        `error: ...` (python -m experiments.main) for the others, and the exception's class after it."""
+        shown = "FATAL Flags parsing error" if self.stage == "flags" else "error"
+        return f"| {self.bad_input} | {self.example} | `{shown}: {self.message}` ({self.error.__name__}) |"
 
 
 @dataclasses.dataclass
@@ -73,25 +78,14 @@ class Env:
         return self.request.getfixturevalue("mnist_dir")
 
 
-def _toy_config(**overrides):
-    """The yin-yang config at toy size (a 200-point pool), with `overrides` ("model.dropout_rate": value, ...)."""
-    config = yinyang_configs.get_config()
-    config.data.num_per_class = 100
-    config.initial_epochs, config.initial_patience = 20, 0
-    config.iterations, config.budget = 4, 12
-    config.chunk_size, config.labeled_chunk_size, config.mc_passes_labeled = 64, 16, 10
-    config.train.batch_size = 64
-    for field, value in overrides.items():
-        *parents, name = field.split(".")
-        node = config
-        for parent in parents:
-            node = node[parent]
-        node[name] = value
-    return config
+# The toy runs here are shorter than toy_config's (20 initial epochs, 4 iterations, 12 labels, T = 10) and keep
+# the preset's figures; overrides as toy_config takes them ("model.dropout_rate": value, ...).
+short_toy_config = functools.partial(toy_config, initial_epochs=20, iterations=4, budget=12, mc_passes_labeled=10,
+                                     figures=True)
 
 
 def _run(config):
-    return lambda env: active.Driver(config, env.workdir)
+    return lambda env: driver_lib.Driver(config, env.workdir)
 
 
 def _flags(*argv):
@@ -108,23 +102,38 @@ def _flags(*argv):
 
 
 def _python_typo(env):
-    config = _toy_config()
+    config = short_toy_config()
     config.model.dropout = 0.5  # a ConfigDict from a config file accepts new fields; validate() does not
-    active.Driver(config, env.workdir)
+    driver_lib.Driver(config, env.workdir)
 
 
 def _npz(env, **arrays):
     path = env.tmp_path / "bad.npz"
     np.savez(path, **arrays)
-    active.Driver(_toy_config(**{"data.name": "npz", "data.path": str(path), "budget": 12}), env.workdir)
+    driver_lib.Driver(short_toy_config(**{"data.name": "npz", "data.path": str(path), "budget": 12}), env.workdir)
+
+
+def _folder(env, layout):
+    """A folder of PNGs: layout maps a relative path to an image's (height, width)."""
+    image = pytest.importorskip("PIL.Image", reason="Pillow is in the test extra")
+    root = env.tmp_path / "photos"
+    for name, shape in layout.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        image.fromarray(np.zeros(shape, np.uint8)).save(root / name)
+    config = short_toy_config(**{"data.name": "folder", "data.path": str(root), "oracle": "file",
+                                 "data.cache_dir": str(env.tmp_path / "cache"), "model.architecture": "mlp"})
+    driver_lib.Driver(config, env.workdir)
+
+
+HERE = "tests.custom_network_test"
 
 
 def _rare_class(env):
     labels = np.array([0] * 25 + [1] * 5)
     path = env.tmp_path / "rare.npz"
     np.savez(path, x=np.random.default_rng(0).normal(size=(30, 2)).astype(np.float32), y=labels)
-    config = _toy_config(**{"data.name": "npz", "data.path": str(path), "initial_per_class": 6})
-    active.Driver(config, env.workdir)
+    config = short_toy_config(**{"data.name": "npz", "data.path": str(path), "initial_per_class": 6})
+    driver_lib.Driver(config, env.workdir)
 
 
 def _small_images(env, preset="smoke", side=3):
@@ -135,7 +144,7 @@ def _small_images(env, preset="smoke", side=3):
     config.data.name, config.data.path, config.test_size = "npz", str(path), 0
     if preset == "smoke":
         config.pool_size = 0
-    active.Driver(config, env.workdir)
+    driver_lib.Driver(config, env.workdir)
 
 
 def _mnist_config(data_dir):
@@ -151,7 +160,7 @@ def _mnist_dir(env, edit):
     for stem in data.IDX_FILES:
         (folder / f"{stem}.gz").symlink_to(env.mnist_dir / f"{stem}.gz")
     edit(folder)
-    active.Driver(_mnist_config(folder), env.workdir)
+    driver_lib.Driver(_mnist_config(folder), env.workdir)
 
 
 def _replace(stem, payload_of):
@@ -207,61 +216,99 @@ CASES = [
     Case("Misspelt config field (command line)", "`--config.model.dropout_rat=0.5`", ValueError,
          "--config.model.dropout_rat: unknown config field 'dropout_rat' (Did you mean \"dropout_rate\" instead "
          "of \"dropout_rat\"?); the fields of config.model are architecture, dropout_masks, dropout_rate, "
-         "kernels, negative_slope.",
+         "kernels, kwargs, negative_slope.",
          "flags", _flags("--config=experiments/configs/yinyang.py", "--config.model.dropout_rat=0.5")),
     Case("Unknown config field (Python)", "`config.model.dropout = 0.5` in Python", config_lib.ConfigError,
          "config.model.dropout: unknown config field 'dropout' (a typo?); the fields of config.model are "
-         "architecture, dropout_masks, dropout_rate, kernels, negative_slope.",
+         "architecture, dropout_masks, dropout_rate, kernels, kwargs, negative_slope.",
          "config", _python_typo),
     Case("T < 1", "`--config.mc_passes_labeled=0`", config_lib.ConfigError,
          "config.mc_passes_labeled=0 is invalid (T, the MC-dropout passes on the ground truth for theta (eq. 8)): "
          "it must be at least 1; " + _SET.format("mc_passes_labeled"),
-         "config", _run(_toy_config(mc_passes_labeled=0))),
+         "config", _run(short_toy_config(mc_passes_labeled=0))),
     Case("T' < 1", "`--config.mc_passes_pool=0`", config_lib.ConfigError,
          "config.mc_passes_pool=0 is invalid (T', the MC-dropout passes on the pool): it must be at least 1; "
          + _SET.format("mc_passes_pool"),
-         "config", _run(_toy_config(mc_passes_pool=0))),
+         "config", _run(short_toy_config(mc_passes_pool=0))),
     Case("Dropout rate outside (0, 1)", "`--config.model.dropout_rate=1.0`", config_lib.ConfigError,
          "config.model.dropout_rate=1.0 is invalid (the dropout rate of training and of MC dropout): it must be "
          "strictly between 0 and 1; " + _SET.format("model.dropout_rate"),
-         "config", _run(_toy_config(**{"model.dropout_rate": 1.0}))),
+         "config", _run(short_toy_config(**{"model.dropout_rate": 1.0}))),
     Case("theta outside [0, 1]", "`--config.theta=1.5`", config_lib.ConfigError,
          "config.theta=1.5 is invalid (the pseudo-label entropy threshold; -1 computes it by eq. 8): it must be "
          "-1 (computed) or a fixed threshold in [0, 1]; " + _SET.format("theta"),
-         "config", _run(_toy_config(theta=1.5))),
+         "config", _run(short_toy_config(theta=1.5))),
     Case("Augmentation rotation outside [0, 180)", "`--config.train.augment_degrees=180`", config_lib.ConfigError,
          "config.train.augment_degrees=180.0 is invalid (the maximum rotation of ground-truth augmentation in "
          "degrees; 0 is off): it must be in [0, 180) (the paper: below 10); " + _SET.format("train.augment_degrees"),
-         "config", _run(_toy_config(**{"train.augment_degrees": 180.0}))),
+         "config", _run(short_toy_config(**{"train.augment_degrees": 180.0}))),
     Case("Augmentation scaling outside [0, 1)", "`--config.train.augment_scale=-0.1`", config_lib.ConfigError,
          "config.train.augment_scale=-0.1 is invalid (the maximum relative height/width scaling of ground-truth "
          "augmentation; 0 is off): it must be in [0, 1) (the paper: 0.05); " + _SET.format("train.augment_scale"),
-         "config", _run(_toy_config(**{"train.augment_scale": -0.1}))),
+         "config", _run(short_toy_config(**{"train.augment_scale": -0.1}))),
     Case("Training steps per call of 0 or less", "`--config.train.steps_per_call=0`", config_lib.ConfigError,
          "config.train.steps_per_call=0 is invalid (training steps sent to the device as one program): it must be "
          "at least 1; " + _SET.format("train.steps_per_call"),
-         "config", _run(_toy_config(**{"train.steps_per_call": 0}))),
+         "config", _run(short_toy_config(**{"train.steps_per_call": 0}))),
     Case("Budget of 0 or less", "`--config.budget=0`", config_lib.ConfigError,
          "config.budget=0 is invalid (total ground-truth labels, initial ones included): it must be at least 1; "
          + _SET.format("budget"),
-         "config", _run(_toy_config(budget=0))),
+         "config", _run(short_toy_config(budget=0))),
     Case("k (acquire_every) of 0 or less", "`--config.acquire_every=0`", config_lib.ConfigError,
          "config.acquire_every=0 is invalid (k: acquire every k-th iteration): it must be at least 1; "
          + _SET.format("acquire_every"),
-         "config", _run(_toy_config(acquire_every=0))),
+         "config", _run(short_toy_config(acquire_every=0))),
     Case("n (acquire_count) of 0 or less", "`--config.acquire_count=-2`", config_lib.ConfigError,
          "config.acquire_count=-2 is invalid (n: labels bought per acquisition): it must be at least 1; "
          + _SET.format("acquire_count"),
-         "config", _run(_toy_config(acquire_count=-2))),
+         "config", _run(short_toy_config(acquire_count=-2))),
     Case("Unknown acquisition policy", "`--config.policy=most_confused`", config_lib.ConfigError,
-         "config.policy='most_confused' is invalid: it must be one of ['above_average', …]; "
+         "config.policy='most_confused' is invalid: it must be one of ['above_average', …] or your score as "
+         "'package.module:function'; "
          + _SET.format("policy"),
-         "config", _run(_toy_config(policy="most_confused"))),
+         "config", _run(short_toy_config(policy="most_confused"))),
+    Case("Your network cannot be imported", "`--config.model.architecture=my_nets:Wide`", ValueError,
+         "model.architecture='my_nets:Wide': cannot import 'my_nets' (No module named 'my_nets'); check the module "
+         "path and that its package is importable (on PYTHONPATH or installed).",
+         "config", _run(short_toy_config(**{"model.architecture": "my_nets:Wide"}))),
+    Case("Your network's fields not a JSON object", "`--config.model.kwargs='{width: 32}'`", ValueError,
+         "model.kwargs='{width: 32}' is not JSON (…); give an object such as '{\"features\": 32}'.",
+         "config", _run(short_toy_config(**{"model.kwargs": "{width: 32}"}))),
+    Case("Your network without dropout", f"`--config.model.architecture={HERE}:NoDropoutNet`", ValueError,
+         f"model.architecture='{HERE}:NoDropoutNet' has no dropout: two MC-dropout passes gave the same outputs; "
+         "add layers.HashDropout (or nn.Dropout) layers that are on when deterministic=False.",
+         "setup", _run(short_toy_config(**{"model.architecture": f"{HERE}:NoDropoutNet"}))),
+    Case("Your network's logits of another shape", f"`--config.model.architecture={HERE}:WrongOutputNet`",
+         ValueError, f"model.architecture='{HERE}:WrongOutputNet' gives outputs of shape (3,) per batch of 2, but the "
+         "data have 2 classes: it must return logits [N, num_classes] (the runner passes num_classes).",
+         "setup", _run(short_toy_config(**{"model.architecture": f"{HERE}:WrongOutputNet"}))),
+    Case("Your score cannot be imported", "`--config.policy=my_scores:spread`", ValueError,
+         "policy='my_scores:spread': cannot import 'my_scores' (No module named 'my_scores'); check the module path "
+         "and that its package is importable.",
+         "config", _run(short_toy_config(policy="my_scores:spread"))),
+    Case("Your score of another shape", "`--config.policy=tests.custom_score_test:wrong_shape`", ValueError,
+         "policy='tests.custom_score_test:wrong_shape' maps probs [T', B, C] = (10, 3, 2) to shape (3, 2); it must "
+         "give one score per sample, [B] = (3,).",
+         "setup", _run(short_toy_config(policy="tests.custom_score_test:wrong_shape"))),
+    Case("Unknown augmentation warp", "`--config.train.augment_warp=keras`", config_lib.ConfigError,
+         "config.train.augment_warp='keras' is invalid: it must be one of […'affine'…] (augment.register_warp adds "
+         "one); " + _SET.format("train.augment_warp"),
+         "config", _run(short_toy_config(**{"train.augment_warp": "keras"}))),
+    Case("A folder without classes", "`--config.data.name=folder` on images without class folders or names",
+         data.DataError, "…/photos: no class folders …--config.data.class_names…",
+         "data", lambda env: _folder(env, {"a.png": (8, 8), "b.png": (8, 8)})),
+    Case("A folder of images of different sizes", "8x8 and 6x10 PNGs, no `--config.data.image_size`",
+         data.DataError, "…one.png is 8x8 but …two.png is 6x10 (HxW); resize them all with "
+         "--config.data.image_size=8x8…",
+         "data", lambda env: _folder(env, {"a/one.png": (8, 8), "b/two.png": (6, 10)})),
+    Case(".npz label below -1", "`y = [0, 1, -2]`", data.DataError,
+         "…/bad.npz: 'y' holds -2; labels are 0..C-1, or -1 for a sample nobody labeled yet.",
+         "data", lambda env: _npz(env, x=np.zeros((3, 2)), y=np.array([0, 1, -2]))),
     Case("More initial labels than the pool holds", "`--config.initial_per_class=25` with a 40-sample pool",
          config_lib.ConfigError,
          "config.initial_per_class=25 asks for 50 initial labels (2 classes), more than the pool of 40 samples "
          "holds; lower config.initial_per_class to at most 20, " + _POOL,
-         "setup", _run(_toy_config(**{"data.num_per_class": 20, "initial_per_class": 25}))),
+         "setup", _run(short_toy_config(**{"data.num_per_class": 20, "initial_per_class": 25}))),
     Case("More initial labels than a class has", "`--config.initial_per_class=6`; class 1 has 5 samples",
          data.DataError,
          "class 1 has only 5 samples, fewer than the 6 initial labels asked per class; lower "
@@ -270,15 +317,15 @@ CASES = [
     Case("Budget larger than the pool", "`--config.budget=5000` with a 200-sample pool", config_lib.ConfigError,
          "config.budget=5000 exceeds the pool of 200 samples: the oracle cannot label more than the pool holds; "
          "lower config.budget to at most 200, " + _POOL,
-         "setup", _run(_toy_config(budget=5000))),
+         "setup", _run(short_toy_config(budget=5000))),
     Case("Augmentation of data that are not images", "`--config.train.augment_degrees=10` on the yin-yang toy",
          config_lib.ConfigError,
          "config.train.augment_degrees=10.0 / augment_scale=0.0 / augment_shift=0.0 warp images [N, H, W, C], but "
          "'yinyang' has samples of shape (2,); set them to 0.",
-         "setup", _run(_toy_config(**{"train.augment_degrees": 10.0}))),
+         "setup", _run(short_toy_config(**{"train.augment_degrees": 10.0}))),
     Case("Data directory does not exist", "`--config.data.data_dir=nowhere`", data.DataError,
          "…/nowhere: data directory does not exist; check --config.data.data_dir.",
-         "data", lambda env: active.Driver(_mnist_config(env.tmp_path / "nowhere"), env.workdir)),
+         "data", lambda env: driver_lib.Driver(_mnist_config(env.tmp_path / "nowhere"), env.workdir)),
     Case("Data directory lacks files", "`train-images-idx3-ubyte.gz` missing", data.DataError,
          "…/mnist: missing train-images-idx3-ubyte.gz (or train-images-idx3-ubyte); put the four IDX files of "
          "mnist in this directory, gzipped or not, or leave data_dir unset to download them.",
@@ -411,9 +458,9 @@ def test_bad_input_fails_early_with_a_clear_message(case, tmp_path, request, spi
 def test_a_refused_config_does_not_pin_the_workdir(tmp_path):
     """After a config is refused, the corrected one runs in the same workdir (config.json was not written)."""
     with pytest.raises(config_lib.ConfigError):
-        active.Driver(_toy_config(budget=5000), tmp_path)
+        driver_lib.Driver(short_toy_config(budget=5000), tmp_path)
     assert not (tmp_path / runfolder.CONFIG).exists()
-    active.Driver(_toy_config(), tmp_path)  # not refused as "a different config"
+    driver_lib.Driver(short_toy_config(), tmp_path)  # not refused as "a different config"
     assert (tmp_path / runfolder.CONFIG).exists()
 
 
@@ -455,7 +502,7 @@ def _nan_tree(tree):
 def _in_iteration(monkeypatch, iteration, before=None):
     """Tracks the iteration the driver runs (current[0]); calls before(driver) when `iteration` starts."""
     current = [0]
-    original = active.Driver.iterate
+    original = driver_lib.Driver.iterate
 
     def tracked(self):
         current[0] = self.iteration + 1
@@ -463,7 +510,7 @@ def _in_iteration(monkeypatch, iteration, before=None):
             before(self)
         return original(self)
 
-    monkeypatch.setattr(active.Driver, "iterate", tracked)
+    monkeypatch.setattr(driver_lib.Driver, "iterate", tracked)
     return current
 
 
@@ -508,7 +555,8 @@ def _poison_loss(raises):
 def _poison_test_images(monkeypatch):
     def before(driver):
         driver.seeds[0].dataset.test_images[5] = np.inf  # the arrays of a frozen Dataset are still writable
-        driver._device_test_images.clear()  # the device copy of the test set is made anew from the poisoned one
+        driver.held_out = metrics_lib.HeldOut([s.dataset for s in driver.seeds],  # the device copy made anew
+                                              [s.val_indices for s in driver.seeds])  # from the poisoned test set
 
     _in_iteration(monkeypatch, 3, before)
 
@@ -525,10 +573,10 @@ def _poison_test_images(monkeypatch):
     ids=["params", "pool_stats", "loss_raised", "loss_returned", "test_predictions"],
 )
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, poison, problem):
-    config = _toy_config(iterations=4)
+    config = short_toy_config(iterations=4)
     poison(monkeypatch)
     with pytest.raises(FloatingPointError) as raised:
-        active.run(config, tmp_path)
+        driver_lib.run(config, tmp_path)
     message = str(raised.value)
     assert message.startswith(problem), message
     assert (f"the last good checkpoint {tmp_path / runfolder.CHECKPOINT} (after iteration 2) is intact and "
@@ -542,12 +590,12 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypa
 
 
 def test_run_resumes_from_the_intact_checkpoint_after_a_nan(tmp_path, monkeypatch):
-    config = _toy_config(iterations=4)
+    config = short_toy_config(iterations=4)
     with monkeypatch.context() as patch:
         _poison_pool_stats(patch)
         with pytest.raises(FloatingPointError):
-            active.run(config, tmp_path)
-    summary = active.run(config, tmp_path)  # the cause is gone: iterations 3 and 4 run from checkpoint 2
+            driver_lib.run(config, tmp_path)
+    summary = driver_lib.run(config, tmp_path)  # the cause is gone: iterations 3 and 4 run from checkpoint 2
     assert summary["iterations"] == 4
     assert [m["iteration"] for m in checkpoint.read_jsonl(tmp_path / runfolder.METRICS)] == [0, 1, 2, 3, 4]
 
@@ -563,7 +611,7 @@ def test_nan_in_the_initial_fit_says_so_and_saves_nothing(tmp_path, monkeypatch)
 
     monkeypatch.setattr(algorithm, "train_epoch", train_epoch)
     with pytest.raises(FloatingPointError) as raised:
-        active.run(_toy_config(), tmp_path)
+        driver_lib.run(short_toy_config(), tmp_path)
     message = str(raised.value)
     assert message.startswith("the initial fit: training loss became inf. The run stopped; no checkpoint "
                               "was written yet"), message
@@ -571,8 +619,8 @@ def test_nan_in_the_initial_fit_says_so_and_saves_nothing(tmp_path, monkeypatch)
 
 
 def test_fixed_theta_is_used_instead_of_eq_8(tmp_path):
-    config = _toy_config(theta=0.25, mode="step_wise", iterations=2)
-    active.run(config, tmp_path)
+    config = short_toy_config(theta=0.25, mode="step_wise", iterations=2)
+    driver_lib.run(config, tmp_path)
     metrics = checkpoint.read_jsonl(tmp_path / runfolder.METRICS)
     assert [m["theta"] for m in metrics[1:]] == [0.25, 0.25]
 

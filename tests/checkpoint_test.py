@@ -10,7 +10,9 @@ import time
 import numpy as np
 import pytest
 
-from deepbass_jax import active, checkpoint, data, rundir, runfolder
+from deepbass_jax import data, driver as driver_lib
+from deepbass_jax.workdir import checkpoint, guard, runfolder
+from tests.helpers import toy_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -106,7 +108,7 @@ def test_a_failed_save_leaves_both_checkpoints_and_no_temp_file(tmp_path, monkey
         if name == "checkpoint_rotated":
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(rundir, "fault_point", interrupted)
+    monkeypatch.setattr(guard, "fault_point", interrupted)
     with pytest.raises(KeyboardInterrupt):
         checkpoint.save(path, _state(3))
     assert not path.exists() and _iteration(checkpoint.previous_path(path)) == 2  # one good checkpoint remains
@@ -197,7 +199,7 @@ def test_append_killed_in_the_middle_leaves_a_torn_line_that_resume_drops(tmp_pa
         if name == "mid_append":
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(rundir, "fault_point", killed)
+    monkeypatch.setattr(guard, "fault_point", killed)
     with pytest.raises(KeyboardInterrupt):
         checkpoint.append_jsonl(path, [{"index": 7, "iteration": 1, "label": 1}, {"index": 9, "iteration": 1, "label": 0}])
     assert not path.read_bytes().endswith(b"\n")  # the kill tore the last line; the lines before it are whole
@@ -207,16 +209,16 @@ def test_append_killed_in_the_middle_leaves_a_torn_line_that_resume_drops(tmp_pa
 
 # ------------------------------------------------------------------------------------------ the lock
 def test_a_second_lock_on_the_same_workdir_is_refused_until_released(tmp_path):
-    first = rundir.Lock(tmp_path)
-    with pytest.raises(rundir.WorkdirBusy, match=rf"{tmp_path} is in use by another run \(process {os.getpid()}"):
-        rundir.Lock(tmp_path)
+    first = guard.Lock(tmp_path)
+    with pytest.raises(guard.WorkdirBusy, match=rf"{tmp_path} is in use by another run \(process {os.getpid()}"):
+        guard.Lock(tmp_path)
     first.release()
     first.release()  # idempotent
-    rundir.Lock(tmp_path).release()
+    guard.Lock(tmp_path).release()
 
 
 _HOLD = (
-    "import sys, time; from deepbass_jax import rundir; lock = rundir.Lock(sys.argv[1]); "
+    "import sys, time; from deepbass_jax.workdir import guard; lock = guard.Lock(sys.argv[1]); "
     "print('locked', flush=True); time.sleep(120)"
 )
 
@@ -232,8 +234,8 @@ def test_a_second_process_on_the_workdir_refuses_and_a_killed_holder_frees_it(tm
     workdir.mkdir()
     holder = _hold_lock(workdir)
     try:
-        with pytest.raises(rundir.WorkdirBusy, match=rf"process {holder.pid}\b.*kill {holder.pid}"):
-            rundir.Lock(workdir)
+        with pytest.raises(guard.WorkdirBusy, match=rf"process {holder.pid}\b.*kill {holder.pid}"):
+            guard.Lock(workdir)
         command = [sys.executable, "-m", "experiments.main", "--config=experiments/configs/yinyang.py:initial",
                    f"--workdir={workdir}"]
         refused = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
@@ -244,19 +246,11 @@ def test_a_second_process_on_the_workdir_refuses_and_a_killed_holder_frees_it(tm
         holder.send_signal(signal.SIGKILL)
         holder.wait()
     started = time.monotonic()
-    rundir.Lock(workdir).release()  # the kernel dropped the dead holder's lock: resumable at once
+    guard.Lock(workdir).release()  # the kernel dropped the dead holder's lock: resumable at once
     assert time.monotonic() - started < 1
 
 
 # ------------------------------------------------------------------------------------------ workdir checks
-def _toy_config():
-    from experiments.configs import yinyang
-
-    config = yinyang.get_config("initial")
-    config.data.num_per_class = 20
-    return config
-
-
 @pytest.fixture
 def no_data_loading(monkeypatch):
     """Fails the test if the driver gets as far as loading data: the checks must come before any work."""
@@ -283,25 +277,25 @@ def _unwritable_directory(tmp_path) -> pathlib.Path:
 def test_an_unwritable_workdir_fails_before_any_work(tmp_path, no_data_loading):
     folder = _unwritable_directory(tmp_path)
     try:
-        with pytest.raises(rundir.WorkdirError, match=rf"the workdir {folder} is not writable .*choose another"):
-            active.Driver(_toy_config(), folder)
+        with pytest.raises(guard.WorkdirError, match=rf"the workdir {folder} is not writable .*choose another"):
+            driver_lib.Driver(toy_config("initial", num_per_class=20, quick=False), folder)
     finally:
         folder.chmod(0o755) if folder.is_relative_to(tmp_path) else None
 
 
 def test_a_workdir_below_a_file_fails_before_any_work(tmp_path, no_data_loading):
     (tmp_path / "file").write_text("not a directory")
-    with pytest.raises(rundir.WorkdirError, match=rf"cannot create the workdir {tmp_path / 'file' / 'run'}"):
-        active.Driver(_toy_config(), tmp_path / "file" / "run")
+    with pytest.raises(guard.WorkdirError, match=rf"cannot create the workdir {tmp_path / 'file' / 'run'}"):
+        driver_lib.Driver(toy_config("initial", num_per_class=20, quick=False), tmp_path / "file" / "run")
 
 
 def test_a_full_disk_fails_before_any_work(tmp_path, monkeypatch, no_data_loading):
-    monkeypatch.setattr(rundir.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 3 * 2**20})())
-    with pytest.raises(rundir.WorkdirError, match=rf"{tmp_path} has 3.0 MiB free; a run needs at least 50 MiB"):
-        active.Driver(_toy_config(), tmp_path)
+    monkeypatch.setattr(guard.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 3 * 2**20})())
+    with pytest.raises(guard.WorkdirError, match=rf"{tmp_path} has 3.0 MiB free; a run needs at least 50 MiB"):
+        driver_lib.Driver(toy_config("initial", num_per_class=20, quick=False), tmp_path)
     monkeypatch.setattr(os, "write", lambda *a: (_ for _ in ()).throw(OSError(28, "No space left on device")))
-    with pytest.raises(rundir.WorkdirError, match=rf"the disk of the workdir {tmp_path} is full"):
-        rundir.check_writable(tmp_path)
+    with pytest.raises(guard.WorkdirError, match=rf"the disk of the workdir {tmp_path} is full"):
+        guard.check_writable(tmp_path)
     monkeypatch.undo()
     assert [p.name for p in tmp_path.iterdir() if "probe" in p.name] == []
 
@@ -309,5 +303,6 @@ def test_a_full_disk_fails_before_any_work(tmp_path, monkeypatch, no_data_loadin
 def test_a_failed_driver_set_up_releases_the_lock(tmp_path):
     unlabeled = data.Dataset("unlabeled", np.zeros((10, 2), np.float32), None, None, None, 2)
     with pytest.raises(ValueError, match="has no labels"):
-        active.Driver(_toy_config(), tmp_path, dataset=unlabeled)  # fails while holding the lock
-    rundir.Lock(tmp_path).release()  # not held any more by the failed driver
+        driver_lib.Driver(toy_config("initial", num_per_class=20, quick=False), tmp_path,
+                          dataset=unlabeled)  # fails while holding the lock
+    guard.Lock(tmp_path).release()  # not held any more by the failed driver

@@ -5,7 +5,7 @@ retraces every iteration would cost seconds to minutes each time."""
 import jax
 import numpy as np
 
-from deepbass_jax import active, algorithm, config as config_lib, data, models
+from deepbass_jax import algorithm, config as config_lib, data, driver as driver_lib, models
 from experiments.configs import yinyang
 from tests.compilations import count_compilations
 
@@ -38,7 +38,7 @@ def _config(num_per_class, seed):
 
 def test_iterations_pool_sizes_and_runs_share_one_compilation(tmp_path):
     steps = algorithm.seeds_train_steps.__name__
-    first = active.Driver(_config(num_per_class=50, seed=0), tmp_path / "a")
+    first = driver_lib.Driver(_config(num_per_class=50, seed=0), tmp_path / "a")
     with count_compilations() as warm_up:
         first.initial_fit()
         first.iterate()  # compiles everything an iteration needs
@@ -49,7 +49,7 @@ def test_iterations_pool_sizes_and_runs_share_one_compilation(tmp_path):
     assert not any(_jitted_compilations(compiled).values()), "an iteration retraced"
     # Another run: a different seed and a pool of another size (130 vs 100 samples, other chunk counts).
     with count_compilations() as compiled:
-        second = active.Driver(_config(num_per_class=65, seed=1), tmp_path / "b")
+        second = driver_lib.Driver(_config(num_per_class=65, seed=1), tmp_path / "b")
         second.initial_fit()
         for _ in range(2):
             second.iterate()
@@ -59,7 +59,7 @@ def test_iterations_pool_sizes_and_runs_share_one_compilation(tmp_path):
     assert not np.array_equal(second.state.ground_truth, first.state.ground_truth)  # really another run
     # Another run with a pool of the same size compiles nothing.
     with count_compilations() as compiled:
-        third = active.Driver(_config(num_per_class=65, seed=2), tmp_path / "c")
+        third = driver_lib.Driver(_config(num_per_class=65, seed=2), tmp_path / "c")
         third.initial_fit()
         third.iterate()
     assert not any(_jitted_compilations(compiled).values()), "a new run retraced"
@@ -92,7 +92,7 @@ def _image_run(num_pool, seed, workdir):
     config.train.batch_size, config.train.upsample = 16, 4
     config.train.augment_degrees, config.train.augment_scale = 10.0, 0.05
     dataset = data.Dataset("tiny", images, labels, images[:20], labels[:20], 2)
-    return active.Driver(config, workdir, dataset=dataset)
+    return driver_lib.Driver(config, workdir, dataset=dataset)
 
 
 def test_augmentation_compiles_once_per_pool_size(tmp_path):

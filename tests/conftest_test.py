@@ -64,9 +64,23 @@ def test_raw_idx_files_count_and_each_data_set_has_its_own_folder(roots, downloa
     assert downloads == [("mnist", None)]
 
 
-def test_the_repository_default_is_beside_the_checkout():
+def test_without_the_variables_only_the_folder_beside_the_checkout_is_tried(monkeypatch, downloads, tmp_path):
+    """No $DEEPBASS_DATA or $DEEPBASS_SHARED_DATA: a data set is looked for in ../shared/data/<name> beside the
+    repository (whatever the working directory), and nowhere else before the download."""
+    monkeypatch.delenv("DEEPBASS_DATA", raising=False)
+    monkeypatch.delenv("DEEPBASS_SHARED_DATA", raising=False)
+    monkeypatch.chdir(tmp_path)
+    looked_in = []
+
+    def holds_nothing(folder):  # whatever this machine's ../shared/data holds
+        looked_in.append(folder)
+        return False
+
+    monkeypatch.setattr(conftest, "holds_idx_files", holds_nothing)
     repository = pathlib.Path(__file__).resolve().parents[1]
-    assert conftest.SHARED_DATA == repository.parent / "shared" / "data"
+    assert conftest.find_idx_dir("mnist") == tmp_path / "cache" / "mnist"
+    assert looked_in == [repository.parent / "shared" / "data" / "mnist"]
+    assert downloads == [("mnist", None)]
 
 
 def test_a_failed_download_fails_the_test_and_names_the_places_tried(roots, monkeypatch):

@@ -6,7 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from deepbass_jax import active, algorithm, checkpoint, oracle, runfolder
+from deepbass_jax import algorithm, driver as driver_lib, oracle
+from deepbass_jax.workdir import checkpoint, runfolder
 from experiments.configs import mnist as mnist_configs
 from experiments.configs import yinyang as yinyang_configs
 from tests.compilations import count_compilations
@@ -15,7 +16,7 @@ from tests.helpers import answer_round, toy_config
 
 def _run_tracking_states(config, workdir):
     """Runs the driver iteration by iteration, returning the states (copied) after each iteration."""
-    driver = active.Driver(config, workdir)
+    driver = driver_lib.Driver(config, workdir)
     driver.initial_fit()
     history = [(driver.state.ground_truth.copy(), driver.state.pseudo.copy())]
     for _ in range(config.iterations):
@@ -29,7 +30,7 @@ def _oracle_log(workdir):
 
 
 def test_toy_run_writes_a_complete_run_directory(tmp_path):
-    summary = active.run(toy_config(figures=True), tmp_path)
+    summary = driver_lib.run(toy_config(figures=True), tmp_path)
     metrics = checkpoint.read_jsonl(tmp_path / runfolder.METRICS)
     assert [m["iteration"] for m in metrics] == list(range(7))
     assert [m["labels"] for m in metrics] == [8, 10, 10, 12, 12, 14, 14]
@@ -52,10 +53,10 @@ def test_without_figures_a_run_draws_none_and_may_turn_them_on_when_resumed(tmp_
     """config.figures=False: the finished run has its summary and no PNG; the field may change on resume (it
     changes nothing the run computes), so a stopped run can be finished with figures."""
     finished, resumed = tmp_path / "finished", tmp_path / "resumed"
-    active.run(toy_config(), finished)  # figures off (tests.helpers.toy_config)
+    driver_lib.run(toy_config(), finished)  # figures off (tests.helpers.toy_config)
     assert (finished / runfolder.SUMMARY).exists() and not list(finished.glob("*.png"))
-    assert active.Driver(toy_config(), resumed).run(should_stop=lambda: True) is None  # stopped after the fit
-    active.run(toy_config(figures=True), resumed)
+    assert driver_lib.Driver(toy_config(), resumed).run(should_stop=lambda: True) is None  # stopped after the fit
+    driver_lib.run(toy_config(figures=True), resumed)
     assert sorted(p.name for p in resumed.glob("*.png")) == ["curves.png", "decision_boundary.png"]
     assert checkpoint.read_jsonl(resumed / runfolder.METRICS) != [] and (
         _oracle_log(resumed) == _oracle_log(finished))
@@ -78,7 +79,7 @@ def test_all_data_skips_eq_8_unless_asked_and_decides_the_same_either_way(tmp_pa
         passes.clear()
         config = toy_config(mode="all_data", log_theta=log_theta)  # T = 20 ground-truth passes, T' = 10 pool passes
         workdir = tmp_path / f"log_theta_{log_theta}"
-        active.run(config, workdir)
+        driver_lib.run(config, workdir)
         lines = checkpoint.read_jsonl(workdir / runfolder.METRICS)[1:]
         runs[log_theta] = {"passes": sorted(set(passes)), "theta": [line["theta"] for line in lines],
                            "lines": [{k: v for k, v in line.items() if k not in ("theta", "seconds", "phase_seconds")}
@@ -136,7 +137,7 @@ def test_iterations_do_not_recompile(tmp_path):
     """After the first iterations nothing compiles, not even when labels are bought: the ground truth grows by 2
     in iterations 3 and 5, and its inference and accuracy run on chunks padded to one shape on the host."""
     config = toy_config(iterations=0)
-    driver = active.Driver(config, tmp_path)
+    driver = driver_lib.Driver(config, tmp_path)
     driver.initial_fit()
     for _ in range(2):
         driver.iterate()
@@ -157,7 +158,7 @@ def _comparable(metrics):
 def straight_run(tmp_path_factory):
     """An uninterrupted run of the toy config, to compare resumed runs with."""
     workdir = tmp_path_factory.mktemp("straight")
-    active.run(toy_config(), workdir)
+    driver_lib.run(toy_config(), workdir)
     return workdir
 
 
@@ -165,18 +166,18 @@ def straight_run(tmp_path_factory):
 def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, monkeypatch, straight_run, stop_after):
     """Interrupted between iteration `stop_after` and the next one, then resumed: the same run, bitwise."""
     config = toy_config()
-    original = active.Driver.iterate
+    original = driver_lib.Driver.iterate
 
     def interrupted(self):
         if self.iteration == stop_after:
             raise KeyboardInterrupt
         return original(self)
 
-    monkeypatch.setattr(active.Driver, "iterate", interrupted)
+    monkeypatch.setattr(driver_lib.Driver, "iterate", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        active.run(config, tmp_path)
-    monkeypatch.setattr(active.Driver, "iterate", original)
-    active.run(config, tmp_path)
+        driver_lib.run(config, tmp_path)
+    monkeypatch.setattr(driver_lib.Driver, "iterate", original)
+    driver_lib.run(config, tmp_path)
 
     straight = checkpoint.read_jsonl(straight_run / runfolder.METRICS)
     resumed = checkpoint.read_jsonl(tmp_path / runfolder.METRICS)
@@ -190,7 +191,7 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, monkeyp
 
 def test_labels_bought_before_a_crash_are_reused_not_asked_again(tmp_path, monkeypatch):
     config = toy_config(iterations=1)
-    original = active.Driver._save
+    original = driver_lib.Driver._save
     saves = []
 
     def crash_on_second_save(self):
@@ -199,32 +200,32 @@ def test_labels_bought_before_a_crash_are_reused_not_asked_again(tmp_path, monke
             raise KeyboardInterrupt
         return original(self)
 
-    monkeypatch.setattr(active.Driver, "_save", crash_on_second_save)
+    monkeypatch.setattr(driver_lib.Driver, "_save", crash_on_second_save)
     with pytest.raises(KeyboardInterrupt):
-        active.run(config, tmp_path)
-    monkeypatch.setattr(active.Driver, "_save", original)
+        driver_lib.run(config, tmp_path)
+    monkeypatch.setattr(driver_lib.Driver, "_save", original)
     asked_again = []
     monkeypatch.setattr(oracle.SimulatedOracle, "label", lambda self, i, *display: asked_again.append(i))
-    active.run(config, tmp_path)
+    driver_lib.run(config, tmp_path)
     assert asked_again == []
     assert len(_oracle_log(tmp_path)) == 10
 
 
 def test_finished_runs_are_not_rerun_and_config_changes_are_refused(tmp_path):
     config = toy_config(iterations=1)
-    active.run(config, tmp_path)
-    with pytest.raises(active.RunFinished, match="finished run"):
-        active.run(config, tmp_path)
+    driver_lib.run(config, tmp_path)
+    with pytest.raises(driver_lib.RunFinished, match="finished run"):
+        driver_lib.run(config, tmp_path)
     other = tmp_path / "other"
-    active.Driver(config, other)
+    driver_lib.Driver(config, other)
     changed = toy_config(iterations=2)
     with pytest.raises(ValueError, match=r"different config \(fields \['iterations'\] differ\)"):
-        active.Driver(changed, other)
+        driver_lib.Driver(changed, other)
     dispatch = toy_config(iterations=1)
     dispatch.train.steps_per_call = 3  # how the steps reach the device: the same run
     dispatch.model.kernels = "block_diagonal"  # how the network is computed: the same up to round-off
     dispatch.figures = dispatch.log_theta = True  # what a finished run draws, what the lines log: the same run
-    active.Driver(dispatch, other)
+    driver_lib.Driver(dispatch, other)
 
 
 @pytest.mark.parametrize(
@@ -239,23 +240,23 @@ def test_finished_runs_are_not_rerun_and_config_changes_are_refused(tmp_path):
 )
 def test_bad_config_fails_before_any_work(tmp_path, field, value, message):
     with pytest.raises(ValueError, match=message):
-        active.Driver(toy_config(**{field: value}), tmp_path)
+        driver_lib.Driver(toy_config(**{field: value}), tmp_path)
 
 
 def test_file_oracle_run_stops_for_labels_and_continues(tmp_path):
     config = toy_config(iterations=1, budget=10, oracle="file")
     with pytest.raises(oracle.LabelsPending):
-        active.run(config, tmp_path)
-    hidden = active.Driver(config, tmp_path).hidden_labels  # the person knows the truth
+        driver_lib.run(config, tmp_path)
+    hidden = driver_lib.Driver(config, tmp_path).hidden_labels  # the person knows the truth
 
     def answer(round_number):
         return answer_round(tmp_path / "oracle" / f"round_{round_number:04d}", hidden)
 
     assert answer(0) == 8
     with pytest.raises(oracle.LabelsPending):
-        active.run(config, tmp_path)  # the initial fit ran; iteration 1 asks for 2 labels
+        driver_lib.run(config, tmp_path)  # the initial fit ran; iteration 1 asks for 2 labels
     assert answer(1) == 2
-    summary = active.run(config, tmp_path)
+    summary = driver_lib.run(config, tmp_path)
     assert summary["labels"] == 10
     log = _oracle_log(tmp_path)
     assert [e["label"] for e in log] == [int(hidden[e["index"]]) for e in log]
@@ -275,7 +276,7 @@ def test_mnist_driver_on_a_few_hundred_images(tmp_path, mnist_dir):
     config.budget = 35
     config.chunk_size = 128
     config.mc_passes_labeled = 10
-    summary = active.run(config, tmp_path)
+    summary = driver_lib.run(config, tmp_path)
     metrics = checkpoint.read_jsonl(tmp_path / runfolder.METRICS)
     assert [m["labels"] for m in metrics] == [20, 25, 30, 35]
     assert all(m["pseudo_labeled"] == 300 - m["labels"] for m in metrics[1:])
@@ -285,6 +286,6 @@ def test_mnist_driver_on_a_few_hundred_images(tmp_path, mnist_dir):
 @pytest.mark.slow
 def test_readme_yinyang_job_reaches_the_papers_accuracy(tmp_path):
     """The README's main job, in full: DeepBASS on the toy, 8 -> 80 labels (paper: 90.33% over 10 runs)."""
-    summary = active.run(yinyang_configs.get_config(), tmp_path)
+    summary = driver_lib.run(yinyang_configs.get_config(), tmp_path)
     assert summary["labels"] == 80
     assert summary["test_accuracy"] >= 0.87

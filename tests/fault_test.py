@@ -3,7 +3,7 @@ is bought twice, and the result is bitwise the uninterrupted run's.
 
 The runs are `python -m experiments.main` on a small toy config, in subprocesses. Moments are drawn with a seeded
 RNG; named moments (during the initial fit, tearing an oracle-log line, right after an oracle answer, between the
-two renames of a checkpoint save, ...) are forced with `DEEPBASS_FAULT_AT=NAME:N` (see `rundir.fault_point`),
+two renames of a checkpoint save, ...) are forced with `DEEPBASS_FAULT_AT=NAME:N` (see `guard.fault_point`),
 others are timed kills while the run iterates (pool inference, training). A shared JAX compilation cache keeps
 each restart at a few seconds; a cached executable computes exactly what a fresh compilation does (the
 determinism test compares a freshly compiled run with a cached one).
@@ -20,7 +20,8 @@ import time
 import numpy as np
 import pytest
 
-from deepbass_jax import active, checkpoint, oracle, rundir, runfolder
+from deepbass_jax import driver as driver_lib, oracle
+from deepbass_jax.workdir import checkpoint, guard, runfolder
 from tests.helpers import answer_round, toy_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -55,9 +56,9 @@ def _attempt(workdir, jax_cache, iterations=ITERATIONS, fault=None, kill=None, n
     """
     env = dict(os.environ, JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(jax_cache),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
-    env.pop(rundir.FAULT_ENV, None)
+    env.pop(guard.FAULT_ENV, None)
     if fault:
-        env[rundir.FAULT_ENV] = fault
+        env[guard.FAULT_ENV] = fault
     log = workdir.parent / f"{workdir.name}.attempt.log"
     with open(log, "w") as output:
         process = subprocess.Popen([sys.executable, "-m", "experiments.main", *_flags(iterations),
@@ -254,16 +255,12 @@ def test_a_run_killed_at_random_moments_again_and_again_equals_the_uninterrupted
 
 
 # ------------------------------------------------------------------------------------------ in one process
-def _toy_config(**overrides):
-    return toy_config(**{"iterations": 3, "budget": 12, **overrides})  # 8 initial + 2 in iterations 1 and 3
-
-
 class _Killed(BaseException):
     pass
 
 
 def _kill_at(monkeypatch, name, count=1):
-    """Makes `rundir.fault_point(name)` raise on its `count`-th visit (an in-process stand-in for SIGKILL)."""
+    """Makes `guard.fault_point(name)` raise on its `count`-th visit (an in-process stand-in for SIGKILL)."""
     visits = []
 
     def fault_point(point):
@@ -272,14 +269,14 @@ def _kill_at(monkeypatch, name, count=1):
             if len(visits) == count:
                 raise _Killed(name)
 
-    monkeypatch.setattr(rundir, "fault_point", fault_point)
+    monkeypatch.setattr(guard, "fault_point", fault_point)
 
 
 def test_only_the_torn_line_of_an_oracle_answer_is_asked_again(tmp_path, monkeypatch):
-    config = _toy_config(iterations=1, budget=14, acquire_count=6)
+    config = toy_config(iterations=1, budget=14, acquire_count=6)
     _kill_at(monkeypatch, "mid_append", 1)  # the first append: the 8 initial labels, the 8th line torn
     with pytest.raises(_Killed):
-        active.run(config, tmp_path)
+        driver_lib.run(config, tmp_path)
     assert len(checkpoint.read_jsonl(tmp_path / runfolder.ORACLE_LOG)) == 7
     monkeypatch.undo()
     asked = []
@@ -290,7 +287,7 @@ def test_only_the_torn_line_of_an_oracle_answer_is_asked_again(tmp_path, monkeyp
         return original(self, indices, *display)
 
     monkeypatch.setattr(oracle.SimulatedOracle, "label", recording)
-    active.run(config, tmp_path)
+    driver_lib.run(config, tmp_path)
     log = checkpoint.read_jsonl(tmp_path / runfolder.ORACLE_LOG)
     assert [len(a) for a in asked] == [1, 6]  # the torn line's sample, then iteration 1's acquisition
     assert asked[0] == [log[7]["index"]] and [e["iteration"] for e in log] == [0] * 8 + [1] * 6
@@ -306,22 +303,22 @@ def _answer_all(tmp_path, hidden) -> int:
 def test_file_oracle_answers_logged_before_a_kill_are_not_asked_again(tmp_path, monkeypatch):
     """Killed after iteration 1's answers were logged, before its checkpoint: the resumed run reuses them, and
     the next acquisition opens a new round instead of reading the old round's answer file."""
-    config = _toy_config(oracle="file")
+    config = toy_config(iterations=3, budget=12, oracle="file")  # 8 initial + 2 in iterations 1 and 3
     with pytest.raises(oracle.LabelsPending):
-        active.run(config, tmp_path)
-    hidden = active.Driver(config, tmp_path).hidden_labels
+        driver_lib.run(config, tmp_path)
+    hidden = driver_lib.Driver(config, tmp_path).hidden_labels
     assert _answer_all(tmp_path, hidden) == 8
     with pytest.raises(oracle.LabelsPending):
-        active.run(config, tmp_path)  # initial fit done; iteration 1 asks for 2 labels in round 1
+        driver_lib.run(config, tmp_path)  # initial fit done; iteration 1 asks for 2 labels in round 1
     assert _answer_all(tmp_path, hidden) == 2
     _kill_at(monkeypatch, "after_oracle_log")
     with pytest.raises(_Killed):
-        active.run(config, tmp_path)
+        driver_lib.run(config, tmp_path)
     monkeypatch.undo()
     with pytest.raises(oracle.LabelsPending):
-        active.run(config, tmp_path)  # iteration 1 reused its logged labels; iteration 3 asks in round 2
+        driver_lib.run(config, tmp_path)  # iteration 1 reused its logged labels; iteration 3 asks in round 2
     assert sorted(p.name for p in (tmp_path / "oracle").iterdir()) == ["round_0000", "round_0001", "round_0002"]
     assert _answer_all(tmp_path, hidden) == 2
-    assert active.run(config, tmp_path)["labels"] == 12
+    assert driver_lib.run(config, tmp_path)["labels"] == 12
     log = checkpoint.read_jsonl(tmp_path / runfolder.ORACLE_LOG)
     assert len({e["index"] for e in log}) == len(log) == 12

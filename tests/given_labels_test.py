@@ -27,15 +27,17 @@ def _config(path, **overrides):
 
 
 def _run_answering(config, workdir, labels):
+    """Runs to the end, answering each round from `labels`: [N] by row, or {path: label} for a folder's files."""
     rounds = 0
     while True:
         try:
             return driver_lib.run(config, workdir)
         except oracle.LabelsPending:
             folder = workdir / "oracle" / f"round_{rounds:04d}"
-            with open(folder / "queries.csv") as handle:
-                ids = [int(row["id"]) for row in csv.DictReader(handle)]
-            (folder / "answers.csv").write_text("id,label\n" + "".join(f"{i},{labels[i]}\n" for i in ids))
+            with open(folder / "queries.csv", newline="") as handle:
+                ids = [row["id"] if isinstance(labels, dict) else int(row["id"]) for row in csv.DictReader(handle)]
+            with open(folder / "answers.csv", "w", newline="") as handle:
+                csv.writer(handle).writerows([("id", "label"), *[(i, labels[i]) for i in ids]])
             rounds += 1
 
 
@@ -99,14 +101,15 @@ def test_class_folders_are_given_labels_and_labels_csv_names_each_file(tmp_path)
     config.data.cache_dir = str(tmp_path / "cache")
     dataset = data.load(config.data)
     assert dataset.class_names == ("bottom", "top")
-    by_file = dict(zip(dataset.files, range(len(dataset.files))))
-    _run_answering(config, tmp_path / "run", [1 - truth[f] for f in dataset.files])  # class 0 is "bottom"
+    _run_answering(config, tmp_path / "run", {f: 1 - truth[f] for f in dataset.files})  # class 0 is "bottom"
     with open(tmp_path / "run" / runfolder.LABELS) as handle:
         rows = list(csv.DictReader(handle))
     assert list(rows[0]) == ["id", "file", "label", "class_name", "source", "probability", "entropy"]
     assert {r["file"] for r in rows} == set(truth)
     for row in rows:
-        assert by_file[row["file"]] == int(row["id"])
+        assert row["id"] == row["file"]  # a folder's samples are named by path
         if row["source"] in ("given", "oracle"):
             assert row["class_name"] == ("top", "bottom")[truth[row["file"]]], row
     assert sum(r["source"] == "given" for r in rows) == 6 and sum(r["source"] == "oracle" for r in rows) == 2
+    log = checkpoint.read_jsonl(tmp_path / "run" / runfolder.ORACLE_LOG)
+    assert len(log) == 2 and all(dataset.files[line["index"]] == line["id"] for line in log)

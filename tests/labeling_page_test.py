@@ -173,3 +173,26 @@ def test_the_page_and_the_run_say_the_same_about_a_partial_save(tmp_path):
     with pytest.raises(oracle.LabelsPending) as pending:
         file_oracle.label(np.array(IDS), images)
     assert f"{files.KEEPS_ANSWERS}: label them on the same page, {folder / 'index.html'}" in str(pending.value)
+
+
+@pytest.mark.slow
+def test_a_folder_round_shows_paths_and_saves_them_quoted_for_the_oracle(tmp_path, browser):
+    """Folder data names samples by path: the page shows each path as text (escaped, not markup) and saves it
+    quoted as CSV quotes it, so FileOracle reads back exactly the paths it asked."""
+    from selenium.webdriver.common.by import By
+
+    paths = ["12.png", 'sub/a, "b" c.png', "x/<i>y</i>.png"]
+    images = np.zeros((len(paths), 8, 8, 1))
+    file_oracle = oracle.FileOracle(tmp_path / "oracle", num_classes=3, class_names=NAMES, path_ids=True)
+    with pytest.raises(oracle.LabelsPending):
+        file_oracle.label(np.arange(3), images, np.array(paths, object))
+    folder = tmp_path / "oracle" / "round_0000"
+    browser.get((folder / "index.html").resolve().as_uri())
+    assert [t.text for t in browser.find_elements(By.CSS_SELECTOR, ".thumb .tid")] == [f"id {p}" for p in paths]
+    assert _text(browser, "position").endswith(f"id {paths[0]}")
+    _keys(browser, "2", "0", "1")
+    browser.find_element(By.ID, "save").click()
+    saved = _downloaded(browser.downloads)
+    assert saved == 'id,label\n12.png,2\n"sub/a, ""b"" c.png",0\nx/<i>y</i>.png,1\n'
+    shutil.copy(browser.downloads / "answers.csv", folder / "answers.csv")
+    np.testing.assert_array_equal(file_oracle.label(np.arange(3), images, np.array(paths, object)), [2, 0, 1])

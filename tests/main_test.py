@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from deepbass_jax import rundir, runfolder
+from deepbass_jax.workdir import guard, runfolder
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -63,4 +63,4 @@ def test_ctrl_c_says_how_to_resume_and_exits_130(tmp_path):
     assert "Traceback" not in stderr
     assert stderr.strip().splitlines()[-1].startswith(
         "Interrupted: run the same command again to resume from the checkpoint after ")
-    rundir.Lock(workdir).release()  # the lock was let go: the same command can resume at once
+    guard.Lock(workdir).release()  # the lock was let go: the same command can resume at once

@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from deepbass_jax import algorithm, config as config_lib, data_parallel, distributed, models, train
+from deepbass_jax import algorithm, config as config_lib, models, train
+from deepbass_jax.parallel import collective, data_parallel, distributed
 
 
 def main(port: str, count: str, index: str, out: str) -> None:
@@ -26,8 +27,8 @@ def main(port: str, count: str, index: str, out: str) -> None:
     params = algorithm.stack([state]).params  # a seed axis of one
     alone = algorithm.pool_stats(apply_fn, params, images, keys, 10, 64, True, "map")
     local = algorithm.pool_stats(apply_fn, params, images[lo:hi], keys, 10, 64, True, "map", first_id=lo)
-    gathered = [distributed.gather_shards(field[0], len(images), topology) for field in local]
-    scores_bitwise = all(np.array_equal(g, a[0]) for g, a in zip(gathered, alone))
+    gathered = collective.ProcessCollective(topology).gather_stats(local, len(images))  # as the driver gathers
+    scores_bitwise = all(np.array_equal(g, a) for g, a in zip(gathered[:4], alone[:4])) and gathered.custom is None
     # Rows from their owners.
     wanted = np.array([202, 0, 101, 5, 5, 150])
     rows_right = bool(np.array_equal(distributed.gather_rows(images[lo:hi], len(images), wanted, topology),

@@ -12,7 +12,9 @@ import sys
 import numpy as np
 import pytest
 
-from deepbass_jax import active, checkpoint, distributed, runfolder
+from deepbass_jax import driver as driver_lib
+from deepbass_jax.parallel import distributed
+from deepbass_jax.workdir import checkpoint, runfolder
 from tests.helpers import toy_config
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -47,16 +49,11 @@ def _toy_run(count, workdir, extra_env=None):
         f"--num_processes={count}", f"--process_id={index}"], extra_env)
 
 
-def _toy_config():
-    """The config TOY_FLAGS give (one process, in this process)."""
-    return toy_config(initial_per_class=4)
-
-
 @pytest.fixture(scope="module")
 def one_process(tmp_path_factory):
     """The toy run by one process: what every several-process run must match."""
     workdir = tmp_path_factory.mktemp("one_process")
-    active.run(_toy_config(), workdir)
+    driver_lib.run(toy_config(initial_per_class=4), workdir)  # the config TOY_FLAGS give, in this process
     return workdir
 
 

@@ -11,6 +11,7 @@ discrete results or moves the parameters by far more.
 
 import copy
 import dataclasses
+import functools
 import json
 
 import jax
@@ -19,7 +20,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from deepbass_jax import active, algorithm, checkpoint, config as config_lib, data, models, runfolder, train
+from deepbass_jax import algorithm, config as config_lib, data, driver as driver_lib, models, train
+from deepbass_jax.workdir import checkpoint, runfolder
 from experiments.configs import mnist as mnist_configs
 from tests.compilations import count_compilations
 from tests.helpers import toy_config
@@ -30,16 +32,15 @@ EXACT_METRICS = ("iteration", "labels", "bought", "pseudo_labeled", "d_size")
 TIMINGS = ("seconds", "phase_seconds")
 
 
-def _toy_config(**overrides):
-    """Step-wise DeepBASS on the small toy; early stopping ends the initial fit at a different epoch per seed.
-    Pool and ground-truth chunks of one shape (64 samples, 10 passes): one compilation serves both."""
-    return toy_config(**{"initial_patience": 6, "iterations": 4, "budget": 12, "labeled_chunk_size": 64,
-                         "mc_passes_labeled": 10, "figures": True, **overrides})
+# Step-wise DeepBASS on the small toy; early stopping ends the initial fit at a different epoch per seed. Pool and
+# ground-truth chunks of one shape (64 samples, 10 passes): one compilation serves both.
+seeds_toy_config = functools.partial(toy_config, initial_patience=6, iterations=4, budget=12, labeled_chunk_size=64,
+                                     mc_passes_labeled=10, figures=True)
 
 
 def _run(config, workdir, dataset=None) -> list[dict]:
     """Runs `config` in `workdir`; per seed its metrics, oracle log and final state."""
-    driver = active.Driver(config, workdir, dataset=dataset)
+    driver = driver_lib.Driver(config, workdir, dataset=dataset)
     driver.run()
     results = []
     for r, seed in enumerate(driver.seeds):
@@ -79,12 +80,12 @@ SEEDS = (0, 1, 2)
 
 @pytest.fixture(scope="module")
 def single_runs(tmp_path_factory):
-    return [_run(_toy_config(seed=seed), tmp_path_factory.mktemp(f"seed_{seed}"))[0] for seed in SEEDS]
+    return [_run(seeds_toy_config(seed=seed), tmp_path_factory.mktemp(f"seed_{seed}"))[0] for seed in SEEDS]
 
 
 @pytest.mark.parametrize("seed_axis", algorithm.SEED_AXES)
 def test_seeds_at_once_equal_separate_runs(single_runs, tmp_path, seed_axis):
-    results = _run(_toy_config(num_seeds=3, seed_axis=seed_axis), tmp_path)
+    results = _run(seeds_toy_config(num_seeds=3, seed_axis=seed_axis), tmp_path)
     assert [r["folder"] for r in results] == [tmp_path / f"seed_{s}" for s in SEEDS]
     for result, expected in zip(results, single_runs):
         if seed_axis == "map":  # bit for bit, timings aside
@@ -188,11 +189,11 @@ def test_cnn_seeds_at_once_equal_single_runs_on_a_few_mnist_images(tmp_path, mni
 
 def test_many_seeds_need_the_simulated_oracle_and_a_known_seed_axis(tmp_path):
     with pytest.raises(config_lib.ConfigError, match=r"config.oracle='file' is invalid.*num_seeds > 1"):
-        active.Driver(_toy_config(oracle="file", num_seeds=2), tmp_path)
+        driver_lib.Driver(seeds_toy_config(oracle="file", num_seeds=2), tmp_path)
     with pytest.raises(config_lib.ConfigError, match=r"config.seed_axis='pmap' is invalid"):
-        active.Driver(_toy_config(seed_axis="pmap"), tmp_path)
+        driver_lib.Driver(seeds_toy_config(seed_axis="pmap"), tmp_path)
     with pytest.raises(config_lib.ConfigError, match=r"config.num_seeds=0 is invalid"):
-        active.Driver(_toy_config(num_seeds=0), tmp_path)
+        driver_lib.Driver(seeds_toy_config(num_seeds=0), tmp_path)
     assert not (tmp_path / runfolder.CONFIG).exists()
 
 
@@ -206,11 +207,13 @@ def test_auto_seed_axis_is_map_on_the_cpu_and_vmap_elsewhere():
 def test_seeds_evaluate_one_device_copy_of_their_test_set(tmp_path):
     """The test images go to the device once for all seeds and iterations; the accuracy is the one computed from
     the host's arrays."""
-    config = _toy_config(num_seeds=3, iterations=2, test_size=150)
-    driver = active.Driver(config, tmp_path, dataset=data.load(config.data))  # the seeds share one data set
+    config = seeds_toy_config(num_seeds=3, iterations=2, test_size=150)
+    driver = driver_lib.Driver(config, tmp_path, dataset=data.load(config.data))  # the seeds share one data set
     driver.run()
-    [(host, device)] = driver._device_test_images.values()  # each seed's test set is a view of the same array
-    assert len(host) == 150
+    test_set = driver.held_out.test
+    assert test_set["shared_test"]  # each seed's test set is a view of the same array: one device copy
+    host, device = driver.seeds[0].dataset.test_images, test_set["test_images"]
+    assert isinstance(device, jax.Array) and len(host) == 150
     assert all(np.shares_memory(s.dataset.test_images, host) for s in driver.seeds)
     np.testing.assert_array_equal(np.asarray(device), host)
     for r, seed in enumerate(driver.seeds):

@@ -15,7 +15,8 @@ import jax
 import numpy as np
 import pytest
 
-from deepbass_jax import active, algorithm, models, runfolder, uncertainty
+from deepbass_jax import algorithm, driver as driver_lib, models, uncertainty
+from deepbass_jax.workdir import runfolder
 from experiments.configs import yinyang
 
 DEVICES = 4
@@ -74,7 +75,7 @@ def test_driver_with_sharded_pool_inference_equals_one_device(tmp_path):
         config.iterations, config.mc_passes_labeled, config.chunk_size = 4, 8, 16
         config.pool_devices, config.figures = devices, False
         workdir = tmp_path / f"devices_{devices}"
-        summaries.append(active.run(config, workdir))
+        summaries.append(driver_lib.run(config, workdir))
         logs.append((workdir / runfolder.ORACLE_LOG).read_text())
     assert logs[0] == logs[1]
     final = [{k: v for k, v in s["final"].items() if k not in ("seconds", "phase_seconds")} for s in summaries]

@@ -16,7 +16,8 @@ class Oracle(Protocol):
     def label(self, indices: np.ndarray, images: np.ndarray, ids: Optional[np.ndarray] = None,
               context: Optional[dict] = None) -> np.ndarray:
         """Ground truth [n] int for pool samples `indices` [n]; `images` [n, ...], their `ids` [n] (rows of the
-        user's file) and `context` (vector data: the pool and its labeled points) are for display."""
+        user's file, or for a folder of images each file's path: see `ids`) and `context` (vector data: the pool and
+        its labeled points) are for display."""
 
     def replay(self, indices: np.ndarray, labels: np.ndarray) -> None:
         """Takes note of answers it gave before an interruption (read back from the oracle log), so that its
@@ -49,9 +50,10 @@ def _simulated(config, dataset, hidden_labels, folder, value_range) -> Oracle:
 
 
 def _file(config, dataset, hidden_labels, folder, value_range) -> Oracle:
-    """A person answers rounds written to folder/oracle; value_range: the pool's (low, high), one contrast."""
+    """A person answers rounds written to folder/oracle; value_range: the pool's (low, high), one contrast. A
+    folder of images names its samples by path (`dataset.files`), other data by row."""
     return FileOracle(folder / "oracle", dataset.num_classes, wait_seconds=config.oracle_wait_seconds,
-                      class_names=dataset.class_names, value_range=value_range)
+                      class_names=dataset.class_names, value_range=value_range, path_ids=dataset.files is not None)
 
 
 ORACLES = {"simulated": _simulated, "file": _file}  # config.oracle -> builder

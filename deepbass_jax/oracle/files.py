@@ -18,7 +18,7 @@ from typing import NamedTuple, Optional, Sequence, Union
 import numpy as np
 from absl import logging
 
-from deepbass_jax.oracle import LabelsPending, OracleError, rounds
+from deepbass_jax.oracle import LabelsPending, OracleError, ids as ids_lib, rounds
 
 ANSWERS = "answers.csv"
 SEPARATORS = {",": "comma", ";": "semicolon", "\t": "tab"}  # what separates the fields of an answer file
@@ -49,12 +49,13 @@ class AnswersInvalid(OracleError):
 class FileOracle:
     """Asks a person: each query round gets a folder with the samples to label, and reads the answers back.
 
-    Round r writes `<directory>/round_<r>/` (see `rounds.write_round`): `index.html`, a labeling page that needs
-    no server (click or type the class, then save answers.csv), `<id>.png` per sample (vector data: a plot
-    placing it among the labeled points, and its coordinates in the CSV), `classes.csv` and `queries.csv` with
-    columns `id,image,...,label`. Ids are the rows of the user's file. The person saves the answers as
-    `answers.csv` (columns `id,label`; a label is a class number in [0, num_classes) or a class name; see
-    `read_table` for the spreadsheet formats read) in the same folder.
+    Round r writes `<directory>/round_<r>/` (see `rounds.write_round`): `index.html`, a labeling page that needs no
+    server (click or type the class, then save answers.csv), a PNG per sample (`rounds.png_names`; vector data: a
+    plot placing it among the labeled points, and its coordinates in the CSV), `classes.csv` and `queries.csv` with
+    columns `id,image,...,label`. Ids are the rows of the user's file (ints), or for a folder of images each file's
+    path relative to it (strs: `path_ids`; see `ids`). The person saves the answers as `answers.csv` (columns
+    `id,label`; a label is a class number in [0, num_classes) or a class name; see `read_table` for the spreadsheet
+    formats read) in the same folder.
 
     Without waiting (`wait_seconds` 0) a missing answer file raises `LabelsPending` and running the same command
     again continues. A partly answered file (some samples unlabeled: `AnswersIncomplete`, a `LabelsPending`) or
@@ -67,20 +68,23 @@ class FileOracle:
     """
 
     def __init__(self, directory, num_classes: int, wait_seconds: float = 0.0, poll_seconds: float = 2.0,
-                 class_names: Optional[Sequence[str]] = None, value_range: tuple[float, float] = (0.0, 1.0)):
+                 class_names: Optional[Sequence[str]] = None, value_range: tuple[float, float] = (0.0, 1.0),
+                 path_ids: bool = False):
         self.directory = pathlib.Path(directory)
+        self.path_ids = path_ids  # ids are file paths (strs), else rows (ints); the ids asked tell too
         self.num_classes = num_classes
         self.wait_seconds = wait_seconds
         self.poll_seconds = poll_seconds
         self.class_names = None if class_names is None else tuple(class_names)
         self.value_range = value_range
         self._round = 0
-        self._accepted: dict[int, int] = {}  # id -> label of the open round, kept across invalid attempts
+        self._accepted: dict = {}  # id -> label of the open round, kept across invalid attempts
 
     def label(self, indices: np.ndarray, images: np.ndarray, ids: Optional[np.ndarray] = None,
               context: Optional[dict] = None) -> np.ndarray:
         indices = np.asarray(indices, np.int64)
-        ids = indices if ids is None else np.asarray(ids, np.int64)
+        ids = ids_lib.plain_ids(indices if ids is None else ids)
+        self.path_ids = ids_lib.are_paths(ids) if ids else self.path_ids
         folder = self._folder(self._round)
         answers_path = folder / ANSWERS
         if not (folder / rounds.QUERIES).exists():
@@ -98,7 +102,7 @@ class FileOracle:
         else:
             valid, problems = self._read_answers(answers_path, ids, round_ids=round_ids)
             self._accepted.update(valid)
-            missing = [int(i) for i in ids if int(i) not in self._accepted]
+            missing = [i for i in ids if i not in self._accepted]
             kept = self._kept(indices, ids)
             if problems:
                 unlabeled = f" {len(missing)} samples still have no valid label." if missing else ""
@@ -109,7 +113,7 @@ class FileOracle:
             if missing:
                 raise AnswersIncomplete(self._incomplete_message(answers_path, missing, round_ids, len(kept[0])),
                                         kept)
-        labels = np.array([self._accepted[int(i)] for i in ids], np.int32)
+        labels = np.array([self._accepted[i] for i in ids], np.int32)
         self._round += 1
         self._accepted = {}
         return labels
@@ -117,7 +121,7 @@ class FileOracle:
     def _folder(self, round_: int) -> pathlib.Path:
         return self.directory / f"round_{round_:04d}"
 
-    def _round_ids(self, round_: int) -> Optional[list[int]]:
+    def _round_ids(self, round_: int) -> Optional[list]:
         """The ids round `round_` asked (its queries.csv), or None before it was written."""
         path = self._folder(round_) / rounds.QUERIES
         if not path.exists():
@@ -125,16 +129,17 @@ class FileOracle:
         ids = []
         afresh = f"the run writes it: delete {path} and run the same command again to have it written afresh"
         for number, row, _ in read_table(path, ("id",), afresh).rows:
-            sample_id = whole_number(row.get("id") or "")
+            sample_id = ids_lib.parse(row.get("id"), self.path_ids)
             if sample_id is None:
-                raise OracleError(f"{path}, row {number}: id {row.get('id')!r} is not an integer; {afresh}.")
+                raise OracleError(f"{path}, row {number}: {ids_lib.not_an_id(row.get('id'), self.path_ids)}; "
+                                  f"{afresh}.")
             ids.append(sample_id)
         return ids
 
-    def _kept(self, indices: np.ndarray, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(pool indices [k], labels [k]) of the samples asked now that have an accepted answer."""
-        have = [k for k, i in enumerate(ids.tolist()) if i in self._accepted]
-        return (indices[have], np.array([self._accepted[int(ids[k])] for k in have], np.int32))
+    def _kept(self, indices: np.ndarray, ids: list) -> tuple[np.ndarray, np.ndarray]:
+        """(pool indices [k], labels [k]) of the samples asked now (`ids` [n]) that have an accepted answer."""
+        have = [k for k, i in enumerate(ids) if i in self._accepted]
+        return (indices[have], np.array([self._accepted[ids[k]] for k in have], np.int32))
 
     def _incomplete_message(self, path: pathlib.Path, missing: list, round_ids: Optional[list], kept: int) -> str:
         """What a partly answered answers.csv means and what to do: the same as the labeling page says."""
@@ -145,7 +150,7 @@ class FileOracle:
                 "again (the page saves every label it holds; a file with just the rest also does), and run the same "
                 "command again.")
 
-    def _wait_for_complete(self, path: pathlib.Path, indices: np.ndarray, ids: np.ndarray,
+    def _wait_for_complete(self, path: pathlib.Path, indices: np.ndarray, ids: list,
                            round_ids: Optional[list]) -> None:
         """Polls until `path` answers every id validly (then self._accepted holds them) or the deadline passes;
         at the deadline the valid answers of a partly answered file are kept (`AnswersIncomplete`)."""
@@ -160,7 +165,7 @@ class FileOracle:
                     valid, problems = self._read_answers(path, ids, final=False, round_ids=round_ids)
                 except (OracleError, OSError, csv.Error) as error:  # e.g. half written
                     valid, problems = {}, [str(error)]
-                missing = [int(i) for i in ids if int(i) not in valid]
+                missing = [i for i in ids if i not in valid]
                 if not problems and not missing:
                     self._accepted = valid
                     return
@@ -183,50 +188,50 @@ class FileOracle:
     def parse_label(self, text: str) -> Optional[int]:
         return parse_label(text, self.num_classes, self.class_names)
 
-    def _read_answers(self, path: pathlib.Path, ids: np.ndarray, final: bool = True,
-                      round_ids: Optional[Sequence[int]] = None) -> tuple[dict[int, int], list[str]]:
+    def _read_answers(self, path: pathlib.Path, ids: Sequence, final: bool = True,
+                      round_ids: Optional[Sequence] = None) -> tuple[dict, list[str]]:
         """({id: label} of the valid rows, a line per invalid row) of an answer file for the samples `ids`.
         `final`: the file is taken as it is, so an empty label is a problem too (else it is a row not answered
         yet). Rows of other ids of the round (`round_ids`: answered before, their answers kept) are passed over.
         A file without the id and label columns raises OracleError."""
-        expected = {int(i) for i in ids}
+        expected = set(ids_lib.plain_ids(ids))
         others = set(round_ids or ()) - expected
-        valid: dict[int, int] = {}
+        valid: dict = {}
         seen: set = set()
         problems = []
         table = read_table(path, ("id", "label"), f"start from {path.parent / rounds.QUERIES}, which has the header "
                            "row, and fill in 'label'")
         for number, row, surplus in table.rows:
-            if whole_number(row.get("id") or "") in others:
+            sample_id = ids_lib.parse(row.get("id"), self.path_ids, expected | others)
+            if sample_id in others:
                 continue
-            problem = self._check_row(row, surplus, table, expected, seen, final)
+            problem = self._check_row(row, sample_id, surplus, table, expected, seen, final)
             if problem:
                 problems.append(f"row {number}: {problem}")
             elif (row.get("label") or "").strip():
-                valid[whole_number(row["id"])] = self.parse_label(row["label"])
+                valid[sample_id] = self.parse_label(row["label"])
         return valid, problems
 
-    def _check_row(self, row: dict, surplus: list, table: "Table", expected: set, seen: set,
+    def _check_row(self, row: dict, sample_id, surplus: list, table: "Table", expected: set, seen: set,
                    final: bool) -> Optional[str]:
-        """Why `row` (with `surplus` fields beyond the header of `table`) is invalid, or None (an empty label is
-        only invalid in a `final` file)."""
+        """Why `row` (its id read as `sample_id`, None for none; with `surplus` fields beyond the header of `table`)
+        is invalid, or None (an empty label is only invalid in a `final` file)."""
         if any(extra.strip() for extra in surplus):
             return (f"{table.width + len(surplus)} fields where the header has {table.width} (a "
                     f"{SEPARATORS[table.separator]} too many?)")
-        sample_id = whole_number(row.get("id") or "")
         if sample_id is None:
-            return f"id {row.get('id')!r} is not an integer"
+            return ids_lib.not_an_id(row.get("id"), self.path_ids)
         if sample_id not in expected:
-            return f"id {sample_id} was not asked in this round"
+            return f"id {ids_lib.show(sample_id)} was not asked in this round"
         if sample_id in seen:
-            return f"id {sample_id} is answered twice"
+            return f"id {ids_lib.show(sample_id)} is answered twice"
         seen.add(sample_id)
         text = (row.get("label") or "").strip()
         if not text:
-            return f"id {sample_id} has no label" if final else None
+            return f"id {ids_lib.show(sample_id)} has no label" if final else None
         return label_problem(text, sample_id, self.num_classes, self.class_names)
 
-    def edited_answers(self, given: dict[int, int]) -> list[tuple[int, int, pathlib.Path]]:
+    def edited_answers(self, given: dict) -> list[tuple]:
         """(id, label now in the file, file) for each answer of a finished round that differs from the label the
         oracle gave for it (`given`: {id: label} as read from the file when the run took it, corrections aside):
         an edit made after the run took the file."""
@@ -235,7 +240,7 @@ class FileOracle:
             path = self._folder(round_) / ANSWERS
             if path.exists():
                 try:
-                    valid, _ = self._read_answers(path, np.array(list(given), np.int64), final=False)
+                    valid, _ = self._read_answers(path, list(given), final=False)
                 except (OracleError, OSError, csv.Error):
                     continue  # an unreadable file changes no label
                 edits += [(i, label, path) for i, label in valid.items() if given.get(i) != label]
@@ -324,13 +329,14 @@ def _decimal(text: str) -> Union[int, str, None]:
     return "fraction" if fraction.strip("0") else int(whole)
 
 
-def label_problem(text: str, sample_id: int, num_classes: int, class_names: Optional[Sequence[str]]) -> Optional[str]:
+def label_problem(text: str, sample_id, num_classes: int, class_names: Optional[Sequence[str]]) -> Optional[str]:
     """Why `text` is not a label of `sample_id` (a row's complaint), or None when it names a class."""
     if parse_label(text, num_classes, class_names) is not None:
         return None
     names = f" or one of the names {', '.join(class_names)}" if class_names else ""
     kind = "a whole class number" if _decimal(text) == "fraction" else "a class"
-    return f"label {text.strip()!r} of id {sample_id} is not {kind}: give a number in [0, {num_classes}){names}"
+    return (f"label {text.strip()!r} of id {ids_lib.show(sample_id)} is not {kind}: give a number in "
+            f"[0, {num_classes}){names}")
 
 
 def parse_label(text: str, num_classes: int, class_names: Optional[Sequence[str]] = None) -> Optional[int]:
@@ -346,8 +352,8 @@ def parse_label(text: str, num_classes: int, class_names: Optional[Sequence[str]
     return names.index(text.casefold()) if text and text.casefold() in names else None
 
 
-def shown_ids(ids: Sequence[int]) -> str:
+def shown_ids(ids: Sequence) -> str:
     """`ids` as a message shows them: the first SHOWN_IDS, then how many more."""
-    ids = [int(i) for i in ids]
+    ids = ids_lib.plain_ids(ids)
     more = f" and {len(ids) - SHOWN_IDS} more" if len(ids) > SHOWN_IDS else ""
     return f"{ids[:SHOWN_IDS]}{more}"

@@ -4,6 +4,9 @@ label is asked twice; `corrections.csv` changes a bought label, logged as a corr
 through `python -m experiments.relabel --workdir=DIR`). A partly answered answers.csv is logged as far as it goes, so
 the next start asks only for the rest.
 
+Ids are a sample's row in the user's file (ints) or, for a folder of images, its file's path relative to the folder
+(strs); see `ids`. The log holds them as JSON numbers or strings, and a CSV cell is read by the run's kind.
+
 With several processes every process holds a ledger and calls it at the same points; process 0's alone asks its
 oracle and writes the log, and the others learn the labels from it through the collective.
 """
@@ -13,12 +16,12 @@ from __future__ import annotations
 import csv
 import json
 import pathlib
-from typing import Callable, Optional, Sequence
+from typing import Callable, Collection, Optional, Sequence
 
 import numpy as np
 from absl import logging
 
-from deepbass_jax.oracle import FileOracle, LabelsPending, Oracle, OracleError, parse_label
+from deepbass_jax.oracle import FileOracle, LabelsPending, Oracle, OracleError, ids as ids_lib, parse_label
 from deepbass_jax.oracle.files import label_problem, read_table, shown_ids, whole_number
 from deepbass_jax.workdir import checkpoint, guard
 from deepbass_jax.workdir.runfolder import CONFIG, LABELS, ORACLE_LOG
@@ -41,11 +44,11 @@ def current_labels(folder) -> dict:
 
 def log_labels(folder, iteration: int, indices, labels, ids=None, correction: bool = False) -> None:
     """Appends (fsynced) one oracle-log line per label: `index` is the pool position, `id` the row in the user's
-    file; a correction of a label bought before is marked so."""
+    file (a number) or its file's path (a string); a correction of a label bought before is marked so."""
     ids = indices if ids is None else ids
     extra = {"correction": True} if correction else {}
     checkpoint.append_jsonl(pathlib.Path(folder) / ORACLE_LOG, [
-        {"iteration": iteration, "index": int(i), "id": int(d), "label": int(g), **extra}
+        {"iteration": iteration, "index": int(i), "id": ids_lib.plain(d), "label": int(g), **extra}
         for i, d, g in zip(indices, ids, labels)])
 
 
@@ -60,21 +63,22 @@ APPLIED_NEXT = "run the same command again; corrections are applied at the next 
 
 
 def read_corrections(path, num_classes: int, class_names: Optional[Sequence[str]] = None,
-                     then: str = APPLIED_NEXT) -> dict:
+                     then: str = APPLIED_NEXT, paths: bool = False, known: Collection = ()) -> dict:
     """{id: label} of a corrections file (columns id,label, read as `files.read_table` reads a spreadsheet's CSV;
+    an id is a whole number, or with `paths` a file's path, read as `ids.parse` reads it against the `known` ids;
     a label is a class number in [0, num_classes), `2.0` too, or a class name; a later row of an id wins);
     OracleError names every bad row, in one line ending "Correct them and `then`"."""
     corrections, problems = {}, []
     table = read_table(path, ("id", "label"), "give the header row id,label and one row per corrected label")
     for number, row, surplus in table.rows:
-        sample_id = whole_number(row.get("id") or "")
+        sample_id = ids_lib.parse(row.get("id"), paths, known)
         text = (row.get("label") or "").strip()
         if any(extra.strip() for extra in surplus):
             problems.append(f"row {number}: {table.width + len(surplus)} fields where the header has {table.width}")
         elif sample_id is None:
-            problems.append(f"row {number}: id {row.get('id')!r} is not an integer")
+            problems.append(f"row {number}: {ids_lib.not_an_id(row.get('id'), paths)}")
         elif not text:
-            problems.append(f"row {number}: id {sample_id} has no label")
+            problems.append(f"row {number}: id {ids_lib.show(sample_id)} has no label")
         elif label_problem(text, sample_id, num_classes, class_names):
             problems.append(f"row {number}: {label_problem(text, sample_id, num_classes, class_names)}")
         else:
@@ -89,18 +93,19 @@ RELABEL = "python -m experiments.relabel --workdir={}"  # applies corrections.cs
 
 
 def pending_corrections(folder, num_classes: int, class_names: Optional[Sequence[str]] = None,
-                        then: str = APPLIED_NEXT) -> tuple[list[tuple[int, int, int, int]], list[int]]:
+                        then: str = APPLIED_NEXT, paths: Optional[bool] = None) -> tuple[list[tuple], list]:
     """What the folder's corrections.csv would change in its oracle log: ([(pool index, id, label now, corrected
-    label)] for each row that changes a bought label, [ids of rows for labels never bought]). OracleError names
-    bad rows (see `read_corrections`)."""
+    label)] for each row that changes a bought label, [ids of rows for labels never bought]). `paths`: the ids are
+    files' paths (None: as `ids_are_paths` finds in the folder). OracleError names bad rows (see `read_corrections`)."""
     path = pathlib.Path(folder) / CORRECTIONS
     if not path.exists():
         return [], []
     bought = {}  # id -> (pool index, label now)
     for line in checkpoint.read_jsonl(pathlib.Path(folder) / ORACLE_LOG):
         bought[line.get("id", line["index"])] = (line["index"], line["label"])
+    paths = ids_are_paths(folder) if paths is None else paths
     changes, unbought = [], []
-    for sample_id, label in read_corrections(path, num_classes, class_names, then).items():
+    for sample_id, label in read_corrections(path, num_classes, class_names, then, paths, bought).items():
         if sample_id not in bought:
             unbought.append(sample_id)
         elif bought[sample_id][1] != label:
@@ -118,7 +123,7 @@ def finished_run_note(workdir, folders) -> str:
         if not path.exists():
             continue
         now = current_labels(folder)
-        names = _class_numbers(folder)
+        names, paths = _class_numbers(folder), ids_are_paths(folder)
         try:
             rows = read_table(path, ("id", "label"), "give the header row id,label").rows
         except (OracleError, OSError) as error:
@@ -126,16 +131,27 @@ def finished_run_note(workdir, folders) -> str:
             continue
         unapplied = []
         for _, row, _ in rows:
-            sample_id, text = whole_number(row.get("id") or ""), (row.get("label") or "").strip()
+            sample_id, text = ids_lib.parse(row.get("id"), paths, now), (row.get("label") or "").strip()
             label = whole_number(text) if whole_number(text) is not None else names.get(text.casefold())
             if sample_id is None or label is None or (sample_id in now and now[sample_id] != label):
                 unapplied.append(row.get("id") if sample_id is None else sample_id)
         if unapplied:
-            notes.append(f"{path} has {len(unapplied)} row(s) this finished run has not applied (ids "
-                         f"{shown_ids(unapplied) if all(isinstance(i, int) for i in unapplied) else unapplied})")
+            shown = shown_ids(unapplied) if all(isinstance(i, str if paths else int) for i in unapplied) else unapplied
+            notes.append(f"{path} has {len(unapplied)} row(s) this finished run has not applied (ids {shown})")
     if not notes:
         return ""
     return f" {'; '.join(notes)}: apply them to its oracle log and labels.csv with {RELABEL.format(workdir)}."
+
+
+def ids_are_paths(folder) -> bool:
+    """Whether the run in `folder` names its samples by file path: its oracle log holds string ids, or (no label
+    logged yet) its pinned config reads a folder of images."""
+    for line in checkpoint.read_jsonl(pathlib.Path(folder) / ORACLE_LOG):
+        return isinstance(line.get("id"), str)
+    try:
+        return (json.loads((pathlib.Path(folder) / CONFIG).read_text()).get("data") or {}).get("name") == "folder"
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _class_numbers(folder: pathlib.Path) -> dict:
@@ -159,12 +175,15 @@ def _class_numbers(folder: pathlib.Path) -> dict:
 
 
 class Ledger:
-    """One seed's labels from its oracle (process 0's; None on the others) for the pool samples whose rows in the
-    user's file are `pool_ids` [N]."""
+    """One seed's labels from its oracle (process 0's; None on the others) for the pool samples whose ids are
+    `pool_ids` [N]: rows of the user's file (ints) or files' paths (strs)."""
 
     def __init__(self, folder: pathlib.Path, oracle: Optional[Oracle], pool_ids: np.ndarray, num_classes: int,
                  class_names: Optional[Sequence[str]], collective):
-        self.folder, self.oracle, self.pool_ids = folder, oracle, pool_ids
+        self.folder, self.oracle = folder, oracle
+        self.path_ids = ids_lib.are_paths(pool_ids)  # the ids are files' paths (strs), not rows (ints)
+        self.pool_ids = (np.asarray(ids_lib.plain_ids(pool_ids), object) if self.path_ids else
+                         np.asarray(pool_ids, np.int64))
         self.num_classes, self.class_names = num_classes, class_names
         self.collective = collective
         self._warned: Optional[set] = None  # the warnings given in this run folder (WARNED), read when first needed
@@ -251,19 +270,20 @@ class Ledger:
         path = self.folder / CORRECTIONS
         if not path.exists():
             return []
-        position = {int(i): p for p, i in enumerate(self.pool_ids)}
-        corrections = read_corrections(path, self.num_classes, self.class_names)
+        position = {ids_lib.plain(i): p for p, i in enumerate(self.pool_ids)}
+        corrections = read_corrections(path, self.num_classes, self.class_names,
+                                       paths=self.path_ids, known=position)
         changes = []
         for sample_id, label in corrections.items():
-            where = position.get(sample_id)
+            where, shown = position.get(sample_id), ids_lib.show(sample_id)
             if where is None:
-                self._warn_once(f"unbought {sample_id}", "%s: id %d is not a sample of the pool, so it has no label "
-                                "to correct; the row is ignored.", path, sample_id)
+                self._warn_once(f"unbought {sample_id}", "%s: id %s is not a sample of the pool, so it has no label "
+                                "to correct; the row is ignored.", path, shown)
             elif ground_truth[where] < 0:
-                self._warn_once(f"unbought {sample_id}", "%s: id %d has no label the oracle gave (corrections apply "
-                                "to bought labels); the row is ignored until the run buys that label.", path, sample_id)
+                self._warn_once(f"unbought {sample_id}", "%s: id %s has no label the oracle gave (corrections apply "
+                                "to bought labels); the row is ignored until the run buys that label.", path, shown)
             elif ground_truth[where] != label:
-                logging.warning("Correcting the label of id %d from %d to %d (%s).", sample_id, ground_truth[where],
+                logging.warning("Correcting the label of id %s from %d to %d (%s).", shown, ground_truth[where],
                                 label, path)
                 changes.append((where, sample_id, label))
         return changes
@@ -281,10 +301,10 @@ class Ledger:
             self._warn_once(
                 f"edited {answers.relative_to(self.folder) if self.folder in answers.parents else answers} "
                 f"{sample_id} {label}",
-                "%s now gives id %d the label %d, but the run took this file before the edit and %s. To use %d, put "
-                "the row '%d,%d' in %s (columns id,label; it replaces any row of id %d there): it is applied at the "
-                "next iteration.", answers, sample_id, label, uses, label, sample_id, label,
-                self.folder / CORRECTIONS, sample_id)
+                "%s now gives id %s the label %d, but the run took this file before the edit and %s. To use %d, put "
+                "the row '%s' in %s (columns id,label; it replaces any row of id %s there): it is applied at the "
+                "next iteration.", answers, ids_lib.show(sample_id), label, uses, label,
+                ids_lib.csv_row([sample_id, label]), self.folder / CORRECTIONS, ids_lib.show(sample_id))
 
     def _warn_once(self, key: str, message: str, *args) -> None:
         """Logs the warning `message % args` unless this run folder has given the warning `key` before (a resume

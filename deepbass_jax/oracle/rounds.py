@@ -1,10 +1,12 @@
 """What a person sees when asked for labels: one folder per query round.
 
 `write_round` fills a round folder with
-  - `<id>.png`: the sample, upscaled by nearest neighbour so its smaller side is at least `MIN_SIDE` pixels, on
-    one contrast for the whole data set (`value_range`), or for vector data a scatter plot of it in context;
+  - `<id>.png` (for ids that are paths `<position>_<path>.png`, made safe: `png_names`): the sample, upscaled by
+    nearest neighbour so its smaller side is at least `MIN_SIDE` pixels, on one contrast for the whole data set
+    (`value_range`), or for vector data a scatter plot of it in context;
   - `queries.png` (vector data only): every queried point among the labeled ones;
-  - `queries.csv`: `id,image[,x0,...,x{D-1}],label` with `label` empty, one row per sample in the order asked;
+  - `queries.csv`: `id,image[,x0,...,x{D-1}],label` with `label` empty, one row per sample in the order asked (an id
+    is a row of the user's file, or a file's path relative to the data folder, quoted as CSV quotes it);
   - `classes.csv`: `label,name`, one row per class;
   - `index.html`: a self-contained labeling page (images inlined as data: URIs, no network) that downloads
     `answers.csv` with the header `id,label`, which the person saves into the round folder. Its HTML, CSS and
@@ -23,10 +25,12 @@ import io
 import json
 import math
 import pathlib
+import re
 from typing import Optional, Sequence
 
 import numpy as np
 
+from deepbass_jax.oracle import ids as ids_lib
 from deepbass_jax.workdir import checkpoint
 
 QUERIES, CLASSES, PAGE, OVERVIEW = "queries.csv", "classes.csv", "index.html", "queries.png"  # in a round
@@ -163,11 +167,24 @@ def _csv_text(header: Sequence[str], rows: Sequence[Sequence]) -> str:
     return table.getvalue()
 
 
-def queries_csv(ids: Sequence[int], vectors: Optional[np.ndarray] = None) -> str:
-    """`id,image[,x0..x{D-1}],label` with `label` empty; `vectors` [n, D] adds the coordinates."""
+def png_names(ids: Sequence) -> list[str]:
+    """The file name of each sample's PNG in the round folder: `<id>.png` for a row's id; for a path (which may
+    hold folders, commas, any character) its position in the round and the path without its suffix, made safe
+    (at most its last 60 characters): `cats/a, b.png` third -> `002_cats_a_b.png`."""
+    return [f"{k:03d}_{_UNSAFE.sub('_', _SUFFIX.sub('', i))[-60:].strip('_')}.png" if isinstance(i, str)
+            else f"{i}.png" for k, i in enumerate(ids_lib.plain_ids(ids))]
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9.-]+")  # what a PNG name of a path replaces by "_"
+_SUFFIX = re.compile(r"\.[^./]*$")  # a path's suffix (.png)
+
+
+def queries_csv(ids: Sequence, vectors: Optional[np.ndarray] = None) -> str:
+    """`id,image[,x0..x{D-1}],label` with `label` empty; `vectors` [n, D] adds the coordinates. A path id is quoted
+    as the csv module quotes (a comma, a quote)."""
     coordinates = [] if vectors is None else [f"x{d}" for d in range(vectors.shape[1])]
-    rows = [[i, f"{i}.png", *([] if vectors is None else [str(v) for v in vectors[k]]), ""]
-            for k, i in enumerate(ids)]
+    rows = [[i, png, *([] if vectors is None else [str(v) for v in vectors[k]]), ""]
+            for k, (i, png) in enumerate(zip(ids_lib.plain_ids(ids), png_names(ids)))]
     return _csv_text(["id", "image", *coordinates, "label"], rows)
 
 
@@ -177,24 +194,26 @@ def classes_csv(names: Sequence[str]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ page
-def labeling_page(folder: pathlib.Path, ids: Sequence[int], pngs: Sequence[bytes], names: Sequence[str], *,
+def labeling_page(folder: pathlib.Path, ids: Sequence, pngs: Sequence[bytes], names: Sequence[str], *,
                   plots: bool = False, overview: Optional[bytes] = None) -> str:
-    """A self-contained HTML page for labeling samples `ids` [n] shown as `pngs` [n] (PNG bytes), one button
-    per class name; `plots` marks scatter plots (drawn smooth, not pixelated); `overview` is queries.png."""
+    """A self-contained HTML page for labeling samples `ids` [n] (rows or paths, shown HTML-escaped) shown as
+    `pngs` [n] (PNG bytes), one button per class name; `plots` marks scatter plots (drawn smooth, not pixelated);
+    `overview` is queries.png."""
     folder = pathlib.Path(folder).resolve()
+    ids = ids_lib.plain_ids(ids)
     # Choices are stored in the browser under the folder and what it shows: a round rewritten with other samples
     # at the same path does not inherit them.
-    digest = hashlib.sha256(json.dumps([str(folder), [int(i) for i in ids], list(names)]).encode())
+    digest = hashlib.sha256(json.dumps([str(folder), ids, list(names)]).encode())
     for png in pngs:
         digest.update(png)
     data = {"folder": str(folder), "key": f"deepbass-labels:{folder}:{digest.hexdigest()[:16]}",
-            "ids": [int(i) for i in ids], "names": list(names)}
+            "ids": ids, "names": list(names)}
     # "<" escaped so that no string in the JSON can close the <script> element.
     data_json = json.dumps(data).replace("<", "\\u003c")
     thumbs = "\n".join(
         f'<li><button type="button" class="thumb" data-index="{k}"><img src="{_data_uri(png)}" alt="sample {i}">'
         f'<span class="tid">id {i}</span><span class="tanswer">not labeled</span></button></li>'
-        for k, (i, png) in enumerate(zip(ids, pngs)))
+        for k, (i, png) in enumerate(zip((html.escape(str(i)) for i in ids), pngs)))
     buttons = "\n".join(
         f'<button type="button" class="cls" data-label="{c}" aria-pressed="false">'
         f'<span class="num">{c}</span> {html.escape(name)}</button>' for c, name in enumerate(names))
@@ -226,7 +245,7 @@ def write_round(folder, ids, images, *, num_classes: int, class_names=None, valu
                 context=None) -> None:
     """Writes one query round for a person into `folder` (created if missing); every file is written atomically.
 
-    ids: int [n], the samples' ids, in the order shown.
+    ids: [n] the samples' ids, in the order shown: ints (rows of the user's file) or strs (files' paths).
     images: float [n, H, W, C] with C = 1 or 3 (or [n, H, W]), or [n, D] for vector data.
     class_names: optional `num_classes` strings; default the class numbers.
     value_range: (low, high) of the whole data set; images are clipped to it and mapped to 0..255.
@@ -234,7 +253,7 @@ def write_round(folder, ids, images, *, num_classes: int, class_names=None, valu
         "labeled_labels": [L] ints}, drawn behind the asked points.
     """
     folder = pathlib.Path(folder)
-    ids = [int(i) for i in np.asarray(ids).reshape(-1)]
+    ids = ids_lib.plain_ids(np.asarray(ids, object).reshape(-1))
     images = np.asarray(images)
     names = [str(c) for c in range(num_classes)] if class_names is None else [str(n) for n in class_names]
     if len(names) != num_classes:
@@ -262,8 +281,8 @@ def write_round(folder, ids, images, *, num_classes: int, class_names=None, valu
         checkpoint.atomic_write_bytes(folder / OVERVIEW, overview)
     else:
         pngs = [image_png(image, value_range) for image in images]
-    for i, png in zip(ids, pngs):
-        checkpoint.atomic_write_bytes(folder / f"{i}.png", png)
+    for name, png in zip(png_names(ids), pngs):
+        checkpoint.atomic_write_bytes(folder / name, png)
     checkpoint.atomic_write_bytes(folder / CLASSES, classes_csv(names).encode())
     page = labeling_page(folder, ids, pngs, names, plots=vectors, overview=overview)
     checkpoint.atomic_write_bytes(folder / PAGE, page.encode())

@@ -128,8 +128,10 @@ def write_labels(folder, ids, ground_truth, pseudo, mean_probs, entropy, class_n
     """labels.csv: one row per pool sample with its id, (its file,) label, source (given / oracle / pseudo-label /
     prediction), the mean MC-dropout probability of that label (eq. 7) and the normalized entropy (eq. 3).
 
-    ids, ground_truth, pseudo [N] (-1: none); mean_probs [N, C]; entropy [N]; class_names [C] or None; given [N]
-    bool (labels that came with the data) or None; files [N] (paths in the user's folder) or None.
+    ids [N]: rows of the user's file (ints), or for a folder of images each file's path in it (strs, quoted as CSV
+    quotes them; then the same as `files`); ground_truth, pseudo [N] (-1: none); mean_probs [N, C]; entropy [N];
+    class_names [C] or None; given [N] bool (labels that came with the data) or None; files [N] (paths in the
+    user's folder) or None.
     """
     predicted = np.argmax(mean_probs, axis=1)
     label = np.where(ground_truth >= 0, ground_truth, np.where(pseudo >= 0, pseudo, predicted))
@@ -137,7 +139,7 @@ def write_labels(folder, ids, ground_truth, pseudo, mean_probs, entropy, class_n
     if given is not None:
         source = np.where(given, "given", source)
     probability = np.take_along_axis(mean_probs, label[:, None], axis=1)[:, 0]
-    columns = {"id": np.asarray(ids).tolist()}
+    columns = {"id": [i if isinstance(i, int) else _csv_field(str(i)) for i in np.asarray(ids).tolist()]}
     if files is not None:
         columns["file"] = [_csv_field(f) for f in files]
     columns["label"] = label.tolist()
@@ -150,7 +152,7 @@ def write_labels(folder, ids, ground_truth, pseudo, mean_probs, entropy, class_n
 
 
 def _csv_field(text: str) -> str:
-    return f'"{text.replace(chr(34), chr(34) * 2)}"' if any(c in text for c in ',"\n') else text
+    return f'"{text.replace(chr(34), chr(34) * 2)}"' if any(c in text for c in ',"\n\r') else text
 
 
 def write_summary(folder, iterations: int, labels: int, title: str = "", figures: bool = True) -> dict:

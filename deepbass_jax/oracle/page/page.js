@@ -3,7 +3,7 @@
   var data = JSON.parse(document.getElementById("round-data").textContent);
   var ids = data.ids, names = data.names, n = ids.length;
   var storageKey = data.key;
-  var answers = {};  // id -> label
+  var answers = Object.create(null);  // id (a row's number or a file's path) -> label
   var current = 0, typed = "";
   var big = document.getElementById("big");
   var thumbs = Array.prototype.slice.call(document.querySelectorAll(".thumb"));
@@ -19,6 +19,11 @@
   }
   function store() {
     try { window.localStorage.setItem(storageKey, JSON.stringify(answers)); } catch (e) { /* private mode */ }
+  }
+  // A CSV field as Python's csv module writes it: quoted when it holds a comma, a quote or a line end (a path).
+  function csvField(value) {
+    var text = String(value);
+    return /[",\r\n]/.test(text) ? '"' + text.replace(/"/g, '""') + '"' : text;
   }
   function labelText(label) { return label + " \u00b7 " + names[label]; }
   function answeredCount() { return ids.filter(function (id) { return id in answers; }).length; }
@@ -58,7 +63,7 @@
   }
   function save() {
     var rows = ["id,label"];
-    ids.forEach(function (id) { if (id in answers) { rows.push(id + "," + answers[id]); } });
+    ids.forEach(function (id) { if (id in answers) { rows.push(csvField(id) + "," + answers[id]); } });
     var missing = n - answeredCount();
     document.getElementById("warning").textContent = missing ?
       missing + " of " + n + " samples have no label yet: answers.csv holds only the labeled ones. " +
@@ -96,7 +101,7 @@
     event.preventDefault();
   });
   window.addEventListener("storage", function (event) {
-    if (event.key === storageKey) { answers = {}; load(); render(); }
+    if (event.key === storageKey) { answers = Object.create(null); load(); render(); }
   });
 
   load();
