@@ -51,6 +51,9 @@ def default_config() -> ml_collections.ConfigDict:
     config.val_size = 0  # samples held out of the pool for validation (0 = the paper's setting)
     config.oracle = "simulated"  # "simulated" (reveals held-back labels) or "file" (a person answers a CSV)
     config.oracle_wait_seconds = 0.0  # FileOracle: how long to wait for answers before stopping (may change on resume)
+    config.stop_set_size = 1000  # pool samples whose predictions the stopping signal compares (stop_set_kappa)
+    config.stop_when_stable = 0.0  # > 0: end the run once the stop-set kappa stayed at least this (e.g. 0.99) in 3
+    # consecutive iterations (stabilizing predictions, Bloodgood and Vijay-Shanker 2009); 0: run every iteration
     config.tensorboard = False  # also write each metrics line as TensorBoard scalars in <run>/tensorboard
     config.calibration_mc = False  # also log the test set's calibration of the MC mean of T' = mc_passes_pool
     # dropout passes ("test_ece_mc", "test_nll_mc"): T' forward passes over the test set every iteration
@@ -137,6 +140,8 @@ def validate(config: ml_collections.ConfigDict, process_count: int = 1) -> None:
         ("train.augment_warp", config.train.augment_warp in augment.WARPS,
          f"one of {sorted(augment.WARPS)} (augment.register_warp adds one)"),
         ("train.steps_per_call", config.train.steps_per_call >= 1, "at least 1"),
+        ("stop_set_size", config.stop_set_size >= 1, "at least 1"),
+        ("stop_when_stable", 0 <= config.stop_when_stable <= 1, "0 (off) or a kappa in (0, 1], e.g. 0.99"),
         ("val_size", config.val_size >= 0, "0 or more"),
         ("pool_size", config.pool_size >= 0, "0 (all) or more"),
         ("test_size", config.test_size >= 0, "0 (all) or more"),

@@ -52,10 +52,7 @@ class Driver:
         config, collective = self.config, self.collective
         self.seeds, self.num_pool, (self.pool_lo, _) = seeds_lib.make_seeds(config, self.workdir, dataset, collective)
         first = self.seeds[0]
-        self.shared_pool = all(np.array_equal(s.pool_indices, first.pool_indices) and s.dataset.train_images is
-                               first.dataset.train_images for s in self.seeds)
-        self.pool_images = jnp.asarray(first.pool_images if self.shared_pool else
-                                       np.stack([s.pool_images for s in self.seeds]))
+        self.shared_pool, self.pool_images = seeds_lib.pool_on_device(self.seeds)  # [N, ...] shared, else [R, N, ...]
         self.seed_axis = config_lib.seed_axis(config)
         self.apply_fn = models.make_apply(models.build(config.model, first.dataset.num_classes))
         self.mesh = uncertainty.pool_mesh(config.pool_devices)
@@ -65,6 +62,8 @@ class Driver:
                      seeds_lib.label_plan(config, first, first.dataset.num_classes))
         self.nan = nan_guard.NanGuard(self.workdir / CHECKPOINT, METRICS)
         self.held_out = metrics_lib.HeldOut.of_seeds(self.seeds)
+        stop_set = metrics_lib.stop_set_indices(self.num_pool, config.stop_set_size, config.seed)  # the signal's
+        self.stop_images, self.stop_predictions = np.stack([self._images(s, stop_set) for s in self.seeds]), None
         self.iteration, self.states = 0, None
         self.checkpointed: Optional[int] = None  # the iteration the newest checkpoint holds (None: none yet)
         self.pool_scores: Optional[uncertainty.UncertaintyStats] = None  # the last iteration's, [R, N, ...]
@@ -159,7 +158,7 @@ class Driver:
     def _buy(self, seed: Seed, indices, iteration: int) -> int:
         """Lines 9-11 for one seed: the ledger buys (or replays) the labels; they become ground truth."""
         bought, labels = seed.ledger.buy(iteration, indices, lambda ask: self._images(seed, ask),
-                                         lambda: self._query_context(seed))
+                                         lambda: seed.query_context(self.config.oracle, self.collective, self.num_pool))
         seed.state.ground_truth[bought] = labels
         seed.state.pseudo[bought] = -1
         return len(bought)
@@ -220,13 +219,14 @@ class Driver:
                     np.stack([s.state.ground_truth[indices] for s, indices in zip(seeds, ground_truth)]), False,
                     self.seed_axis, "ground-truth")
                 held_out = self.held_out.accuracy(self.apply_fn, self.states.params, self.seed_axis)
+                agreement = self._stop_set_agreement()
         phases.lap("accuracy")
         for r, seed in enumerate(seeds if self.leader else []):
             seed.state.iteration = iteration  # the line needs the sets alone, not the network (seed_state(r))
             line = metrics_lib.metrics_line(seed.config, seed.hidden_labels, seed.state, stats.entropy[r],
                                             logged_theta[r], bought[r], epochs[r].loss, ground_truth_accuracy[r],
                                             seconds)
-            line.update(held_out[r])
+            line.update(held_out[r], stop_set_kappa=float(agreement[r]))
             line["phase_seconds"] = phases.seconds  # all seeds together; "metrics" (these lines) is filled in below
             lines.append(line)
         phases.lap("metrics")
@@ -239,15 +239,6 @@ class Driver:
     def _images(self, seed: Seed, indices) -> np.ndarray:
         """Images of pool samples `indices` [n] (pool positions) -> [n, ...]; every process calls it together."""
         return self.collective.rows(seed.pool_images, self.num_pool, indices)
-
-    def _query_context(self, seed: Seed) -> Optional[dict]:
-        """Vector data and a person as the oracle: the pool and its labeled points, to place queried points among
-        them (every process takes part)."""
-        if seed.pool_images.ndim != 2 or self.config.oracle != "file":
-            return None
-        points = self.collective.gather_shards(np.asarray(seed.pool_images), self.num_pool)
-        labeled = seed.state.labeled
-        return {"points": points, "labeled_points": points[labeled], "labeled_labels": seed.state.ground_truth[labeled]}
 
     # ------------------------------------------------------------------------------------ checkpoints
     def _fresh_states(self) -> train.TrainState:
@@ -300,8 +291,10 @@ class Driver:
                 checkpoint.rewrite_jsonl(seed.folder / METRICS, [initial])
                 logging.info("Initial model of seed %d: %s", seed.config.seed, initial)
             self._save()
+        if self.leader:  # the network the next iteration's stopping signal compares with
+            self._stop_set_agreement()
         with progress.Progress(self.config.iterations, "iterations", initial=self.iteration) as bar:
-            while self.iteration < self.config.iterations:
+            while self.iteration < self.config.iterations and not self.collective.agreed(self._stable()):
                 if should_stop is not None and self.collective.agreed(should_stop()):
                     return None
                 lines = self.iterate()
@@ -321,6 +314,19 @@ class Driver:
             return None  # process 0 wrote the summary
         return summaries[0] if len(summaries) == 1 else summaries
 
+    def _stop_set_agreement(self) -> np.ndarray:
+        """Cohen's kappa [R] of the stop set's predictions with the previous network's (1 before any previous one)."""
+        previous, self.stop_predictions = self.stop_predictions, self.held_out.predict(
+            self.apply_fn, self.states.params, self.seed_axis, self.stop_images)
+        return np.ones(len(self.seeds)) if previous is None else np.asarray(metrics_lib.kappa(
+            previous, self.stop_predictions, self.seeds[0].dataset.num_classes))
+
+    def _stable(self) -> bool:
+        """config.stop_when_stable: whether stabilizing predictions end the run now (process 0 decides)."""
+        if stable := self.leader and metrics_lib.stable([s.folder for s in self.seeds], self.config.stop_when_stable):
+            logging.warning("Stopping after iteration %d of %d: %s.", self.iteration, self.config.iterations, stable)
+        return bool(stable)
+
     def _export_labels(self, scores: uncertainty.UncertaintyStats) -> None:
         """labels.csv of every seed: what the labeling budget bought for each pool sample."""
         for r, seed in enumerate(self.seeds if self.leader else []):
@@ -328,18 +334,11 @@ class Driver:
 
     def _finish(self, r: int) -> Optional[dict]:
         seed = self.seeds[r]
-        if seed.config.figures and seed.pool_images.ndim == 2 and seed.pool_images.shape[1] == 2:
-            points = self.collective.gather_shards(np.asarray(seed.pool_images), self.num_pool)
-            if self.leader:
-                from deepbass_jax import plots  # matplotlib: 0.4 s of every start, for runs that finish
-
-                plots.decision_boundary(self.apply_fn, algorithm.unstack(self.states.params, r), points,
-                                        seed.state.labeled, seed.hidden_labels, seed.folder / "decision_boundary.png")
+        seed.draw_decision_boundary(self.apply_fn, algorithm.unstack(self.states.params, r), self.collective,
+                                    self.num_pool)
         if not self.leader:
             return None
-        title = f"{seed.dataset.name}, seed {seed.config.seed}, preset {seed.config.get('preset') or 'none'}"
-        summary = runfolder.write_summary(seed.folder, self.iteration, int(seed.state.labeled.sum()), title,
-                                          seed.config.figures)  # marks done
+        summary = seed.write_summary(self.iteration)  # marks done
         logging.info("Finished %s: %s", seed.folder, summary)
         return summary
 

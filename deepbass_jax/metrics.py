@@ -6,6 +6,8 @@ the pure pieces of a stopping signal, stabilizing predictions (Bloodgood and Vij
 
 from __future__ import annotations
 
+import pathlib
+
 from typing import Optional
 
 import jax
@@ -14,6 +16,7 @@ import ml_collections
 import numpy as np
 
 from deepbass_jax import algorithm, calibration
+from deepbass_jax.workdir import checkpoint, runfolder
 from deepbass_jax.algorithm import RunState
 
 
@@ -147,3 +150,22 @@ class HeldOut:
         the same) or [R, S, ...] (each seed its own): one program per shape (`algorithm.seeds_predict`)."""
         shared = np.ndim(images) == len(self.input_shape) + 1
         return algorithm.seeds_predict(apply_fn, params, images, shared, seed_axis)
+
+
+STABLE_WINDOW = 3  # iterations the stop-set kappa must stay at config.stop_when_stable (Bloodgood: 3 windows)
+
+
+def stable(folders, threshold: float, window: int = STABLE_WINDOW) -> str:
+    """Why the run may stop (config.stop_when_stable = `threshold` > 0): every seed's metrics.jsonl in `folders`
+    ends with `window` iterations whose stop_set_kappa is at least `threshold`; "" while not (or when off). Read
+    from the files, so a resumed run decides as an uninterrupted one."""
+    if threshold <= 0:
+        return ""
+    for folder in folders:
+        lines = [line for line in checkpoint.read_jsonl(pathlib.Path(folder) / runfolder.METRICS) if line["iteration"]]
+        recent = [line.get("stop_set_kappa") for line in lines[-window:]]
+        if len(recent) < window or any(k is None or k < threshold for k in recent):
+            return ""
+    return (f"the network's predictions on the stop set agreed with the previous network's at Cohen's kappa >= "
+            f"{threshold} in {window} consecutive iterations (config.stop_when_stable): labels bought later would "
+            "change little")

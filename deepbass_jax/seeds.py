@@ -9,6 +9,7 @@ import pathlib
 from typing import Optional
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
@@ -50,6 +51,31 @@ class Seed:
             self.state.ground_truth = np.where(self.given >= 0, self.given, -1).astype(np.int32)
             return np.zeros(0, np.int64)
         return algorithm.initial_indices(self.config, self.hidden_labels, len(self.pool_indices), num_classes)
+
+    def query_context(self, oracle: str, collective, num_pool: int) -> Optional[dict]:
+        """Vector data and a person as the oracle: the pool and its labeled points, to place queried points among
+        them (every process takes part)."""
+        if self.pool_images.ndim != 2 or oracle != "file":
+            return None
+        points = collective.gather_shards(np.asarray(self.pool_images), num_pool)
+        labeled = self.state.labeled
+        return {"points": points, "labeled_points": points[labeled], "labeled_labels": self.state.ground_truth[labeled]}
+
+    def draw_decision_boundary(self, apply_fn, params, collective, num_pool: int) -> None:
+        """decision_boundary.png of a finished run on 2-D data (config.figures; every process takes part)."""
+        if self.config.figures and self.pool_images.ndim == 2 and self.pool_images.shape[1] == 2:
+            points = collective.gather_shards(np.asarray(self.pool_images), num_pool)
+            if collective.leader:
+                from deepbass_jax import plots  # matplotlib: 0.4 s of every start, for runs that finish
+
+                plots.decision_boundary(apply_fn, params, points, self.state.labeled, self.hidden_labels,
+                                        self.folder / "decision_boundary.png", class_names=self.dataset.class_names)
+
+    def write_summary(self, iterations: int) -> dict:
+        """summary.json (and curves.png) of a finished run: what marks it done."""
+        title = f"{self.dataset.name}, seed {self.config.seed}, preset {self.config.get('preset') or 'none'}"
+        return runfolder.write_summary(self.folder, iterations, int(self.state.labeled.sum()), title,
+                                       self.config.figures)
 
     def write_labels(self, mean_probs, entropy) -> None:
         """labels.csv: every pool sample's label and where it came from (mean_probs [N, C], entropy [N])."""
@@ -101,6 +127,14 @@ def _seed(seed_config, folder, source: data.Dataset, split, shard, collective) -
     files = None if source.files is None else tuple(pool_ids.tolist())
     return Seed(seed_config, jax.random.key(seed_config.seed), folder, dataset, val_indices, pool_indices, pool_ids,
                 pool_images, hidden, ledger, RunState(0, None, empty, empty.copy()), given, files)
+
+
+def pool_on_device(seeds: list[Seed]) -> tuple[bool, jax.Array]:
+    """(Whether every seed has the same pool, the pool images on the device: [N, ...] if so, else [R, N, ...])."""
+    first = seeds[0]
+    shared = all(np.array_equal(s.pool_indices, first.pool_indices) and s.dataset.train_images is
+                 first.dataset.train_images for s in seeds)
+    return shared, jnp.asarray(first.pool_images if shared else np.stack([s.pool_images for s in seeds]))
 
 
 def label_plan(config: ml_collections.ConfigDict, seed: Seed, num_classes: int) -> str:
