@@ -143,6 +143,8 @@ def validate(config: ml_collections.ConfigDict, process_count: int = 1) -> None:
         ("stop_set_size", config.stop_set_size >= 1, "at least 1"),
         ("stop_when_stable", 0 <= config.stop_when_stable <= 1, "0 (off) or a kappa in (0, 1], e.g. 0.99"),
         ("val_size", config.val_size >= 0, "0 or more"),
+        ("data.test_fraction", 0 <= config.data.test_fraction < 1,
+         "in [0, 1): the fraction of the labeled samples held out as the test set (0: none)"),
         ("pool_size", config.pool_size >= 0, "0 (all) or more"),
         ("test_size", config.test_size >= 0, "0 (all) or more"),
         ("pool_devices", config.pool_devices >= 0, "0 (all local devices) or more"),

@@ -290,6 +290,10 @@ CASES = [
          "policy='tests.custom_score_test:wrong_shape' maps probs [T', B, C] = (10, 3, 2) to shape (3, 2); it must "
          "give one score per sample, [B] = (3,).",
          "setup", _run(short_toy_config(policy="tests.custom_score_test:wrong_shape"))),
+    Case("Test fraction outside [0, 1)", "`--config.data.test_fraction=1.5`", config_lib.ConfigError,
+         "config.data.test_fraction=1.5 is invalid: it must be in [0, 1): the fraction of the labeled samples held "
+         "out as the test set (0: none); " + _SET.format("data.test_fraction"),
+         "config", _run(short_toy_config(**{"data.test_fraction": 1.5}))),
     Case("Unknown augmentation warp", "`--config.train.augment_warp=keras`", config_lib.ConfigError,
          "config.train.augment_warp='keras' is invalid: it must be one of […'affine'…] (augment.register_warp adds "
          "one); " + _SET.format("train.augment_warp"),
