@@ -11,14 +11,13 @@ statistics (a batch-aware one) registers a function of that shape directly.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from typing import Callable, Optional, Union
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from deepbass_jax import uncertainty
+from deepbass_jax import uncertainty, user_code
 
 SelectFn = Callable[[jax.Array, jax.Array, jax.Array, int], jax.Array]
 
@@ -101,24 +100,12 @@ POLICIES: dict[str, Selector] = {
 CUSTOM = ScorePolicy("custom", max_score)  # a score of the user's (`score_function`): the highest are bought
 
 
-def is_import_path(policy: str) -> bool:
-    """Whether config.policy names a score function of the user's ("package.module:function")."""
-    return ":" in policy
-
-
 def score_function(policy: str) -> Optional[Callable]:
     """The user's `score(probs [T', B, C]) -> [B]` that config.policy names by import path (None for a registered
     policy); ValueError in one line when it cannot be had."""
-    if not is_import_path(policy):
+    if not user_code.is_import_path(policy):
         return None
-    module_name, _, name = policy.partition(":")
-    try:
-        found = getattr(importlib.import_module(module_name), name)
-    except ImportError as error:
-        raise ValueError(f"policy={policy!r}: cannot import {module_name!r} ({error}); check the module path and "
-                         "that its package is importable.") from error
-    except AttributeError as error:
-        raise ValueError(f"policy={policy!r}: module {module_name!r} has no {name!r}.") from error
+    found = user_code.resolve(policy, "policy")
     if not callable(found):
         raise ValueError(f"policy={policy!r} is {found!r}, not a function score(probs [T, B, C]) -> [B].")
     return found
@@ -141,7 +128,7 @@ def check_score(policy: str, num_passes: int, num_classes: int) -> None:
 
 
 def get(name: str) -> Selector:
-    if is_import_path(name):
+    if user_code.is_import_path(name):
         return CUSTOM
     if name not in POLICIES:
         raise ValueError(f"acquisition policy {name!r} is unknown; choose one of {sorted(POLICIES)}.")

@@ -13,7 +13,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from deepbass_jax import acquisition, augment, data, layers, models, pseudo_label, train
+from deepbass_jax import acquisition, augment, data, layers, models, pseudo_label, train, user_code
 
 SEED_AXIS_CHOICES = ("auto", "vmap", "map")  # config.seed_axis; algorithm.SEED_AXES once resolved
 
@@ -111,7 +111,7 @@ def validate(config: ml_collections.ConfigDict, process_count: int = 1) -> None:
         )
     checks = [
         ("mode", config.mode in pseudo_label.MODES, f"one of {pseudo_label.MODES}"),
-        ("policy", config.policy in acquisition.POLICIES or acquisition.is_import_path(config.policy),
+        ("policy", config.policy in acquisition.POLICIES or user_code.is_import_path(config.policy),
          f"one of {sorted(acquisition.POLICIES)} or your score as 'package.module:function'"),
         ("above_average_reference", config.above_average_reference in ("mean", "theta"), "'mean' or 'theta'"),
         ("oracle", config.oracle in ("simulated", "file"), "'simulated' or 'file'"),
@@ -125,7 +125,7 @@ def validate(config: ml_collections.ConfigDict, process_count: int = 1) -> None:
         ("initial_per_class", config.initial_per_class >= 1, "at least 1"),
         ("initial_epochs", config.initial_epochs >= 1, "at least 1"),
         ("model.architecture", config.model.architecture in models.ARCHITECTURES
-         or models.is_import_path(config.model.architecture),
+         or user_code.is_import_path(config.model.architecture),
          f"one of {sorted(models.ARCHITECTURES)} or your flax module as 'package.module:Class'"),
         ("model.dropout_rate", 0 < config.model.dropout_rate < 1, "strictly between 0 and 1"),
         ("model.dropout_masks", config.model.dropout_masks in models.DROPOUT_MASKS,
@@ -163,7 +163,7 @@ def validate(config: ml_collections.ConfigDict, process_count: int = 1) -> None:
                 f"config.{field}={value!r} is invalid{meaning}: it must be {expected}; set --config.{field} "
                 "to such a value."
             )
-    if models.is_import_path(config.model.architecture):
+    if user_code.is_import_path(config.model.architecture):
         models.import_module_class(config.model.architecture)
     models.module_kwargs(config.model)
     acquisition.score_function(config.policy)

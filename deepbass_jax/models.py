@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import importlib
 import json
 from typing import Callable, Optional, Sequence
 
@@ -17,6 +16,7 @@ import jax
 import ml_collections
 import numpy as np
 
+from deepbass_jax import user_code
 from deepbass_jax.layers import MAX_POOL_2X2, Conv3x3, HashDropout, resolve_kernels
 
 # Keras defaults of the original implementation: glorot-uniform kernels, zero biases.
@@ -97,22 +97,9 @@ def default_config() -> ml_collections.ConfigDict:
     return config
 
 
-def is_import_path(architecture: str) -> bool:
-    """Whether model.architecture names a module of the user's ("package.module:Class") rather than a registry
-    entry."""
-    return ":" in architecture
-
-
 def import_module_class(path: str) -> type:
     """The flax module class at "package.module:Class"; ValueError in one line when it cannot be had."""
-    module_name, _, class_name = path.partition(":")
-    try:
-        found = getattr(importlib.import_module(module_name), class_name)
-    except ImportError as error:
-        raise ValueError(f"model.architecture={path!r}: cannot import {module_name!r} ({error}); check the module "
-                         "path and that its package is importable (on PYTHONPATH or installed).") from error
-    except AttributeError as error:
-        raise ValueError(f"model.architecture={path!r}: module {module_name!r} has no {class_name!r}.") from error
+    found = user_code.resolve(path, "model.architecture")
     if not (isinstance(found, type) and issubclass(found, nn.Module)):
         raise ValueError(f"model.architecture={path!r} is {found!r}, not a flax linen Module class.")
     return found
@@ -134,7 +121,7 @@ def build(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
     """Returns the flax module named by `config.architecture` with `num_classes` outputs: a registry entry with the
     model config's fields, or the user's module class with num_classes and model.kwargs alone."""
     kwargs = module_kwargs(config)
-    if is_import_path(config.architecture):
+    if user_code.is_import_path(config.architecture):
         return import_module_class(config.architecture)(num_classes=num_classes, **kwargs)
     if config.architecture not in ARCHITECTURES:
         raise ValueError(
@@ -164,7 +151,7 @@ def check_network(config: ml_collections.ConfigDict, input_shape: Sequence[int],
     contract: logits not [N, num_classes], no dropout (its MC-dropout passes would all agree), or flax's
     nn.Dropout over several processes (its masks do not follow a row's place in the global batch). Runs the
     network once deterministically and twice with dropout on two samples."""
-    if not is_import_path(config.architecture):
+    if not user_code.is_import_path(config.architecture):
         return
     try:
         module = build(config, num_classes)

@@ -284,7 +284,7 @@ CASES = [
          "setup", _run(short_toy_config(**{"model.architecture": f"{HERE}:WrongOutputNet"}))),
     Case("Your score cannot be imported", "`--config.policy=my_scores:spread`", ValueError,
          "policy='my_scores:spread': cannot import 'my_scores' (No module named 'my_scores'); check the module path "
-         "and that its package is importable.",
+         "and that its package is importable (on PYTHONPATH or installed).",
          "config", _run(short_toy_config(policy="my_scores:spread"))),
     Case("Your score of another shape", "`--config.policy=tests.custom_score_test:wrong_shape`", ValueError,
          "policy='tests.custom_score_test:wrong_shape' maps probs [T', B, C] = (10, 3, 2) to shape (3, 2); it must "

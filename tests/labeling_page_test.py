@@ -4,56 +4,17 @@ survive a reload, and Save downloads the exact answers.csv that FileOracle reads
 Needs Chromium, its driver and Selenium: `apt-get install chromium chromium-driver` and `pip install -e ".[browser]"`.
 """
 
-import pathlib
 import shutil
-import time
 
 import numpy as np
 import pytest
 
 from deepbass_jax import oracle
 from deepbass_jax.oracle import files, rounds
+from tests.browser import browser, downloaded  # noqa: F401 (browser: a fixture the tests take)
 
-INSTALL = 'install them with `apt-get install chromium chromium-driver` and `pip install -e ".[browser]"`'
 IDS = [12, 3, 40, 7]
 NAMES = ["cat", "dog", "bird"]
-
-
-def _browser_parts():
-    """(webdriver module, chromium path, chromedriver path), or a test failure saying what to install."""
-    try:
-        from selenium import webdriver
-    except ImportError:
-        pytest.fail(f"the labeling page test needs Selenium, Chromium and chromedriver: {INSTALL}.")
-    chromium = next(filter(None, map(shutil.which, ["chromium", "chromium-browser", "google-chrome"])), None)
-    chromedriver = shutil.which("chromedriver")
-    if chromium is None or chromedriver is None:
-        missing = " and ".join(n for n, p in [("chromium", chromium), ("chromedriver", chromedriver)] if p is None)
-        pytest.fail(f"{missing} not found on PATH: {INSTALL}.")
-    return webdriver, chromium, chromedriver
-
-
-@pytest.fixture
-def browser(tmp_path):
-    """A headless Chromium whose downloads land in `browser.downloads` (a fresh folder)."""
-    webdriver, chromium, chromedriver = _browser_parts()
-    downloads = tmp_path / "downloads"
-    downloads.mkdir()
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1280,900", f"--user-data-dir={tmp_path / 'profile'}"]:
-        options.add_argument(flag)
-    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                              "download.prompt_for_download": False})
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=chromedriver))
-    try:
-        driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
-        driver.downloads = downloads
-        yield driver
-    finally:
-        driver.quit()
 
 
 def _keys(driver, *keys):
@@ -73,17 +34,6 @@ def _thumb_answers(driver):
     from selenium.webdriver.common.by import By
 
     return [t.text for t in driver.find_elements(By.CSS_SELECTOR, ".thumb .tanswer")]
-
-
-def _downloaded(folder: pathlib.Path, timeout: float = 20.0) -> str:
-    """The text of answers.csv once the browser has finished writing it into `folder`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done = folder / "answers.csv"
-        if done.is_file() and not list(folder.glob("*.crdownload")):
-            return done.read_text()
-        time.sleep(0.1)
-    pytest.fail(f"no answers.csv in {folder} after {timeout} s; found {sorted(p.name for p in folder.iterdir())}")
 
 
 @pytest.mark.slow  # about 5 s, but it needs Chromium: pytest -m slow
@@ -118,14 +68,14 @@ def test_label_a_round_with_keys_and_buttons_reload_and_save(tmp_path, browser):
                                        "not labeled"]
 
     browser.find_element(By.ID, "save").click()  # one sample unlabeled: a warning, but the file comes
-    assert _downloaded(browser.downloads) == "id,label\n12,2\n3,0\n40,0\n"
+    assert downloaded(browser.downloads).read_text() == "id,label\n12,2\n3,0\n40,0\n"
     assert "1 of 4 samples have no label yet" in _text(browser, "warning")
     (browser.downloads / "answers.csv").unlink()
 
     _keys(browser, "1")  # id 7 -> dog
     assert _text(browser, "counter") == "4 of 4 labeled"
     browser.find_element(By.ID, "save").click()
-    assert _downloaded(browser.downloads) == "id,label\n12,2\n3,0\n40,0\n7,1\n"
+    assert downloaded(browser.downloads).read_text() == "id,label\n12,2\n3,0\n40,0\n7,1\n"
     assert _text(browser, "warning") == ""
     browser.get((folder / "index.html").resolve().as_uri())
     assert _text(browser, "counter") == "4 of 4 labeled"
@@ -154,7 +104,7 @@ def test_with_more_than_ten_classes_the_class_number_is_typed(tmp_path, browser)
     assert _thumb_answers(browser) == ["\u2713 5 \u00b7 5", "\u2713 11 \u00b7 11", "\u2713 1 \u00b7 1",
                                        "\u2713 0 \u00b7 0"]
     browser.find_element(By.ID, "save").click()
-    assert _downloaded(browser.downloads) == "id,label\n12,5\n3,11\n40,1\n7,0\n"
+    assert downloaded(browser.downloads).read_text() == "id,label\n12,5\n3,11\n40,1\n7,0\n"
 
 
 def test_the_page_and_the_run_say_the_same_about_a_partial_save(tmp_path):
@@ -192,7 +142,7 @@ def test_a_folder_round_shows_paths_and_saves_them_quoted_for_the_oracle(tmp_pat
     assert _text(browser, "position").endswith(f"id {paths[0]}")
     _keys(browser, "2", "0", "1")
     browser.find_element(By.ID, "save").click()
-    saved = _downloaded(browser.downloads)
+    saved = downloaded(browser.downloads).read_text()
     assert saved == 'id,label\n12.png,2\n"sub/a, ""b"" c.png",0\nx/<i>y</i>.png,1\n'
     shutil.copy(browser.downloads / "answers.csv", folder / "answers.csv")
     np.testing.assert_array_equal(file_oracle.label(np.arange(3), images, np.array(paths, object)), [2, 0, 1])

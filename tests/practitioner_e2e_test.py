@@ -5,7 +5,7 @@ answered on each round's labeling page in headless Chromium (a digit key or a cl
 labels.csv checked against the truth of every file at the end.
 
 Needs Chromium, its driver and Selenium: `apt-get install chromium chromium-driver` and `pip install -e ".[browser]"`;
-without them the test is skipped, saying so. About 2 minutes on a 2-core CPU: pytest -m slow
+without them the test fails, saying what to install. About 2 minutes on a 2-core CPU: pytest -m slow
 tests/practitioner_e2e_test.py
 """
 
@@ -24,8 +24,9 @@ import time
 import numpy as np
 import pytest
 
+from tests.browser import browser, downloaded  # noqa: F401 (browser: a fixture)
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
-INSTALL = 'install them with `apt-get install chromium chromium-driver` and `pip install -e ".[browser]"`'
 CLASSES = ("bar", "box", "pipe", "slash")  # the class folders; the run numbers them in this (sorted) order
 SIDE = 8  # pixels
 NUM_IMAGES, NUM_GIVEN = 2000, 30
@@ -129,55 +130,6 @@ def read_csv(path: pathlib.Path) -> list:
 
 
 # ------------------------------------------------------------------------------------------ the browser
-def _browser_parts():
-    """(webdriver module, chromium path, chromedriver path), or a skip saying what to install."""
-    try:
-        from selenium import webdriver
-    except ImportError:
-        pytest.skip(f"the practitioner test needs Selenium, Chromium and chromedriver: {INSTALL}.")
-    chromium = next(filter(None, map(shutil.which, ["chromium", "chromium-browser", "google-chrome"])), None)
-    chromedriver = shutil.which("chromedriver")
-    if chromium is None or chromedriver is None:
-        missing = " and ".join(n for n, p in [("chromium", chromium), ("chromedriver", chromedriver)] if p is None)
-        pytest.skip(f"{missing} not found on PATH: {INSTALL}.")
-    return webdriver, chromium, chromedriver
-
-
-@pytest.fixture
-def browser(tmp_path):
-    """A headless Chromium whose downloads land in `browser.downloads` (a fresh folder), as in
-    tests/labeling_page_test.py."""
-    webdriver, chromium, chromedriver = _browser_parts()
-    downloads = tmp_path / "downloads"
-    downloads.mkdir()
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium
-    for flag in ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--window-size=1280,900", f"--user-data-dir={tmp_path / 'profile'}"]:
-        options.add_argument(flag)
-    options.add_experimental_option("prefs", {"download.default_directory": str(downloads),
-                                              "download.prompt_for_download": False})
-    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=chromedriver))
-    try:
-        driver.execute_cdp_cmd("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
-        driver.downloads = downloads
-        yield driver
-    finally:
-        driver.quit()
-
-
-def _downloaded(folder: pathlib.Path, timeout: float = 20.0) -> pathlib.Path:
-    """answers.csv in `folder` once the browser has finished writing it."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        done = folder / "answers.csv"
-        if done.is_file() and not list(folder.glob("*.crdownload")):
-            return done
-        time.sleep(0.1)
-    pytest.fail(f"no answers.csv in {folder} after {timeout} s; found {sorted(p.name for p in folder.iterdir())}")
-
-
 class Person:
     """Answers a round on its page as a person does: looks at each sample, presses its class's digit key (even
     samples) or clicks its class button (odd ones), saves answers.csv and moves the download into the round."""
@@ -236,7 +188,7 @@ class Person:
             given[query_id] = (file, label)
         assert browser.find_element(By.ID, "counter").text == f"{len(queries)} of {len(queries)} labeled"
         browser.find_element(By.ID, "save").click()
-        download = _downloaded(browser.downloads)
+        download = downloaded(browser.downloads)
         rows = read_csv(download)
         assert [(row["id"], int(row["label"])) for row in rows] == [(i, given[i][1]) for i in queries], \
             download.read_text()
