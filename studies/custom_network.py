@@ -63,7 +63,8 @@ def main(argv):
     differences = table["paired_differences"]
     lines = [
         "# Your network by import path: a CNN twice as wide, Fashion-MNIST, CPU scale", "",
-        "`examples/wide_cnn.py:WideCNN` (`--config.model.kwargs='{\"width\": 32}'`: 32 channels, the paper CNN's layers "
+        "`examples/wide_cnn.py:WideCNN` (`--config.model.kwargs='{\"width\": 32}'`: 32 channels, the paper CNN's "
+        "layers "
         "otherwise) against the paper CNN (16 channels) on `cpu_all_data_max_entropy` (6,000-image pool, 20 "
         "iterations, 300 labels), Fashion-MNIST, the same seeds. Test accuracy in %, mean (sample std).", "",
         "| network | seed 0 | seed 1 | seed 2 | mean (std) |", "|---|---|---|---|---|",

@@ -28,7 +28,8 @@ def test_defaults_and_presets_pass_both_stages():
 @pytest.mark.parametrize("field, value, message", [
     ("mc_passes_pool", 0, r"config\.mc_passes_pool=0 is invalid \(T', the MC-dropout passes on the pool\)"),
     ("policy", "nope", r"config\.policy='nope' is invalid: it must be one of"),
-    ("train.augment_warp", "nope", r"config\.train\.augment_warp='nope' is invalid: it must be one of \[.*'affine'.*\]"),
+    ("train.augment_warp", "nope",
+     r"config\.train\.augment_warp='nope' is invalid: it must be one of \[.*'affine'.*\]"),
 ])
 def test_stage_one_names_the_field_and_the_remedy(field, value, message):
     config = toy_config(**{field: value})

@@ -148,7 +148,8 @@ def write_labels(folder, ids, ground_truth, pseudo, mean_probs, entropy, class_n
     columns.update(source=source.tolist(), probability=[f"{q:.6f}" for q in probability.tolist()],
                    entropy=[f"{h:.6f}" for h in np.asarray(entropy).tolist()])
     rows = (",".join(map(str, row)) for row in zip(*columns.values()))
-    checkpoint.atomic_write_bytes(pathlib.Path(folder) / LABELS, ("\n".join([",".join(columns), *rows]) + "\n").encode())
+    text = "\n".join([",".join(columns), *rows]) + "\n"
+    checkpoint.atomic_write_bytes(pathlib.Path(folder) / LABELS, text.encode())
 
 
 def _csv_field(text: str) -> str:
