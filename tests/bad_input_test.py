@@ -115,7 +115,7 @@ def _npz(env, **arrays):
 
 def _folder(env, layout):
     """A folder of PNGs: layout maps a relative path to an image's (height, width)."""
-    image = pytest.importorskip("PIL.Image", reason="Pillow is in the test extra")
+    from PIL import Image as image  # Pillow is in the test extra
     root = env.tmp_path / "photos"
     for name, shape in layout.items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)

@@ -48,25 +48,6 @@ def browser(tmp_path):
         driver.quit()
 
 
-def _keys(driver, *keys):
-    from selenium.webdriver.common.action_chains import ActionChains
-
-    for key in keys:
-        ActionChains(driver).send_keys(key).perform()
-
-
-def _text(driver, element_id):
-    from selenium.webdriver.common.by import By
-
-    return driver.find_element(By.ID, element_id).text
-
-
-def _thumb_answers(driver):
-    from selenium.webdriver.common.by import By
-
-    return [t.text for t in driver.find_elements(By.CSS_SELECTOR, ".thumb .tanswer")]
-
-
 def downloaded(folder: pathlib.Path, timeout: float = 20.0) -> pathlib.Path:
     """answers.csv in `folder` once the browser has finished writing it."""
     deadline = time.monotonic() + timeout

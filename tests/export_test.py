@@ -13,12 +13,11 @@ import sys
 
 import numpy as np
 import pytest
+from PIL import Image  # Pillow is in the test extra
 
 from deepbass_jax import data, driver as driver_lib, export
 from deepbass_jax.workdir import runfolder
 from tests.helpers import toy_config
-
-Image = pytest.importorskip("PIL.Image", reason="Pillow is in the test extra")
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 CLASSES = ("bottom", "top")  # the class folders, sorted: class 0 is "bottom"

@@ -83,7 +83,7 @@ def test_the_label_plan_says_what_is_known_and_whether_the_budget_is_reached(tmp
 
 
 def test_class_folders_are_given_labels_and_labels_csv_names_each_file(tmp_path):
-    image = pytest.importorskip("PIL.Image", reason="Pillow is in the test extra")
+    from PIL import Image as image  # Pillow is in the test extra
     rng = np.random.default_rng(0)
     truth = {}
     for i in range(40):  # two classes: bright top half or bright bottom half; 6 sorted, 34 in the top level

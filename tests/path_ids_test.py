@@ -28,7 +28,7 @@ CLASSES = ("bottom", "top")  # class 0: bright bottom half, class 1: bright top 
 
 def _photos(root) -> dict:
     """Class folders (6 images each: given labels) and the 4 pool images of POOL; returns {path: class}."""
-    image = pytest.importorskip("PIL.Image", reason="Pillow is in the test extra")
+    from PIL import Image as image  # Pillow is in the test extra
     rng = np.random.default_rng(0)
     truth = {f"{CLASSES[i % 2]}/img_{i:02d}.png": i % 2 for i in range(12)}
     truth.update({path: k % 2 for k, path in enumerate(POOL)})
