@@ -203,18 +203,27 @@ def _curves(group: list[dict], key: str):
     return np.array([m["iteration"] for m in group[0]["metrics"]]), values
 
 
-def _band(axis, iterations, values, label) -> str:
-    """Mean over runs with a +-1 sample std band; iterations without a value (NaN, e.g. no pseudo-labels yet) stay
-    empty. Returns the curve's label."""
+def row_colour(row: str):
+    """One colour per table row in every panel and figure: the figure panels' rows first (tab10), then the other
+    presets' rows in table order (tab20b), so that no two rows of one figure share a colour."""
+    rows = list(dict.fromkeys([r for _, panel in FIGURE_PANELS for r in panel]
+                              + [preset.row for preset in mnist.TABLE.values()]))
+    palette = list(plt.get_cmap("tab10").colors) + list(plt.get_cmap("tab20b").colors)
+    return palette[rows.index(row) % len(palette)] if row in rows else "black"
+
+
+def _band(axis, iterations, values, label, colour) -> str:
+    """Mean over runs with a +-1 sample std band in `colour`; iterations without a value (NaN, e.g. no
+    pseudo-labels yet) stay empty. Returns the curve's label."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
         mean = np.nanmean(values, axis=0)
         std = np.nanstd(values, axis=0, ddof=1) if values.shape[0] > 1 else None
     runs = values.shape[0]
     label = f"{label} ({runs} run{'s' if runs > 1 else ''})"
-    line, = axis.plot(iterations, mean, label=label)
+    axis.plot(iterations, mean, label=label, color=colour)
     if std is not None:
-        axis.fill_between(iterations, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+        axis.fill_between(iterations, mean - std, mean + std, color=colour, alpha=0.2)
     return label
 
 
@@ -253,7 +262,7 @@ def plot_learning_curves(records: list[dict], path: pathlib.Path, title: str) ->
     drawn = {}
     for axis, (name, keys) in zip(axes[0], panels):
         drawn[name] = [_band(axis, *_curves(groups[key], "test_accuracy"),
-                             _curve_label(key[0], key[2], lengths[key[0]])) for key in keys]
+                             _curve_label(key[0], key[2], lengths[key[0]]), row_colour(key[0])) for key in keys]
         axis.set_title(name)
         _label(axis, "test accuracy % (mean, band: +-1 sample std)")
     figure.suptitle(_wrapped(title, 6.5 * len(panels)))
@@ -274,9 +283,9 @@ def plot_pseudo_labels(records: list[dict], path: pathlib.Path, title: str) -> l
     drawn, whole_pool = [], 0
     for (row, _, iterations), group in groups.items():
         label = _curve_label(row, iterations, lengths[row])
-        drawn.append(_band(axes[0], *_curves(group, "pseudo_label_accuracy"), label))
+        drawn.append(_band(axes[0], *_curves(group, "pseudo_label_accuracy"), label, row_colour(row)))
         iterations, coverage = _curves(group, "pseudo_label_coverage")
-        _band(axes[1], iterations, coverage, label)
+        _band(axes[1], iterations, coverage, label, row_colour(row))
         whole_pool += bool(np.all(np.isnan(coverage) | (coverage == 100.0)))
     axes[1].set_ylim(0, 103)
     if whole_pool > 1:  # their lines lie on top of each other
