@@ -58,6 +58,9 @@ def setup_keys(key: jax.Array):
     return jax.random.split(jax.random.fold_in(key, 0), 3)
 
 
+RESTART_STREAM = 0x72657374  # fold_in data of the clean restart's run key (config.restart_epochs)
+
+
 def iteration_keys(key: jax.Array, iteration: int):
     """Keys of iteration t >= 1: pool inference, ground-truth inference (theta), acquisition, training plan."""
     return jax.random.split(jax.random.fold_in(key, iteration), 4)
@@ -144,10 +147,22 @@ def query_indices(stats: uncertainty.UncertaintyStats, theta: jax.Array, labeled
 
 
 def refresh_pseudo_labels(stats: uncertainty.UncertaintyStats, theta: jax.Array, labeled: jax.Array,
-                          selected: jax.Array, mode: str) -> jax.Array:
-    """Lines 6-7, eqs. 4 and 9: the pseudo-label [N] int32 of every sample in the new D, -1 outside it."""
+                          selected: jax.Array, mode: str, ground_truth: Optional[jax.Array] = None,
+                          alignment: bool = False, confidence: float = 0.0) -> jax.Array:
+    """Lines 6-7, eqs. 4 and 9: the pseudo-label [N] int32 of every sample in the new D, -1 outside it.
+
+    The guards against lock-in (config.pseudo_alignment, config.pseudo_confidence; off: the paper's lines): with
+    `alignment` eq. 4 takes the argmax of the MC mean aligned to the class frequencies of ground_truth [N] (-1: no
+    label); with `confidence` > 0 only samples whose (aligned) top probability reaches it stay in D.
+    """
     in_d = pseudo_label.select(stats.entropy, theta, labeled, selected, mode)
-    return jnp.where(in_d, pseudo_label.pseudo_labels(stats.mean_probs), -1).astype(jnp.int32)
+    probs = stats.mean_probs
+    if alignment:
+        target = pseudo_label.class_frequencies(ground_truth, probs.shape[-1])
+        probs = pseudo_label.align_distribution(probs, ~labeled, target)
+    if confidence > 0:
+        in_d = in_d & pseudo_label.confident(probs, confidence)
+    return jnp.where(in_d, pseudo_label.pseudo_labels(probs), -1).astype(jnp.int32)
 
 
 @dataclasses.dataclass
@@ -207,33 +222,40 @@ def seeds_queries(stats, theta, labeled, keys, count: int, policy: str, referenc
     return per_seed(one, seed_axis, (True,) * 4, stats, theta, labeled, keys)
 
 
-@functools.partial(jax.jit, static_argnames=("mode", "seed_axis"))
-def seeds_pseudo_labels(stats, theta, labeled, selected, mode: str, seed_axis: str):
-    """Lines 6-7: `refresh_pseudo_labels` per seed; stats [R, N, ...], theta [R], labeled / selected [R, N]
-    -> [R, N]."""
-    one = functools.partial(refresh_pseudo_labels, mode=mode)
-    return per_seed(one, seed_axis, (True,) * 4, stats, theta, labeled, selected)
+@functools.partial(jax.jit, static_argnames=("mode", "seed_axis", "alignment", "confidence"))
+def seeds_pseudo_labels(stats, theta, labeled, selected, mode: str, seed_axis: str, ground_truth=None,
+                        alignment: bool = False, confidence: float = 0.0):
+    """Lines 6-7: `refresh_pseudo_labels` per seed; stats [R, N, ...], theta [R], labeled / selected [R, N],
+    ground_truth [R, N] (needed with `alignment`) -> [R, N]."""
+    if ground_truth is None:
+        ground_truth = jnp.where(labeled, 0, -1)  # unread unless `alignment`
+    def one(stats, theta, labeled, selected, ground_truth):
+        return refresh_pseudo_labels(stats, theta, labeled, selected, mode, ground_truth, alignment, confidence)
+
+    return per_seed(one, seed_axis, (True,) * 5, stats, theta, labeled, selected, ground_truth)
 
 
 @functools.partial(jax.jit, donate_argnums=0,
                    static_argnames=("shared_images", "seed_axis", "augment_degrees", "augment_scale", "augment_shift",
-                                    "augment_warp"))
+                                    "augment_warp", "strong_view"))
 def seeds_train_step(states, images, targets, batch_indices, batch_weights, augment, take_step, shared_images: bool,
                      seed_axis: str, augment_degrees: float = 0.0, augment_scale: float = 0.0,
-                     augment_shift: float = 0.0, augment_warp: str = "affine"):
+                     augment_shift: float = 0.0, augment_warp: str = "affine",
+                     strong_view: Optional[augment_lib.StrongView] = None):
     """Line 12, one step: `train.train_step` per seed; states [R], images [R, N, ...] ([N, ...] if shared),
     targets [R, N], batch_indices / batch_weights / augment [R, B], take_step [R] bool. A seed with take_step
     False keeps its whole state (an Adam step on a zero-weight batch would still move it through the L2 term
-    and the moments).
+    and the moments). With a `strong_view`, augment [R, B] holds each row's view (`augment_lib.two_views`).
 
     The gather from the pool and the step are one program: it compiles once per pool shape. (Split in two, the
     step would compile once for every pool size, but under lax.map its loss no longer matched a single run's
     to the bit.)"""
-    augmenting = augment_lib.warps(augment_degrees, augment_scale, augment_shift)
+    augmenting = augment_lib.warps(augment_degrees, augment_scale, augment_shift) or strong_view is not None
 
     def one(state, images, targets, indices, weights, warp, take):
         new_state, metrics = train.train_step(state, images, targets, indices, weights, warp if augmenting else None,
-                                              augment_degrees, augment_scale, augment_shift, augment_warp)
+                                              augment_degrees, augment_scale, augment_shift, augment_warp,
+                                              strong_view)
         keep = lambda new, old: jnp.where(take, new, old)  # noqa: E731
         metrics = jax.tree_util.tree_map(lambda m: jnp.where(take, m, jnp.zeros_like(m)), metrics)
         return jax.tree_util.tree_map(keep, new_state, state), metrics
@@ -244,10 +266,11 @@ def seeds_train_step(states, images, targets, batch_indices, batch_weights, augm
 
 @functools.partial(jax.jit, donate_argnums=0,
                    static_argnames=("shared_images", "seed_axis", "augment_degrees", "augment_scale", "augment_shift",
-                                    "augment_warp"))
+                                    "augment_warp", "strong_view"))
 def seeds_train_steps(states, totals: train.StepMetrics, images, targets, batch_indices, batch_weights, augment,
                       take_step, shared_images: bool, seed_axis: str, augment_degrees: float = 0.0,
-                      augment_scale: float = 0.0, augment_shift: float = 0.0, augment_warp: str = "affine"):
+                      augment_scale: float = 0.0, augment_shift: float = 0.0, augment_warp: str = "affine",
+                      strong_view: Optional[augment_lib.StrongView] = None):
     """K consecutive `seeds_train_step`s in one program (`lax.scan`): batch_indices / batch_weights / augment
     [K, R, B], take_step [K, R]; totals: running sums [R] of the steps' metrics, returned with these K added
     one by one (as a loop over seeds_train_step adds them). One call instead of K spares an accelerator K - 1
@@ -257,7 +280,7 @@ def seeds_train_steps(states, totals: train.StepMetrics, images, targets, batch_
         states, metrics = seeds_train_step.__wrapped__(states, images, targets, *batch, shared_images=shared_images,
                                                        seed_axis=seed_axis, augment_degrees=augment_degrees,
                                                        augment_scale=augment_scale, augment_shift=augment_shift,
-                                                       augment_warp=augment_warp)
+                                                       augment_warp=augment_warp, strong_view=strong_view)
         return (states, jax.tree_util.tree_map(jnp.add, totals, metrics)), None
 
     (states, totals), _ = jax.lax.scan(step, (states, totals), (batch_indices, batch_weights, augment, take_step))
@@ -516,30 +539,36 @@ def seeds_predict(apply_fn, params, images, shared: bool, seed_axis: str, chunk_
 
 def train_epoch(states, images, targets, plans, batch_size: int, shared: bool, seed_axis: str, labeled=None,
                 augment_degrees: float = 0.0, augment_scale: float = 0.0, augment_shift: float = 0.0,
-                steps_per_call: int = 1, augment_warp: str = "affine"):
+                steps_per_call: int = 1, augment_warp: str = "affine",
+                strong_view: Optional[augment_lib.StrongView] = None):
     """Line 12: one epoch per seed over its plan [(indices [M_r], weights [M_r])], in batches of exactly
     `batch_size` (padded with weight 0): seed r takes ceil(M_r / batch_size) steps, then no-ops.
 
     The steps go to the device `steps_per_call` at a time (`seeds_train_steps`; the last few one at a time), so
     at most two programs compile, and the states equal those of steps taken one by one (under vmap the mean
     loss may differ in its last bits). With augment_degrees, augment_scale or augment_shift > 0, plan entries
-    of ground-truth samples (labeled [R, N] bool) are warped; pseudo-labeled ones are not. Returns the states
+    of ground-truth samples (labeled [R, N] bool) are warped; pseudo-labeled ones are not, unless a `strong_view`
+    (consistency) gives them the strong view (`augment_lib.two_views`). Returns the states
     and per seed train.EpochMetrics (None for an empty plan); FloatingPointError (naming the seed index) when a
     loss is not finite.
     """
     augmenting = augment_lib.warps(augment_degrees, augment_scale, augment_shift)
-    if augmenting and labeled is None:
-        raise ValueError("augmentation warps ground-truth samples only: give train_epoch the `labeled` masks.")
+    if (augmenting or strong_view is not None) and labeled is None:
+        raise ValueError("augmentation tells ground truth from pseudo-labels: give train_epoch the `labeled` masks.")
     if steps_per_call < 1:
         raise ValueError(f"steps_per_call must be at least 1, got {steps_per_call}.")
     steps = np.array([-(-len(indices) // batch_size) for indices, _ in plans])
     num_seeds, max_steps = len(plans), int(steps.max())
     indices = np.zeros((num_seeds, max_steps * batch_size), np.int32)
     weights = np.zeros((num_seeds, max_steps * batch_size), np.float32)
-    augment = np.zeros((num_seeds, max_steps * batch_size), bool)
+    augment = np.zeros((num_seeds, max_steps * batch_size), bool if strong_view is None else np.int32)
     for r, (plan_indices, plan_weights) in enumerate(plans):
         indices[r, : len(plan_indices)], weights[r, : len(plan_weights)] = plan_indices, plan_weights
-        if augmenting:
+        if strong_view is not None:  # each entry's view: the ground truth's augmentation (if any), else the strong
+            ground_truth = np.asarray(labeled[r], bool)[plan_indices]
+            augment[r, : len(plan_indices)] = np.where(ground_truth, augment_lib.WEAK if augmenting else
+                                                       augment_lib.PLAIN, augment_lib.STRONG)
+        elif augmenting:
             augment[r, : len(plan_indices)] = np.asarray(labeled[r], bool)[plan_indices]
     # Step-major: [S, R, B] and [S, R].
     batches = [a.reshape(num_seeds, max_steps, batch_size).swapaxes(0, 1) for a in (indices, weights, augment)]
@@ -551,7 +580,8 @@ def train_epoch(states, images, targets, plans, batch_size: int, shared: bool, s
         states, totals = seeds_train_steps(states, totals, images, targets, *(a[calls] for a in batches),
                                            take_step[calls], shared_images=shared, seed_axis=seed_axis,
                                            augment_degrees=augment_degrees, augment_scale=augment_scale,
-                                           augment_shift=augment_shift, augment_warp=augment_warp)
+                                           augment_shift=augment_shift, augment_warp=augment_warp,
+                                           strong_view=strong_view)
         start = calls.stop
     if max_steps == 0:
         return states, [None] * num_seeds

@@ -12,7 +12,7 @@ outside the input read 0 (constant fill).
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
@@ -128,3 +128,64 @@ def random_affine_where(images: jax.Array, mask: jax.Array, key: jax.Array, max_
         return images
     warped = WARPS[warp](images, key, max_degrees, max_scale, max_shift)
     return jnp.where(mask.reshape(-1, *([1] * (images.ndim - 1))), warped, images)
+
+
+# --------------------------------------------------------------- the strong view (consistency, beyond the paper)
+class StrongView(NamedTuple):
+    """config.train.strong_*: maxima of the strong view's affine warp, and cutout's square side (a fraction of the
+    image side). Hashable: a static argument of the compiled training step."""
+
+    degrees: float
+    scale: float
+    shift: float
+    cutout: float
+
+
+def strong_view(train_config) -> Optional[StrongView]:
+    """The strong view of config.train, or None where config.train.strong_augment is off."""
+    if not train_config.strong_augment:
+        return None
+    return StrongView(float(train_config.strong_degrees), float(train_config.strong_scale),
+                      float(train_config.strong_shift), float(train_config.strong_cutout))
+
+
+# Views a training batch row can take (`two_views`): as given, the ground truth's augmentation, the strong view.
+PLAIN, WEAK, STRONG = 0, 1, 2
+STRONG_STREAM = 5  # fold_in constant of the strong view's key
+CUTOUT_STREAM = 7  # fold_in constant of cutout's key, beside the strong warp's
+
+
+def cutout(images: jax.Array, key: jax.Array, size: float) -> jax.Array:
+    """Cutout (DeVries and Taylor 2017): each sample of images [B, H, W, C] with one square of side size * H zeroed,
+    its centre uniform over the image (the square may reach past the border, so less is cut there)."""
+    batch, height, width, _ = images.shape
+    row_key, col_key = jax.random.split(key)
+    center_rows = jax.random.uniform(row_key, (batch, 1, 1), maxval=height)
+    center_cols = jax.random.uniform(col_key, (batch, 1, 1), maxval=width)
+    half_rows, half_cols = size * height / 2, size * width / 2
+    rows = jnp.arange(height, dtype=jnp.float32)[None, :, None] + 0.5
+    cols = jnp.arange(width, dtype=jnp.float32)[None, None, :] + 0.5
+    inside = (jnp.abs(rows - center_rows) < half_rows) & (jnp.abs(cols - center_cols) < half_cols)  # [B, H, W]
+    return jnp.where(inside[..., None], jnp.zeros_like(images), images)
+
+
+def two_views(images: jax.Array, views: jax.Array, key: jax.Array, max_degrees: float, max_scale: float,
+              max_shift: float, strong: StrongView) -> jax.Array:
+    """images [B, H, W, C] by views [B] int: PLAIN rows as given (bitwise), WEAK rows warped as `random_affine`
+    warps them (the ground truth's maxima and parameters), STRONG rows by the strong view's larger affine warp
+    and then cutout (keys from fold_in(key, STRONG_STREAM)). One warp for the whole batch: each row takes its view's
+    parameters, so the strong view costs one interpolation, not two."""
+    _check(images, max(max_degrees, strong.degrees), max(max_scale, strong.scale), max(max_shift, strong.shift))
+    batch, height, width, _ = images.shape
+    strong_key = jax.random.fold_in(key, STRONG_STREAM)
+    weak_parameters = (*random_parameters(key, batch, max_degrees, max_scale),
+                       *random_shifts(key, batch, height, width, max_shift))
+    strong_parameters = (*random_parameters(strong_key, batch, strong.degrees, strong.scale),
+                         *random_shifts(strong_key, batch, height, width, strong.shift))
+    is_strong = views == STRONG
+    parameters = [jnp.where(is_strong, s, w) for s, w in zip(strong_parameters, weak_parameters)]
+    warped = transform(images, *parameters)
+    if strong.cutout > 0:
+        cut = cutout(warped, jax.random.fold_in(strong_key, CUTOUT_STREAM), strong.cutout)
+        warped = jnp.where(is_strong[:, None, None, None], cut, warped)
+    return jnp.where((views == PLAIN)[:, None, None, None], images, warped)

@@ -41,6 +41,13 @@ def default_config() -> ml_collections.ConfigDict:
     config.mc_passes_pool = 10  # T': MC-dropout passes on the pool
     config.mc_passes_labeled = 100  # T: MC-dropout passes on the ground truth, for theta (eq. 8)
     config.theta = -1.0  # -1: computed by eq. 8 (step-wise) / 1 in all-data mode; else a fixed threshold in [0, 1]
+    # Guards against pseudo-labels that lock in (beyond the paper; off by default):
+    config.pseudo_alignment = False  # distribution alignment (ReMixMatch): each sample's MC mean is multiplied by
+    # the ground truth's class frequencies over the unlabeled pool's mean prediction, renormalized, before eq. 4
+    config.pseudo_confidence = 0.0  # > 0: D takes only unlabeled samples whose (aligned) MC mean reaches this top
+    # class probability, beside theta (FixMatch: 0.95); 0: off
+    config.restart_epochs = 0  # > 0: after the last iteration a freshly initialized network trains this many epochs on
+    # the final D ("a clean restart with the final data splitting", section 6); the summary reports both networks
     config.log_theta = False  # where the run does not use eq. 8's theta (all data), compute it anyway for the
     # metrics lines: T = mc_passes_labeled passes over the ground truth every iteration
     config.chunk_size = 256  # pool inference chunk (memory ~ chunk_size * T'; 256-512 is fastest on CPU)
@@ -140,6 +147,14 @@ def validate(config: ml_collections.ConfigDict, process_count: int = 1) -> None:
         ("train.augment_warp", config.train.augment_warp in augment.WARPS,
          f"one of {sorted(augment.WARPS)} (augment.register_warp adds one)"),
         ("train.steps_per_call", config.train.steps_per_call >= 1, "at least 1"),
+        ("train.strong_degrees", 0 <= config.train.strong_degrees < 180, "in [0, 180) (e.g. 25)"),
+        ("train.strong_scale", 0 <= config.train.strong_scale < 1, "in [0, 1) (e.g. 0.2)"),
+        ("train.strong_shift", 0 <= config.train.strong_shift < 0.5, "in [0, 0.5) (e.g. 0.125)"),
+        ("train.strong_cutout", 0 <= config.train.strong_cutout <= 1, "in [0, 1] (0: no cutout; e.g. 0.3)"),
+        ("train.augment_warp", not config.train.strong_augment or config.train.augment_warp == "affine",
+         "'affine' with train.strong_augment (the strong view and the ground truth's share one affine warp)"),
+        ("pseudo_confidence", 0 <= config.pseudo_confidence < 1, "0 (off) or a probability in (0, 1), e.g. 0.95"),
+        ("restart_epochs", config.restart_epochs >= 0, "0 (off) or the epochs of the clean restart, e.g. 20"),
         ("stop_set_size", config.stop_set_size >= 1, "at least 1"),
         ("stop_when_stable", 0 <= config.stop_when_stable <= 1, "0 (off) or a kappa in (0, 1], e.g. 0.99"),
         ("val_size", config.val_size >= 0, "0 or more"),
@@ -178,6 +193,7 @@ def _validate_processes(config: ml_collections.ConfigDict, count: int) -> None:
         ("val_size", config.val_size == 0, "0 (a validation set would need every process's images)"),
         ("train.augment_degrees", not augmenting(config),
          "0 with train.augment_scale and train.augment_shift 0 (augmentation is single-process)"),
+        ("train.strong_augment", not config.train.strong_augment, "False (augmentation is single-process)"),
         ("model.dropout_masks", config.model.dropout_masks == "hash",
          "'hash' (its masks follow a row's place in the global batch)"),
         ("train.batch_size", config.train.batch_size % count == 0,
@@ -215,6 +231,11 @@ def validate_run(config: ml_collections.ConfigDict, seeds: Sequence[tuple], proc
                 f"{(len(first_pool), *first.input_shape)} with {first.num_classes}: seeds run at once need pools of "
                 "one shape."
             )
+    if config.train.strong_augment and len(first.input_shape) != 3:
+        raise ConfigError(
+            f"config.train.strong_augment warps images [N, H, W, C], but {config.data.name!r} has samples of shape "
+            f"{tuple(first.input_shape)}; set --config.train.strong_augment=False."
+        )
     if augmenting(config) and len(first.input_shape) != 3:
         raise ConfigError(
             f"config.train.augment_degrees={config.train.augment_degrees} / augment_scale="

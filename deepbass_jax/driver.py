@@ -113,6 +113,25 @@ class Driver:
         self.nan.require_finite(0, "the network's parameters after the initial fit", self.states.params)
         logging.info("Initial fit: %s steps.", np.asarray(self.states.step).tolist())
 
+    def clean_restart(self) -> list[dict]:
+        """After the last iteration: a freshly initialized network trained config.restart_epochs epochs on each
+        seed's final D ("a clean restart with the final data splitting", section 6); per seed its held-out
+        metrics. The iterations' network stays the run's network (self.states)."""
+        config, iterated = self.config, self.states
+        keys = [jax.random.fold_in(seed.key, algorithm.RESTART_STREAM) for seed in self.seeds]
+        self.states = algorithm.stack([algorithm.initial_train_state(self.apply_fn.module, self.apply_fn, key,
+                                                                     self.seeds[0].dataset.input_shape, config.train)
+                                       for key in keys])
+        with progress.Progress(config.restart_epochs, "clean restart") as bar, self.nan.stop_on_nan(self.iteration):
+            for epoch in range(config.restart_epochs):
+                self.states, _ = self._train_epoch([train.sampling_plan(
+                    s.state.labeled, s.state.selected, jax.random.fold_in(algorithm.setup_keys(key)[2], epoch),
+                    config.train.upsample, config.train.pseudo_weight) for s, key in zip(self.seeds, keys)])
+                bar.update(1)
+        restarted = self.held_out.accuracy(self.apply_fn, self.states.params, self.seed_axis) if self.leader else []
+        self.states = iterated
+        return [{"epochs": config.restart_epochs, **metrics} for metrics in restarted]
+
     def iterate(self) -> list[dict]:
         """One iteration of Algorithm 3.1 (lines 4-12) for every seed; returns each seed's metrics line."""
         phases, iteration = progress.PhaseClock(), self.iteration + 1
@@ -165,9 +184,12 @@ class Driver:
 
     def _pseudo_label(self, stats, theta) -> None:
         """Lines 6-7 (eqs. 4 and 9) for every seed."""
+        config = self.config
         pseudo = np.asarray(algorithm.seeds_pseudo_labels(
             stats, theta, jnp.asarray(self._labeled()), jnp.asarray(np.stack([s.state.selected for s in self.seeds])),
-            mode=self.config.mode, seed_axis=self.seed_axis))
+            mode=config.mode, seed_axis=self.seed_axis,
+            ground_truth=jnp.asarray(np.stack([s.state.ground_truth for s in self.seeds])),
+            alignment=config.pseudo_alignment, confidence=config.pseudo_confidence))
         for seed, seed_pseudo in zip(self.seeds, pseudo):
             seed.state.pseudo = np.array(seed_pseudo, np.int32)
 
@@ -225,7 +247,7 @@ class Driver:
             seed.state.iteration = iteration  # the line needs the sets alone, not the network (seed_state(r))
             line = metrics_lib.metrics_line(seed.config, seed.hidden_labels, seed.state, stats.entropy[r],
                                             logged_theta[r], bought[r], epochs[r].loss, ground_truth_accuracy[r],
-                                            seconds)
+                                            seconds, seed.dataset.num_classes)
             line.update(held_out[r], stop_set_kappa=float(agreement[r]))
             line["phase_seconds"] = phases.seconds  # all seeds together; "metrics" (these lines) is filled in below
             lines.append(line)
@@ -309,7 +331,8 @@ class Driver:
         if self.config.labels_export_every >= 0:
             self._export_labels(self._pool_stats(jnp.stack([  # under the final network: an iteration after the last
                 algorithm.iteration_keys(s.key, self.config.iterations + 1)[0] for s in self.seeds])))
-        summaries = [self._finish(r) for r in range(len(self.seeds))]
+        restarted = self.clean_restart() if self.config.restart_epochs else []
+        summaries = [self._finish(r, restarted[r] if restarted else None) for r in range(len(self.seeds))]
         if not self.leader:
             return None  # process 0 wrote the summary
         return summaries[0] if len(summaries) == 1 else summaries
@@ -332,13 +355,13 @@ class Driver:
         for r, seed in enumerate(self.seeds if self.leader else []):
             seed.write_labels(scores.mean_probs[r], scores.entropy[r])
 
-    def _finish(self, r: int) -> Optional[dict]:
+    def _finish(self, r: int, restart: Optional[dict]) -> Optional[dict]:
         seed = self.seeds[r]
         seed.draw_decision_boundary(self.apply_fn, algorithm.unstack(self.states.params, r), self.collective,
                                     self.num_pool)
         if not self.leader:
             return None
-        summary = seed.write_summary(self.iteration)  # marks done
+        summary = seed.write_summary(self.iteration, restart)  # marks done
         logging.info("Finished %s: %s", seed.folder, summary)
         return summary
 

@@ -25,12 +25,14 @@ STOP_SET_STREAM = 0x73746F70  # second seed word of the stop set's draw, apart f
 
 
 def metrics_line(config: ml_collections.ConfigDict, hidden_labels: Optional[np.ndarray], state: RunState, entropy,
-                 theta, bought: int, train_loss: float, ground_truth_accuracy: float, seconds: float) -> dict:
+                 theta, bought: int, train_loss: float, ground_truth_accuracy: float, seconds: float,
+                 num_classes: int) -> dict:
     """The metrics line of a finished iteration (held-out accuracy aside).
 
     entropy [N]: the pool entropy the iteration decided with; theta: eq. 8's or the fixed one, None where the run
-    computed none (all data without config.log_theta); hidden_labels [N] or None; ground_truth_accuracy: the
-    network's on the ground truth X.
+    computed none (all data without config.log_theta); hidden_labels [N] or None (with them, the pseudo-labels'
+    accuracy and confusion counts, `pseudo_label_confusion`); ground_truth_accuracy: the network's on the ground
+    truth X.
     """
     labeled, selected = state.labeled, state.selected
     line = {
@@ -49,7 +51,27 @@ def metrics_line(config: ml_collections.ConfigDict, hidden_labels: Optional[np.n
     }
     if hidden_labels is not None and selected.any():
         line["pseudo_label_accuracy"] = float(np.mean(state.pseudo[selected] == hidden_labels[selected]))
+        line.update(pseudo_label_confusion(hidden_labels[selected], state.pseudo[selected], num_classes))
     return line
+
+
+MAX_CONFUSION_CLASSES = 20  # up to this many classes a line holds the whole C x C counts, beyond it the top pairs
+TOP_CONFUSIONS = 50
+
+
+def pseudo_label_confusion(true_labels: np.ndarray, pseudo: np.ndarray, num_classes: int) -> dict:
+    """The pseudo-labels' confusion with the true labels (both [M] over D's pseudo-labeled samples), compact for a
+    metrics line: {"pseudo_label_confusion": C x C counts, row = true class, column = pseudo-label} for up to
+    MAX_CONFUSION_CLASSES classes, else {"pseudo_label_top_confusions": [[true, pseudo, count], ...]}, the
+    TOP_CONFUSIONS largest wrong pairs."""
+    counts = np.zeros((num_classes, num_classes), np.int64)
+    np.add.at(counts, (np.asarray(true_labels, np.int64), np.asarray(pseudo, np.int64)), 1)
+    if num_classes <= MAX_CONFUSION_CLASSES:
+        return {"pseudo_label_confusion": counts.tolist()}
+    wrong = counts * (1 - np.eye(num_classes, dtype=np.int64))
+    order = np.argsort(-wrong, axis=None, kind="stable")[:TOP_CONFUSIONS]
+    pairs = [[int(t), int(p), int(wrong[t, p])] for t, p in zip(*np.unravel_index(order, wrong.shape)) if wrong[t, p]]
+    return {"pseudo_label_top_confusions": pairs}
 
 
 def held_out_accuracy(apply_fn, params, seed_axis: str, test_images=None, test_labels=None, shared_test: bool = True,

@@ -39,3 +39,28 @@ def select(
     if mode == "step_wise":
         return (selected | (entropy < theta)) & unlabeled
     raise ValueError(f"pseudo-label mode {mode!r} is unknown; choose one of {MODES}.")
+
+
+# ------------------------------------------------------------ guards against lock-in (beyond the paper)
+def class_frequencies(ground_truth: jax.Array, num_classes: int) -> jax.Array:
+    """The ground truth's class frequencies with add-one smoothing: ground_truth [N] int (-1: no label) -> [C]."""
+    counts = jnp.sum(jax.nn.one_hot(ground_truth, num_classes) * (ground_truth >= 0)[:, None], axis=0)
+    return (counts + 1.0) / (counts.sum() + num_classes)
+
+
+def align_distribution(mean_probs: jax.Array, unlabeled: jax.Array, target: jax.Array) -> jax.Array:
+    """Distribution alignment (Berthelot et al. 2020, ReMixMatch): p~ = normalize(p * target / mean_u(p)), where
+    mean_u is the mean prediction over the unlabeled samples. A class the network over-predicts on the pool (the
+    7 -> 9 drift of a run that locks in) is scaled down before eq. 4 takes the argmax.
+
+    mean_probs [N, C], unlabeled [N] bool, target [C] (e.g. `class_frequencies`) -> [N, C], rows summing to 1.
+    """
+    weights = unlabeled.astype(mean_probs.dtype)[:, None]
+    pool_mean = jnp.sum(mean_probs * weights, axis=0) / jnp.maximum(weights.sum(), 1.0)
+    aligned = mean_probs * target / jnp.maximum(pool_mean, 1e-12)
+    return aligned / jnp.maximum(aligned.sum(axis=-1, keepdims=True), 1e-12)
+
+
+def confident(mean_probs: jax.Array, confidence: float) -> jax.Array:
+    """The samples whose top class probability reaches `confidence` (FixMatch's threshold): [N, C] -> [N] bool."""
+    return mean_probs.max(axis=-1) >= confidence

@@ -71,11 +71,12 @@ class Seed:
                 plots.decision_boundary(apply_fn, params, points, self.state.labeled, self.hidden_labels,
                                         self.folder / "decision_boundary.png", class_names=self.dataset.class_names)
 
-    def write_summary(self, iterations: int) -> dict:
-        """summary.json (and curves.png) of a finished run: what marks it done."""
+    def write_summary(self, iterations: int, restart: Optional[dict] = None) -> dict:
+        """summary.json (and curves.png) of a finished run: what marks it done; `restart`: the clean restart's
+        held-out metrics (config.restart_epochs)."""
         title = f"{self.dataset.name}, seed {self.config.seed}, preset {self.config.get('preset') or 'none'}"
         return runfolder.write_summary(self.folder, iterations, int(self.state.labeled.sum()), title,
-                                       self.config.figures)
+                                       self.config.figures, restart)
 
     def write_labels(self, mean_probs, entropy) -> None:
         """labels.csv: every pool sample's label and where it came from (mean_probs [N, C], entropy [N])."""

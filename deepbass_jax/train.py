@@ -34,6 +34,14 @@ def default_config() -> ml_collections.ConfigDict:
     config.augment_scale = 0.0  # max relative scaling of height and width, each U(1-s, 1+s) (paper: 0.05)
     config.augment_shift = 0.0  # max shift, a fraction of height / width, each U(-s, s) (paper: none; authors: 0.05)
     config.augment_warp = "affine"  # a name in augment.WARPS: the function that warps (augment.register_warp adds one)
+    # Consistency (beyond the paper; off by default): every pseudo-labeled sample is trained on a strongly augmented
+    # view, its pseudo-label taken from the MC mean of the clean image (FixMatch's weak/strong idea). Affine warp
+    # (rotation, scaling, shift) with these maxima, then cutout; ground-truth samples keep the augment_* view.
+    config.strong_augment = False
+    config.strong_degrees = 25.0  # max rotation in degrees of the strong view
+    config.strong_scale = 0.2  # max relative scaling of height and width of the strong view
+    config.strong_shift = 0.125  # max shift of the strong view, a fraction of height / width
+    config.strong_cutout = 0.3  # side of the square cutout zeroes, a fraction of the image side (0: no cutout)
     # Steps sent to the device as one program (lax.scan): fewer dispatches; the trained networks are the same
     # for any value (under seed_axis vmap the logged training loss may differ in its last bits). Runs over
     # several processes exchange gradients every step and take them one at a time.
@@ -100,14 +108,19 @@ def augment_key(dropout_key: jax.Array, step: jax.Array) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(dropout_key, step), AUGMENT_STREAM)
 
 
-@functools.partial(jax.jit, static_argnames=("augment_degrees", "augment_scale", "augment_shift", "augment_warp"))
+@functools.partial(jax.jit, static_argnames=("augment_degrees", "augment_scale", "augment_shift", "augment_warp",
+                                              "strong"))
 def gather_batch(images: jax.Array, targets: jax.Array, batch_indices: jax.Array, augment=None, dropout_key=None,
                   step=None, augment_degrees: float = 0.0, augment_scale: float = 0.0, augment_shift: float = 0.0,
-                  augment_warp: str = "affine"):
+                  augment_warp: str = "affine", strong: Optional[augment_lib.StrongView] = None):
     """images[batch_indices], targets[batch_indices]; with `augment` [B] bool, the rows marked True are warped
-    by `augment_lib.random_affine_where` (warp `augment_warp`) with key `augment_key(dropout_key, step)`."""
+    by `augment_lib.random_affine_where` (warp `augment_warp`) with key `augment_key(dropout_key, step)`. With a
+    `strong` view, `augment` holds each row's view [B] (`augment_lib.two_views`: plain, weak or strong)."""
     x, y = images[batch_indices], targets[batch_indices]
-    if augment is not None:
+    if strong is not None:
+        x = augment_lib.two_views(x, augment, augment_key(dropout_key, step), augment_degrees, augment_scale,
+                                  augment_shift, strong)
+    elif augment is not None:
         x = augment_lib.random_affine_where(x, augment, augment_key(dropout_key, step), augment_degrees,
                                             augment_scale, augment_shift, augment_warp)
     return x, y
@@ -124,6 +137,7 @@ def train_step(
     augment_scale: float = 0.0,
     augment_shift: float = 0.0,
     augment_warp: str = "affine",
+    strong: Optional[augment_lib.StrongView] = None,
 ) -> tuple[TrainState, StepMetrics]:
     """One Adam step on the batch images[batch_indices] with labels targets[batch_indices].
 
@@ -132,14 +146,15 @@ def train_step(
     `algorithm.seeds_train_step` traces both into one. augment [B] bool (images [N, H, W, C] only) marks the
     rows to warp by a random rotation of up to `augment_degrees`, scaling of up to `augment_scale` and shift of up
     to `augment_shift` (static floats, config.train's fields of those names) with warp `augment_warp`; None or all 0:
-    no augmentation.
+    no augmentation. With a `strong` view (consistency), augment [B] int holds each row's view instead
+    (`augment_lib.two_views`).
     """
-    if augment is None or not augment_lib.warps(augment_degrees, augment_scale, augment_shift):
+    if augment is None or not (strong or augment_lib.warps(augment_degrees, augment_scale, augment_shift)):
         x, y = gather_batch(images, targets, batch_indices)
     else:
         x, y = gather_batch(images, targets, batch_indices, augment, state.dropout_key, state.step,
                              augment_degrees=augment_degrees, augment_scale=augment_scale,
-                             augment_shift=augment_shift, augment_warp=augment_warp)
+                             augment_shift=augment_shift, augment_warp=augment_warp, strong=strong)
     return batch_step(state, x, y, batch_weights)
 
 

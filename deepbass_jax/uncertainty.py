@@ -103,6 +103,23 @@ def chunk_stats(apply_fn: ApplyFn, params, images, sample_ids, key, num_passes: 
     return stats if score_fn is None else stats._replace(custom=jnp.asarray(score_fn(probs), jnp.float32))
 
 
+@functools.partial(jax.jit, static_argnames=("apply_fn", "num_passes"))
+def consistent_mc_probs(apply_fn: ApplyFn, params, images, key, num_passes: int) -> jax.Array:
+    """Consistent MC dropout (Kirsch et al. 2019, for BatchBALD): softmax outputs [T, B, C] of images [B, ...]
+    where pass t applies ONE dropout realization, from split(key, T)[t], to every sample.
+
+    Each sample goes through the network alone, as x[None] with the pass's key, so its row of a mask is row 0 of
+    the same draw (layers.HashDropout hashes the row number; nn.Dropout draws for shape [1, ...]): the same mask
+    for every sample, whatever the chunk holds or where the sample sits. A whole batch with one key would instead
+    give every row a mask of its own. `mc_probs` / `chunk_stats` (masks per sample) stay the default elsewhere.
+    """
+
+    def one_pass(pass_key):
+        return jax.vmap(lambda x: jax.nn.softmax(apply_fn(params, x[None], pass_key), axis=-1)[0])(images)
+
+    return jax.vmap(one_pass)(jax.random.split(key, num_passes))
+
+
 def pool_mesh(num_devices: int = 0) -> Optional[Mesh]:
     """A 1-D mesh over the first `num_devices` local devices (0 = all of them) for `algorithm.pool_stats`; None
     when that is a single device."""

@@ -73,7 +73,19 @@ def run_seeds(preset: str, seeds: list[int], dataset: data.Dataset, data_dir: Op
             "commit": commit,
             "seconds": seconds,
         })
+        if "restart" in summary:  # the clean restart's network is the row's; the iterations' network a row beside
+            records.append({**records[-1], "row": records[-1]["row"] + BEFORE_RESTART, "network": "iterations"})
+            records[-2].update(test_accuracy=100 * summary["restart"]["test_accuracy"], network="restart")
     return records
+
+
+BEFORE_RESTART = "_before_restart"  # row suffix of a restart preset's iterations' network (config.restart_epochs)
+
+
+def record_path(outdir: pathlib.Path, preset: str, record: dict) -> pathlib.Path:
+    """OUTDIR/runs/PRESET/seed_S.json, or seed_S_before_restart.json for the iterations' network of a restart."""
+    suffix = BEFORE_RESTART if record.get("network") == "iterations" else ""
+    return outdir / "runs" / preset / f"seed_{record['seed']}{suffix}.json"
 
 
 def _consecutive(seeds: list[int]) -> list[list[int]]:
@@ -105,7 +117,7 @@ def main(argv):
                 logging.info("%s: seeds %s done before.", preset, sorted(set(seeds) - set(missing)))
             for block in _consecutive(missing):
                 for record in run_seeds(preset, block, dataset, _DATA_DIR.value, pathlib.Path(_WORKROOT.value)):
-                    path = outdir / "runs" / preset / f"seed_{record['seed']}.json"
+                    path = record_path(outdir, preset, record)
                     path.parent.mkdir(parents=True, exist_ok=True)
                     checkpoint.write_json(path, record)
                     logging.info("%s seed %d: %.2f %% test accuracy.", preset, record["seed"], record["test_accuracy"])

@@ -17,6 +17,7 @@ import numpy as np
 from absl import logging
 
 from deepbass_jax import algorithm
+from deepbass_jax import augment as augment_lib
 from deepbass_jax.parallel import data_parallel, distributed
 
 
@@ -97,7 +98,7 @@ class Collective:
         return algorithm.train_epoch(states, pool_images, targets, plans, train_config.batch_size, shared, seed_axis,
                                      labeled, train_config.augment_degrees, train_config.augment_scale,
                                      train_config.augment_shift, train_config.steps_per_call,
-                                     train_config.augment_warp)
+                                     train_config.augment_warp, augment_lib.strong_view(train_config))
 
 
 class ProcessCollective(Collective):

@@ -8,6 +8,7 @@ import json
 import os
 import pathlib
 import time
+from typing import Optional
 
 from absl import logging
 
@@ -156,15 +157,18 @@ def _csv_field(text: str) -> str:
     return f'"{text.replace(chr(34), chr(34) * 2)}"' if any(c in text for c in ',"\n\r') else text
 
 
-def write_summary(folder, iterations: int, labels: int, title: str = "", figures: bool = True) -> dict:
+def write_summary(folder, iterations: int, labels: int, title: str = "", figures: bool = True,
+                  restart: Optional[dict] = None) -> dict:
     """summary.json and (with `figures`) curves.png of a finished run from its metrics and oracle log; returns the
-    summary."""
+    summary. `restart`: the clean restart network's held-out metrics, kept as the summary's "restart"."""
     folder = pathlib.Path(folder)
     metrics = checkpoint.read_jsonl(folder / METRICS)
     final = metrics[-1]
     queries = [e for e in checkpoint.read_jsonl(folder / ORACLE_LOG) if not e.get("correction")]
     summary = {"iterations": iterations, "labels": labels, "final": final, "test_accuracy": final.get("test_accuracy"),
                "oracle_queries": len(queries)}
+    if restart is not None:
+        summary["restart"] = restart
     if figures:
         from deepbass_jax import plots  # matplotlib: 0.4 s of every start, for runs that finish
 
