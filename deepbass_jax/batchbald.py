@@ -160,8 +160,9 @@ def greedy_batch(probs: jax.Array, n: int, key: jax.Array, candidate_mask: Optio
 
     Step i picks the available candidate maximising H(y_chosen, y_k) - sum of E_w[H(y | x, w)] over chosen and k;
     scores[i] is that maximum, the BatchBALD value of the first i + 1 picks, in nats. The joint is exact while the
-    i chosen samples have C^i <= max_configurations configurations (memory T * C^i * (1 + candidate_chunk * C)
-    floats), afterwards estimated from num_samples configurations drawn from it (`key`; needs num_samples >= T).
+    i chosen samples have M = C^i <= max_configurations configurations, afterwards estimated from M = num_samples
+    configurations drawn from it (`key`; needs num_samples >= T); a step takes about M * (T + candidate_chunk * C)
+    floats and K * M * C * (2 T + 1) operations.
     Candidates where `candidate_mask` [K] is False are never chosen; when fewer than n remain, the indices are
     padded with -1 (score 0). Ties go to the lower index. The first step is BALD (in nats).
     """

@@ -288,3 +288,78 @@ def _toy_with_augmentation():
 def test_driver_refuses_augmentation_of_non_image_data(tmp_path):
     with pytest.raises(config_lib.ConfigError, match=r"config\.train\.augment_degrees=5\.0 .* shape \(2,\); set them to 0"):
         driver_lib.Driver(_toy_with_augmentation(), tmp_path)
+
+
+# ------------------------------------------------------------------------ the strong view (consistency)
+STRONG = augment.StrongView(25.0, 0.2, 0.125, 0.3)
+_two_views = jax.jit(augment.two_views, static_argnames=("max_degrees", "max_scale", "max_shift", "strong"))
+
+
+def test_two_views_leave_plain_rows_warp_weak_rows_as_the_ground_truth_and_strong_rows_harder():
+    images = _images(batch=6, height=28, width=28)
+    views = jnp.array([0, 1, 2, 0, 1, 2])
+    key = jax.random.key(4)
+    out = np.asarray(_two_views(images, views, key, 10.0, 0.05, 0.1, STRONG))
+    np.testing.assert_array_equal(out[[0, 3]], np.asarray(images)[[0, 3]])
+    weak = np.asarray(_random_affine(images, key, 10.0, 0.05, 0.1))
+    np.testing.assert_allclose(out[[1, 4]], weak[[1, 4]], atol=1e-6)
+    assert not np.allclose(out[[2, 5]], weak[[2, 5]]) and out.min() >= 0 and out.max() <= 1
+
+
+def test_cutout_zeroes_one_square_of_the_asked_side():
+    ones = jnp.ones((8, 28, 28, 1), jnp.float32)
+    cut = np.asarray(jax.jit(augment.cutout, static_argnames="size")(ones, jax.random.key(1), 0.5))
+    zeroed = (cut == 0).sum(axis=(1, 2, 3))
+    assert np.all(zeroed <= 14 * 14) and np.all(zeroed > 0)
+    for image in cut[..., 0]:  # the zeros form one rectangle
+        rows, cols = np.nonzero(image == 0)
+        assert (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1) == len(rows)
+    nothing = np.asarray(_two_views(ones, jnp.full(8, 2), jax.random.key(1), 0.0, 0.0, 0.0,
+                                    augment.StrongView(0.0, 0.0, 0.0, 0.5)))
+    assert np.all((nothing == 0).sum(axis=(1, 2, 3)) > 0)  # cutout alone, no warp: zeros inside ones
+
+
+def test_strong_view_off_is_none_and_on_carries_the_fields():
+    config = train.default_config()
+    assert augment.strong_view(config) is None
+    config.strong_augment = True
+    assert augment.strong_view(config) == augment.StrongView(25.0, 0.2, 0.125, 0.3)
+
+
+def _strong_epoch(states, images, targets, plan, labeled, strong):
+    states, [metrics] = algorithm.train_epoch(states, images, targets[None], [plan], 16, shared=True, seed_axis="map",
+                                              labeled=labeled[None], strong_view=strong)
+    return states, metrics
+
+
+def test_the_strong_view_changes_pseudo_labeled_entries_only():
+    """Ground truth alone (augmentation off): bitwise the plain epoch; with pseudo-labels: another network."""
+    images, targets = _pool()
+    labeled = np.arange(40) < 10
+    leaves = lambda states: jax.tree_util.tree_leaves(states.params)  # noqa: E731
+    plan = train.sampling_plan(labeled, np.zeros(40, bool), jax.random.key(2), 2)
+    plain, _ = _strong_epoch(algorithm.stack([_image_state()]), images, targets, plan, labeled, None)
+    strong, _ = _strong_epoch(algorithm.stack([_image_state()]), images, targets, plan, labeled, STRONG)
+    for a, b in zip(leaves(plain), leaves(strong)):
+        np.testing.assert_array_equal(a, b)
+    plan = train.sampling_plan(labeled, ~labeled, jax.random.key(2), 2)
+    plain, _ = _strong_epoch(algorithm.stack([_image_state()]), images, targets, plan, labeled, None)
+    strong, metrics = _strong_epoch(algorithm.stack([_image_state()]), images, targets, plan, labeled, STRONG)
+    assert np.isfinite(metrics.loss) and not np.array_equal(leaves(plain)[0], leaves(strong)[0])
+
+
+@pytest.mark.parametrize("field, value", [("strong_degrees", 180.0), ("strong_scale", 1.0), ("strong_shift", 0.5),
+                                          ("strong_cutout", 1.5)])
+def test_validation_rejects_out_of_range_strong_views(field, value):
+    config = config_lib.default_config()
+    config.train.strong_augment, config.train[field] = True, value
+    with pytest.raises(config_lib.ConfigError, match=rf"config\.train\.{field}=.* it must be in \["):
+        config_lib.validate(config)
+
+
+def test_the_strong_view_needs_the_affine_warp():
+    config = config_lib.default_config()
+    augment.register_warp("strong_test_warp", augment.random_affine)
+    config.train.strong_augment, config.train.augment_warp = True, "strong_test_warp"
+    with pytest.raises(config_lib.ConfigError, match=r"config\.train\.augment_warp='strong_test_warp'.*'affine'"):
+        config_lib.validate(config)

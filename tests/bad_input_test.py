@@ -327,6 +327,15 @@ CASES = [
          "config.train.augment_degrees=10.0 / augment_scale=0.0 / augment_shift=0.0 warp images [N, H, W, C], but "
          "'yinyang' has samples of shape (2,); set them to 0.",
          "setup", _run(short_toy_config(**{"train.augment_degrees": 10.0}))),
+    Case("Consistency on data that are not images", "`--config.train.strong_augment=True` on the yin-yang toy",
+         config_lib.ConfigError,
+         "config.train.strong_augment warps images [N, H, W, C], but 'yinyang' has samples of shape (2,); set "
+         "--config.train.strong_augment=False.",
+         "setup", _run(short_toy_config(**{"train.strong_augment": True}))),
+    Case("Pseudo-label confidence outside [0, 1)", "`--config.pseudo_confidence=1`", config_lib.ConfigError,
+         "config.pseudo_confidence=1.0 is invalid: it must be 0 (off) or a probability in (0, 1), e.g. 0.95; "
+         + _SET.format("pseudo_confidence"),
+         "config", _run(short_toy_config(pseudo_confidence=1.0))),
     Case("Data directory does not exist", "`--config.data.data_dir=nowhere`", data.DataError,
          "…/nowhere: data directory does not exist; check --config.data.data_dir.",
          "data", lambda env: driver_lib.Driver(_mnist_config(env.tmp_path / "nowhere"), env.workdir)),

@@ -289,3 +289,48 @@ def test_readme_yinyang_job_reaches_the_papers_accuracy(tmp_path):
     summary = driver_lib.run(yinyang_configs.get_config(), tmp_path)
     assert summary["labels"] == 80
     assert summary["test_accuracy"] >= 0.87
+
+
+def test_clean_restart_reports_a_fresh_network_and_leaves_the_run_as_it_was(tmp_path, monkeypatch, straight_run):
+    """config.restart_epochs: the summary gains the restarted network's held-out metrics; the iterations, the
+    oracle's log and the saved network are those of the same run without a restart. Interrupted just before the
+    restart, a run resumes to the same restart, bitwise."""
+    config = toy_config(restart_epochs=3)
+    original = driver_lib.Driver.clean_restart
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(driver_lib.Driver, "clean_restart", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        driver_lib.run(config, tmp_path / "resumed")
+    monkeypatch.setattr(driver_lib.Driver, "clean_restart", original)
+    resumed = driver_lib.run(config, tmp_path / "resumed")
+    summary = driver_lib.run(config, tmp_path / "straight")
+    assert summary["restart"] == resumed["restart"]
+    assert summary["restart"]["epochs"] == 3 and 0.5 < summary["restart"]["test_accuracy"] <= 1
+    assert set(summary["restart"]) >= {"test_accuracy", "test_ece", "test_nll"}
+    assert summary["test_accuracy"] == json.loads((straight_run / runfolder.SUMMARY).read_text())["test_accuracy"]
+    metrics = checkpoint.read_jsonl(tmp_path / "straight" / runfolder.METRICS)
+    assert _comparable(metrics) == _comparable(checkpoint.read_jsonl(straight_run / runfolder.METRICS))
+    a = checkpoint.load(straight_run / runfolder.CHECKPOINT)["train_state"]["params"]
+    b = checkpoint.load(tmp_path / "straight" / runfolder.CHECKPOINT)["train_state"]["params"]
+    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_deepbass_plus_runs_on_a_few_hundred_mnist_images(tmp_path, mnist_dir):
+    """The combination preset (ground-truth augmentation, the strong view, alignment, a restart) end to end, with a
+    confidence guard on top: D holds only the samples it keeps, and the lines count their confusions."""
+    config = mnist_configs.get_config("cpu_plus_300")
+    config.data.source, config.data.data_dir = "dir", str(mnist_dir)
+    config.pool_size, config.test_size, config.initial_per_class, config.initial_epochs = 300, 500, 2, 5
+    config.iterations, config.acquire_count, config.budget, config.mc_passes_labeled = 2, 5, 30, 10
+    config.restart_epochs, config.pseudo_confidence = 10, 0.2
+    summary = driver_lib.run(config, tmp_path)
+    metrics = checkpoint.read_jsonl(tmp_path / runfolder.METRICS)
+    assert [m["labels"] for m in metrics] == [20, 25, 30]
+    for line in metrics[1:]:
+        assert 0 < line["pseudo_labeled"] < 300 - line["labels"]  # the guard left some samples out of D
+        assert np.sum(line["pseudo_label_confusion"]) == line["pseudo_labeled"]
+    assert summary["restart"]["epochs"] == 10 and 0.2 < summary["restart"]["test_accuracy"] <= 1

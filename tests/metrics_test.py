@@ -383,3 +383,22 @@ def test_a_runs_metrics_lines_gain_the_test_calibration(tmp_path):
     [expected] = algorithm.seeds_accuracy(driver.apply_fn, driver.states.params, seed.dataset.test_images,
                                           seed.dataset.test_labels, True, driver.seed_axis)
     assert lines[-1]["test_accuracy"] == expected
+
+
+def test_pseudo_label_confusion_counts_true_against_pseudo_and_keeps_the_top_pairs_of_many_classes():
+    true = np.array([7, 7, 7, 9, 4, 4])
+    pseudo = np.array([7, 9, 9, 9, 9, 4])
+    counts = np.array(metrics.pseudo_label_confusion(true, pseudo, 10)["pseudo_label_confusion"])
+    assert counts.shape == (10, 10) and counts.sum() == 6
+    assert counts[7, 7] == 1 and counts[7, 9] == 2 and counts[9, 9] == 1 and counts[4, 9] == 1 and counts[4, 4] == 1
+    many = metrics.pseudo_label_confusion(np.array([30, 30, 30, 5, 5, 1]), np.array([2, 2, 30, 6, 6, 1]), 40)
+    assert many == {"pseudo_label_top_confusions": [[5, 6, 2], [30, 2, 2]]}
+
+
+def test_a_runs_metrics_lines_hold_the_pseudo_labels_confusion(tmp_path):
+    driver_lib.run(toy_config(iterations=2), tmp_path)
+    lines = checkpoint.read_jsonl(tmp_path / runfolder.METRICS)[1:]
+    for line in lines:
+        counts = np.array(line["pseudo_label_confusion"])
+        assert counts.shape == (2, 2) and counts.sum() == line["pseudo_labeled"]
+        assert np.trace(counts) / counts.sum() == pytest.approx(line["pseudo_label_accuracy"])

@@ -74,13 +74,19 @@ def test_each_preset_sets_what_its_name_says(preset):
     """Key fields of every preset against what its name promises (a check independent of the preset table)."""
     config, default = mnist.get_config(preset), config_lib.default_config()
     labels = int(preset.rsplit("_", 1)[1]) if preset[-1].isdigit() else 300
-    augmented = preset.startswith(("augmented_", "improved_", "shift_augmented_"))
+    combination = preset in ("plus_300", "plus_1000", "plus_semi_supervised_100")
+    augmented = preset.startswith(("augmented_", "improved_", "shift_augmented_")) or combination
     assert (config.train.augment_degrees, config.train.augment_scale) == ((10.0, 0.05) if augmented else (0.0, 0.0))
     assert config.train.augment_shift == (0.1 if preset.startswith("shift_") else 0.0)
+    # DeepBASS+'s additions: each on in its own preset and in the combination, off everywhere else.
+    assert config.train.strong_augment == (combination or preset == "plus_consistency")
+    assert config.pseudo_alignment == (combination or preset == "plus_alignment")
+    assert config.pseudo_confidence == (0.95 if preset == "plus_confidence" else 0.0)
+    assert config.restart_epochs == (20 if combination or preset == "plus_restart" else 0)
     if preset == "smoke":
         assert (config.pool_size, config.iterations, config.acquire_every, config.budget) == (2000, 10, 2, 150)
     elif "supervised" in preset:
-        supervised = not preset.startswith("semi_")
+        supervised = "semi_supervised" not in preset
         assert (config.active, config.semi_supervised) == (False, not supervised)
         assert (config.initial_per_class, config.budget) == (labels // 10, labels)
         assert config.iterations == (0 if supervised else default.iterations)
@@ -89,7 +95,7 @@ def test_each_preset_sets_what_its_name_says(preset):
         mode = "step_wise" if preset.startswith("step_wise_") else "all_data"
         policy = preset.removeprefix(mode + "_").removesuffix("_1000").removesuffix("_theta")
         assert (config.active, config.semi_supervised, config.mode) == (True, True, mode)
-        assert config.policy == (policy if not preset.startswith("improved_") else "max_entropy")
+        assert config.policy == (policy if not preset.startswith(("improved_", "plus_")) else "max_entropy")
         assert config.above_average_reference == ("theta" if preset.endswith("_theta") else "mean")
         assert _labels_bought(config) == config.budget == labels
     assert config.data.name == "mnist" and config.pool_size == (2000 if preset == "smoke" else 0)
@@ -264,3 +270,24 @@ def test_checked_in_toy_table_comes_from_checked_in_runs(tmp_path):
     assert table["initial"]["std"] == pytest.approx(np.std(accuracies, ddof=1))
     readme = (tmp_path / "README.md").read_text()
     assert readme.replace(str(tmp_path), "results/toy") == (toy / "README.md").read_text()
+
+
+def test_a_clean_restart_gives_its_network_the_row_and_the_iterations_network_a_row_beside(tmp_path):
+    from experiments import mnist_table
+    records = []
+    for seed, (restart, iterations) in enumerate(((97.0, 95.0), (98.0, 96.0))):
+        record = _record("cpu_plus_restart", seed, restart)
+        records += [dict(record, network="restart"),
+                    dict(record, row=record["row"] + mnist_table.BEFORE_RESTART, network="iterations",
+                         test_accuracy=iterations)]
+    for record in records:
+        path = mnist_table.record_path(tmp_path, record["preset"], record)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_json(path, record)
+    assert sorted(p.name for p in (tmp_path / "runs" / "cpu_plus_restart").iterdir()) == [
+        "seed_0.json", "seed_0_before_restart.json", "seed_1.json", "seed_1_before_restart.json"]
+    table = mnist_report.write_report(tmp_path)
+    assert table["plus_restart_300"]["per_seed"] == [97.0, 98.0]
+    assert table["plus_restart_300_before_restart"]["per_seed"] == [95.0, 96.0]
+    assert table["plus_restart_300"]["notes"].endswith("the restart's network")
+    assert "before the restart" in table["plus_restart_300_before_restart"]["notes"]

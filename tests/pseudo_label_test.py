@@ -139,3 +139,46 @@ def test_unknown_mode_raises():
     mask = jnp.zeros(3, bool)
     with pytest.raises(ValueError, match="step_wise"):
         pseudo_label.select(jnp.zeros(3), 0.5, mask, mask, "greedy")
+
+
+# ------------------------------------------------------------ guards against lock-in (DeepBASS+)
+def test_class_frequencies_count_the_ground_truth_with_add_one_smoothing():
+    ground_truth = jnp.array([0, 0, 2, -1, -1, 0], jnp.int32)
+    np.testing.assert_allclose(pseudo_label.class_frequencies(ground_truth, 3), [4 / 7, 1 / 7, 2 / 7], rtol=1e-6)
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.integers(2, 6), st.integers(3, 30), st.integers(0, 2**31 - 1))
+def test_alignment_keeps_distributions_and_is_the_identity_when_the_pool_matches_the_target(classes, size, seed):
+    rng = np.random.default_rng(seed)
+    probs = jnp.asarray(rng.dirichlet(np.ones(classes), size=size).astype(np.float32))
+    unlabeled = jnp.asarray(rng.random(size) < 0.8).at[0].set(True)
+    aligned = pseudo_label.align_distribution(probs, unlabeled, jnp.full(classes, 1.0 / classes))
+    np.testing.assert_allclose(aligned.sum(axis=-1), 1.0, rtol=1e-5)
+    assert np.all(np.asarray(aligned) >= 0)
+    pool_mean = np.asarray(probs)[np.asarray(unlabeled)].mean(axis=0)
+    same = pseudo_label.align_distribution(probs, unlabeled, jnp.asarray(pool_mean))
+    np.testing.assert_allclose(same, probs, rtol=1e-4, atol=1e-6)
+
+
+def test_alignment_turns_a_pseudo_label_away_from_the_class_the_pool_over_predicts():
+    # The pool predicts class 1 twice as often as class 0 (a 7 -> 9 drift); a sample on the fence goes to 0.
+    probs = jnp.array([[0.2, 0.8], [0.2, 0.8], [0.6, 0.4], [0.45, 0.55]], jnp.float32)
+    unlabeled = jnp.ones(4, bool)
+    aligned = pseudo_label.align_distribution(probs, unlabeled, jnp.array([0.5, 0.5]))
+    assert pseudo_label.pseudo_labels(probs)[3] == 1 and pseudo_label.pseudo_labels(aligned)[3] == 0
+    assert pseudo_label.pseudo_labels(aligned)[0] == 1  # a confident prediction stays
+
+
+def test_refresh_with_the_guards_off_is_the_papers_and_confidence_drops_unsure_samples():
+    from deepbass_jax import algorithm, uncertainty
+    probs = jnp.array([[0.97, 0.03], [0.6, 0.4], [0.1, 0.9], [0.5, 0.5]], jnp.float32)
+    stats = uncertainty.UncertaintyStats(probs, pseudo_label.pseudo_labels(probs).astype(jnp.float32) * 0 + 0.5,
+                                         jnp.zeros(4), jnp.zeros(4))
+    labeled = jnp.array([False, False, False, True])
+    ground_truth = jnp.array([-1, -1, -1, 1], jnp.int32)
+    args = (stats, jnp.float32(1.0), labeled, jnp.zeros(4, bool), "all_data")
+    paper = algorithm.refresh_pseudo_labels(*args)
+    np.testing.assert_array_equal(paper, [0, 0, 1, -1])
+    np.testing.assert_array_equal(algorithm.refresh_pseudo_labels(*args, ground_truth), paper)
+    np.testing.assert_array_equal(algorithm.refresh_pseudo_labels(*args, ground_truth, confidence=0.9), [0, -1, 1, -1])
