@@ -3,7 +3,8 @@
 A policy is a selector in the registry POLICIES: `(stats, candidate_mask [N] bool, key, n) -> indices [n] int32`,
 `stats` the pool's `uncertainty.UncertaintyStats`. It returns `n` distinct candidate indices; when fewer than `n`
 candidates remain, all of them followed by -1 padding (the shape stays static under `jit`); `valid_indices`
-strips the padding. Score-based selection is one kind (`ScorePolicy`: a field of the statistics and a pure
+strips the padding. A policy that needs MC passes of its own over a few candidates (BatchBALD's joint entropy)
+is a `BatchPolicy` in BATCH_POLICIES. Score-based selection is one kind (`ScorePolicy`: a field of the statistics and a pure
 `(scores [N], candidate_mask, key, n) -> indices` rule such as top-n); a selector that looks at the whole
 statistics (a batch-aware one) registers a function of that shape directly.
 """
@@ -17,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from deepbass_jax import uncertainty, user_code
+from deepbass_jax import batchbald, uncertainty, user_code
 
 SelectFn = Callable[[jax.Array, jax.Array, jax.Array, int], jax.Array]
 
@@ -96,6 +97,22 @@ POLICIES: dict[str, Selector] = {
     "variation_ratio": ScorePolicy("variation_ratio", max_score),
     "margin": ScorePolicy(_margin, max_score),
     "least_confidence": ScorePolicy(_least_confidence, max_score),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchPolicy:
+    """A batch-aware selector that needs MC passes of its own: its candidates are the `prefilter` score's top
+    config.batch_candidates unlabeled samples (a field of `uncertainty.UncertaintyStats`), and
+    `select(probs [T, K, C], n, key, candidate_mask [K]) -> [n]` picks among them from config.batch_passes
+    consistent MC-dropout passes (`uncertainty.consistent_mc_probs`; `algorithm.batch_queries` runs it)."""
+
+    prefilter: str
+    select: Callable
+
+
+BATCH_POLICIES: dict[str, BatchPolicy] = {
+    "batchbald": BatchPolicy("mutual_information", batchbald.greedy_select),  # Kirsch et al. 2019, top-k BALD first
 }
 CUSTOM = ScorePolicy("custom", max_score)  # a score of the user's (`score_function`): the highest are bought
 

@@ -33,7 +33,10 @@ def default_config() -> ml_collections.ConfigDict:
     config.semi_supervised = True  # pseudo-label unlabeled data (lines 4-7)
     config.mode = "all_data"  # "all_data" (theta = 1) or "step_wise" (theta of eq. 8)
     config.active = True  # ask the oracle (lines 8-11)
-    config.policy = "max_entropy"  # a name in acquisition.POLICIES, or "package.module:score" (probs [T', B, C] -> [B])
+    config.policy = "max_entropy"  # a name in acquisition.POLICIES or BATCH_POLICIES (batchbald), or
+    # "package.module:score" (probs [T', B, C] -> [B])
+    config.batch_candidates = 1000  # a batch policy (batchbald) chooses among this many samples of top BALD
+    config.batch_passes = 100  # ... from this many consistent MC-dropout passes over them (one mask for all)
     config.above_average_reference = "mean"  # "mean" (eq. 14) or "theta" (the authors' code)
     config.acquire_every = 10  # k: acquire in iterations 1, 1 + k, 1 + 2k, ...
     config.acquire_count = 10  # n: labels per acquisition
@@ -118,8 +121,13 @@ def validate(config: ml_collections.ConfigDict, process_count: int = 1) -> None:
         )
     checks = [
         ("mode", config.mode in pseudo_label.MODES, f"one of {pseudo_label.MODES}"),
-        ("policy", config.policy in acquisition.POLICIES or user_code.is_import_path(config.policy),
-         f"one of {sorted(acquisition.POLICIES)} or your score as 'package.module:function'"),
+        ("policy", config.policy in {**acquisition.POLICIES, **acquisition.BATCH_POLICIES}
+         or user_code.is_import_path(config.policy),
+         f"one of {sorted({**acquisition.POLICIES, **acquisition.BATCH_POLICIES})} or your score as "
+         "'package.module:function'"),
+        ("batch_candidates", config.batch_candidates >= config.acquire_count,
+         "at least config.acquire_count (a batch is chosen among them)"),
+        ("batch_passes", config.batch_passes >= 1, "at least 1"),
         ("above_average_reference", config.above_average_reference in ("mean", "theta"), "'mean' or 'theta'"),
         ("oracle", config.oracle in ("simulated", "file"), "'simulated' or 'file'"),
         ("mc_passes_pool", config.mc_passes_pool >= 1, "at least 1"),
@@ -194,6 +202,8 @@ def _validate_processes(config: ml_collections.ConfigDict, count: int) -> None:
         ("train.augment_degrees", not augmenting(config),
          "0 with train.augment_scale and train.augment_shift 0 (augmentation is single-process)"),
         ("train.strong_augment", not config.train.strong_augment, "False (augmentation is single-process)"),
+        ("policy", config.policy not in acquisition.BATCH_POLICIES, "a policy of one process's (batch policies "
+         "score their candidates on one process)"),
         ("model.dropout_masks", config.model.dropout_masks == "hash",
          "'hash' (its masks follow a row's place in the global batch)"),
         ("train.batch_size", config.train.batch_size % count == 0,

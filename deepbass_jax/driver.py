@@ -169,9 +169,15 @@ class Driver:
         count = algorithm.acquisition_count(config, iteration, int(self.seeds[0].state.labeled.sum()))
         if not count:
             return [0] * len(self.seeds)
-        chosen = self.collective.broadcast(np.asarray(algorithm.seeds_queries(
-            stats, theta, jnp.asarray(self._labeled()), keys, count=count, policy=config.policy,
-            reference=config.above_average_reference, seed_axis=self.seed_axis)))
+        if config.policy in acquisition.BATCH_POLICIES:  # one process (config.validate)
+            chosen = algorithm.batch_queries(
+                acquisition.BATCH_POLICIES[config.policy], self.apply_fn, self.states.params, stats, self._labeled(),
+                lambda r, indices: self._images(self.seeds[r], indices), keys, count, config.batch_candidates,
+                config.batch_passes, max(1, config.chunk_size * config.mc_passes_pool // config.batch_passes))
+        else:
+            chosen = self.collective.broadcast(np.asarray(algorithm.seeds_queries(
+                stats, theta, jnp.asarray(self._labeled()), keys, count=count, policy=config.policy,
+                reference=config.above_average_reference, seed_axis=self.seed_axis)))
         return [self._buy(s, acquisition.valid_indices(c), iteration) for s, c in zip(self.seeds, chosen)]
 
     def _buy(self, seed: Seed, indices, iteration: int) -> int:
