@@ -14,7 +14,7 @@ import tarfile
 import tempfile
 
 from deepbass_jax.workdir import checkpoint, runfolder
-from experiments import mnist_report
+from experiments import mnist_report, reporting
 from experiments.configs import mnist
 
 DATASETS = ("mnist", "fashion_mnist")
@@ -51,7 +51,7 @@ def seed_record(seed: int, folder: pathlib.Path) -> dict:
     """A finished seed's run folder as a record: seed, test_accuracy, every metrics line, the number of oracle
     queries (the oracle log itself, 60,000 lines for the 60,000-label row, stays in runs.tar.gz)."""
     summary = json.loads((folder / runfolder.SUMMARY).read_text())
-    return {"seed": seed, "test_accuracy": summary["test_accuracy"],
+    return {"seed": seed, "test_accuracy": summary["test_accuracy"], "restart": summary.get("restart"),
             "metrics": checkpoint.read_jsonl(folder / runfolder.METRICS),
             "oracle_queries": len(checkpoint.read_jsonl(folder / runfolder.ORACLE_LOG))}
 
@@ -194,10 +194,13 @@ def merge(job: pathlib.Path, results_dir: pathlib.Path, allow_reduced: bool = Fa
                 # the row's seeds ran at once: each record carries its share of the wall time of this job
                 "seconds": row["wall_seconds"] / num_seeds, "row_wall_seconds": row["wall_seconds"],
             }
-            path = results_dir / dataset / "runs" / preset / f"seed_{result['seed']}.json"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            checkpoint.write_json(path, record)
-            written.append(path)
+            if result.get("restart") is not None:
+                record["summary"]["restart"] = result["restart"]
+            for network in reporting.with_restart(record, result.get("restart")):
+                path = reporting.record_path(results_dir / dataset, preset, network)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                checkpoint.write_json(path, network)
+                written.append(path)
     target = pending_path(results_dir)
     if (job / PENDING).exists():
         target.parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from deepbass_jax import algorithm, config as config_lib, data, layers, losses, models, train
+from deepbass_jax import augment as augment_lib
 from experiments import provenance
 
 REFERENCE = pathlib.Path(__file__).with_name("reference_cnn.json")
@@ -154,7 +155,8 @@ def time_training_step(config, dataset: data.Dataset, num_seeds: int, seed_axis:
     batch, per_call = config.train.batch_size, config.train.steps_per_call
     indices = np.random.default_rng(0).integers(0, len(pools[0]), (per_call, num_seeds, batch)).astype(np.int32)
     weights = np.ones((per_call, num_seeds, batch), np.float32)
-    no_augment = np.zeros((per_call, num_seeds, batch), bool)
+    strong_view = augment_lib.strong_view(config.train)  # DeepBASS+'s consistency: each row's view, int32
+    no_augment = np.zeros((per_call, num_seeds, batch), bool if strong_view is None else np.int32)
     take = np.ones((per_call, num_seeds), bool)
     holder = {"states": states, "totals": train.StepMetrics.zeros(num_seeds)}
     augment = {f"augment_{name}": config.train[f"augment_{name}"] for name in ("degrees", "scale", "shift", "warp")}
@@ -162,7 +164,8 @@ def time_training_step(config, dataset: data.Dataset, num_seeds: int, seed_axis:
     def steps(count: int):  # `count` steps in one program, as the epochs take them
         holder["states"], holder["totals"] = algorithm.seeds_train_steps(
             holder["states"], holder["totals"], images, targets, indices[:count], weights[:count],
-            no_augment[:count], take[:count], shared_images=shared, seed_axis=seed_axis, **augment)
+            no_augment[:count], take[:count], shared_images=shared, seed_axis=seed_axis, strong_view=strong_view,
+            **augment)
         return holder["totals"].loss
 
     step_seconds = _timed(lambda: steps(per_call), repeats=max(1, 16 // per_call)) / per_call

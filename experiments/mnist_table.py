@@ -23,7 +23,7 @@ from absl import app, flags, logging
 
 from deepbass_jax import data, driver as driver_lib
 from deepbass_jax.workdir import checkpoint, runfolder
-from experiments import mnist_report, provenance
+from experiments import mnist_report, provenance, reporting
 from experiments.configs import mnist
 
 _ROWS = flags.DEFINE_list("rows", [], "Presets of experiments/configs/mnist.py to run, in this order.")
@@ -73,19 +73,8 @@ def run_seeds(preset: str, seeds: list[int], dataset: data.Dataset, data_dir: Op
             "commit": commit,
             "seconds": seconds,
         })
-        if "restart" in summary:  # the clean restart's network is the row's; the iterations' network a row beside
-            records.append({**records[-1], "row": records[-1]["row"] + BEFORE_RESTART, "network": "iterations"})
-            records[-2].update(test_accuracy=100 * summary["restart"]["test_accuracy"], network="restart")
+        records[-1:] = reporting.with_restart(records[-1], summary.get("restart"))
     return records
-
-
-BEFORE_RESTART = "_before_restart"  # row suffix of a restart preset's iterations' network (config.restart_epochs)
-
-
-def record_path(outdir: pathlib.Path, preset: str, record: dict) -> pathlib.Path:
-    """OUTDIR/runs/PRESET/seed_S.json, or seed_S_before_restart.json for the iterations' network of a restart."""
-    suffix = BEFORE_RESTART if record.get("network") == "iterations" else ""
-    return outdir / "runs" / preset / f"seed_{record['seed']}{suffix}.json"
 
 
 def _consecutive(seeds: list[int]) -> list[list[int]]:
@@ -117,7 +106,7 @@ def main(argv):
                 logging.info("%s: seeds %s done before.", preset, sorted(set(seeds) - set(missing)))
             for block in _consecutive(missing):
                 for record in run_seeds(preset, block, dataset, _DATA_DIR.value, pathlib.Path(_WORKROOT.value)):
-                    path = record_path(outdir, preset, record)
+                    path = reporting.record_path(outdir, preset, record)
                     path.parent.mkdir(parents=True, exist_ok=True)
                     checkpoint.write_json(path, record)
                     logging.info("%s seed %d: %.2f %% test accuracy.", preset, record["seed"], record["test_accuracy"])

@@ -87,3 +87,21 @@ def write_report(outdir: pathlib.Path, lines: list[str], table: Any = None, tabl
     text = "\n".join(lines) + "\n"
     checkpoint.atomic_write_bytes(outdir / README, text.encode())
     return text
+
+
+BEFORE_RESTART = "_before_restart"  # row suffix of a restarted run's iterations' network (config.restart_epochs)
+
+
+def with_restart(record: dict, restart: Optional[dict]) -> list[dict]:
+    """A run's record, or for a run with a clean restart (`restart`: its summary's "restart", test accuracy in
+    [0, 1]) two: the restart's network under the record's row, the iterations' network under row + BEFORE_RESTART."""
+    if restart is None:
+        return [record]
+    return [{**record, "test_accuracy": 100 * restart["test_accuracy"], "network": "restart"},
+            {**record, "row": record["row"] + BEFORE_RESTART, "network": "iterations"}]
+
+
+def record_path(outdir: pathlib.Path, preset: str, record: dict) -> pathlib.Path:
+    """OUTDIR/runs/PRESET/seed_S.json, or seed_S_before_restart.json for the iterations' network of a restart."""
+    suffix = BEFORE_RESTART if record.get("network") == "iterations" else ""
+    return pathlib.Path(outdir) / "runs" / preset / f"seed_{record['seed']}{suffix}.json"

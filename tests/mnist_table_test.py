@@ -10,7 +10,7 @@ import pytest
 
 from deepbass_jax import algorithm, config as config_lib
 from deepbass_jax.workdir import checkpoint
-from experiments import mnist_report, provenance, toy_runs
+from experiments import mnist_report, provenance, reporting, toy_runs
 from experiments.configs import mnist
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results"
@@ -273,15 +273,13 @@ def test_checked_in_toy_table_comes_from_checked_in_runs(tmp_path):
 
 
 def test_a_clean_restart_gives_its_network_the_row_and_the_iterations_network_a_row_beside(tmp_path):
-    from experiments import mnist_table
     records = []
     for seed, (restart, iterations) in enumerate(((97.0, 95.0), (98.0, 96.0))):
-        record = _record("cpu_plus_restart", seed, restart)
-        records += [dict(record, network="restart"),
-                    dict(record, row=record["row"] + mnist_table.BEFORE_RESTART, network="iterations",
-                         test_accuracy=iterations)]
+        records += reporting.with_restart(_record("cpu_plus_restart", seed, iterations),
+                                          {"epochs": 20, "test_accuracy": restart / 100})
+    assert reporting.with_restart(records[0], None) == [records[0]]
     for record in records:
-        path = mnist_table.record_path(tmp_path, record["preset"], record)
+        path = reporting.record_path(tmp_path, record["preset"], record)
         path.parent.mkdir(parents=True, exist_ok=True)
         checkpoint.write_json(path, record)
     assert sorted(p.name for p in (tmp_path / "runs" / "cpu_plus_restart").iterdir()) == [
