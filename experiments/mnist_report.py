@@ -82,7 +82,17 @@ FIGURE_PANELS = (
     ("Beyond the paper: acquisition scores", ("all_data_max_entropy_300", "all_data_bald_300",
                                              "all_data_variation_ratio_300", "all_data_above_average_theta_300",
                                              "improved_300")),
+    # The iterations' networks (a clean restart trains its own afterwards: its accuracy is the table's).
+    ("DeepBASS+: each addition and the combination", ("all_data_max_entropy_300", "plus_restart_300_before_restart",
+                                                      "improved_300", "plus_consistency_300", "plus_alignment_300",
+                                                      "plus_confidence_300", "plus_300_before_restart",
+                                                      "plus_semi_supervised_100_before_restart")),
 )
+# The confusion figure: a run of the paper's method that locks in (its seed of lowest final pseudo-label accuracy)
+# beside DeepBASS+ on the same seed.
+LOCK_IN_ROWS = ("all_data_max_entropy_300", "plus_restart_300_before_restart")
+HEALTHY_ROW = "plus_300_before_restart"
+TOP_PAIRS = 6  # confusion pairs drawn
 ORDERING = ("supervised_100", "semi_supervised_100", "all_data_max_entropy_300")  # must rise, the last >= 95 %
 
 
@@ -190,7 +200,7 @@ SCALE_WORDS = {
     "cpu": "CPU scale (6,000-image pool, a tenth of the iterations)",
     "reduced": "reduced setting (smaller than the paper's)",
 }
-FIGURES = ("learning_curves", "pseudo_labels")  # each drawn once per scale: learning_curves_paper.png, ...
+FIGURES = ("learning_curves", "pseudo_labels", "pseudo_label_confusions")  # each drawn once per scale: learning_curves_paper.png, ...
 
 
 def figure_name(stem: str, scale: str) -> str:
@@ -315,13 +325,60 @@ def plot_pseudo_labels(records: list[dict], path: pathlib.Path, title: str) -> l
     return drawn
 
 
+def _wrong_pairs(line: dict) -> dict:
+    """{(true, pseudo): count} of a metrics line's wrong pseudo-labels (its "pseudo_label_confusion")."""
+    counts = np.asarray(line["pseudo_label_confusion"])
+    return {(t, p): int(counts[t, p]) for t, p in zip(*np.nonzero(counts)) if t != p}
+
+
+def plot_confusions(records: list[dict], path: pathlib.Path, title: str) -> Optional[str]:
+    """The wrong pseudo-labels over the iterations, by (true class -> pseudo-label) pair, of the run of LOCK_IN_ROWS
+    with the lowest final pseudo-label accuracy beside HEALTHY_ROW's run of the same seed (or only the first where
+    that is missing); the README's words on it, or None (and no file) without runs that count confusions."""
+    counted = [r for r in records if r["metrics"][-1].get("pseudo_label_confusion") is not None]
+    locking = [r for r in counted if r["row"] in LOCK_IN_ROWS]
+    if not locking:
+        return None
+    worst = min(locking, key=lambda r: (r["metrics"][-1]["pseudo_label_accuracy"], r["seed"]))
+    runs = [worst] + [r for r in counted if r["row"] == HEALTHY_ROW and r["seed"] == worst["seed"]]
+    final = _wrong_pairs(worst["metrics"][-1])
+    pairs = sorted(final, key=lambda pair: (-final[pair], pair))[:TOP_PAIRS]
+    figure, axes = plt.subplots(1, len(runs), figsize=(6.5 * len(runs), 4.8), squeeze=False, sharey=True,
+                                layout="constrained")
+    colours = plt.get_cmap("tab10").colors
+    for axis, run in zip(axes[0], runs):
+        lines = [m for m in run["metrics"] if m.get("pseudo_label_confusion") is not None]
+        iterations = [m["iteration"] for m in lines]
+        wrong = [_wrong_pairs(m) for m in lines]
+        for colour, pair in zip(colours, pairs):
+            axis.plot(iterations, [w.get(pair, 0) for w in wrong], color=colour, label=f"true {pair[0]} -> {pair[1]}")
+        axis.plot(iterations, [sum(w.values()) for w in wrong], color="black", linestyle="--",
+                  label="all wrong pseudo-labels")
+        axis.set_yscale("symlog", linthresh=10)  # the pairs' tens beside the total's hundreds
+        accuracy = 100 * run["metrics"][-1]["pseudo_label_accuracy"]
+        axis.set_title(f"{run['row'].replace('_', ' ')}, seed {run['seed']}\n"
+                       f"final pseudo-labels {accuracy:.2f} % right, test accuracy {run['test_accuracy']:.2f} %",
+                       fontsize=10)
+        _label(axis, "wrong pseudo-labels (count; log above 10)", legend=False)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8)
+    figure.suptitle(_wrapped(title, 6.5 * len(runs)))
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return (f"the wrong pseudo-labels of the pool over the iterations, by pair (true class -> pseudo-label; the "
+            f"{len(pairs)} largest at the end of the first run), in {worst['row'].replace('_', ' ')} seed "
+            f"{worst['seed']}, the run of the paper's method with the lowest final pseudo-label accuracy"
+            + (f", beside {HEALTHY_ROW.replace('_', ' ')} on the same seed." if len(runs) > 1 else "."))
+
+
 def write_figures(records: list[dict], outdir: pathlib.Path, title: str) -> list[str]:
-    """Per scale, `learning_curves_SCALE.png` and `pseudo_labels_SCALE.png` where its runs have iterations (runs of
-    different scales never share a figure); earlier figures that this leaves out are removed. Returns the README's
-    lines on them."""
+    """Per scale, `learning_curves_SCALE.png`, `pseudo_labels_SCALE.png` and `pseudo_label_confusions_SCALE.png`
+    where its runs have iterations (runs of different scales never share a figure); earlier figures that this
+    leaves out are removed. Returns the README's lines on them. A clean restart's network has no curve: its run's
+    iterations are drawn once, as the NAME_before_restart row."""
     lines, written = [], set()
     for scale in SCALES:
-        runs = [r for r in records if r["scale"] == scale]
+        runs = [r for r in records if r["scale"] == scale and r.get("network") != "restart"]
         words = f"{title}, {SCALE_WORDS[scale]}"
         length = max((r["metrics"][-1]["iteration"] for r in runs), default=0)
         name = figure_name("learning_curves", scale)
@@ -342,6 +399,11 @@ def write_figures(records: list[dict], outdir: pathlib.Path, title: str) -> list
             lines.append(f"`{name}`: {SCALE_WORDS[scale]}: the pseudo-labels' accuracy (against the hidden true "
                          "labels) and their coverage of the unlabeled pool over the iterations (all data and "
                          f"semi-supervised rows cover all of it), for {', '.join(labels)}.")
+        name = figure_name("pseudo_label_confusions", scale)
+        words_on_it = plot_confusions(runs, outdir / name, f"{words}: which pseudo-labels go wrong")
+        if words_on_it:
+            written.add(name)
+            lines.append(f"`{name}`: {SCALE_WORDS[scale]}: {words_on_it}")
     for stem in FIGURES:  # figures of scales (or of the one-figure layout) these runs no longer have
         for path in [outdir / f"{stem}.png"] + [outdir / figure_name(stem, scale) for scale in SCALES]:
             if path.name not in written and path.exists():
@@ -392,7 +454,8 @@ def write_report(outdir: pathlib.Path) -> dict:
     lines += ["", "## Deviations from the paper and the authors' code", ""] + [f"- {d}" for d in DEVIATIONS]
     commits = sorted({r["commit"] for r in records})
     devices = sorted({r["device"] for r in records})
-    hours = sum(r["seconds"] for r in records) / 3600
+    runs = [r for r in records if r.get("network") != "iterations"]  # a restarted run's two records: one run
+    hours = sum(r["seconds"] for r in runs) / 3600
     lines += [
         "",
         "## How these were made",
@@ -405,7 +468,7 @@ def write_report(outdir: pathlib.Path) -> dict:
         "Each run's exact command (one `experiments.main` run per row and seed):",
         "",
         "```bash",
-    ] + [r["command"] for r in sorted(records, key=lambda r: (r["preset"], r["seed"]))] + [
+    ] + [r["command"] for r in sorted(runs, key=lambda r: (r["preset"], r["seed"]))] + [
         "```",
         "",
         f"Device: {'; '.join(devices)}. Commit: {', '.join(commits)}. {hours:.1f} hours of runs in all.",

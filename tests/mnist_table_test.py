@@ -289,3 +289,23 @@ def test_a_clean_restart_gives_its_network_the_row_and_the_iterations_network_a_
     assert table["plus_restart_300_before_restart"]["per_seed"] == [95.0, 96.0]
     assert table["plus_restart_300"]["notes"].endswith("the restart's network")
     assert "before the restart" in table["plus_restart_300_before_restart"]["notes"]
+
+
+def test_the_confusion_figure_shows_the_paper_methods_worst_run_beside_deepbass_plus_on_its_seed(tmp_path):
+    def counted(preset, seed, wrong_7_as_9):
+        record = _record(preset, seed, 95.0)
+        for line in record["metrics"][1:]:
+            counts = np.diag(np.full(10, 50))
+            counts[7, 9] = wrong_7_as_9
+            line["pseudo_label_confusion"] = counts.tolist()
+            line["pseudo_label_accuracy"] = 500 / (500 + wrong_7_as_9)
+        return record
+
+    records = [counted("cpu_all_data_max_entropy", 0, 5), counted("cpu_all_data_max_entropy", 1, 40),
+               counted("cpu_plus_300", 1, 2)]
+    records[2]["row"] = mnist_report.HEALTHY_ROW
+    words = mnist_report.plot_confusions(records, tmp_path / "c.png", "title")
+    assert "seed 1" in words and "plus 300 before restart on the same seed" in words
+    assert (tmp_path / "c.png").stat().st_size > 10_000
+    assert mnist_report.plot_confusions([_record("cpu_all_data_max_entropy", 0, 95.0)], tmp_path / "n.png", "t") is None
+    assert not (tmp_path / "n.png").exists()
