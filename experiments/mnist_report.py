@@ -371,6 +371,62 @@ def plot_confusions(records: list[dict], path: pathlib.Path, title: str) -> Opti
             + (f", beside {HEALTHY_ROW.replace('_', ' ')} on the same seed." if len(runs) > 1 else "."))
 
 
+# DeepBASS+'s comparisons, on paired seeds: (title, the row every other is compared with, [(label, row)]). The paper's
+# method is run as the iterations of plus_restart (the same code and machine as the additions; a restart trains a
+# network of its own only after the last iteration).
+PAPER_METHOD = "plus_restart_300_before_restart"
+COMPARISONS = (
+    ("DeepBASS+ at 300 labels: each addition alone and the combination", PAPER_METHOD, (
+        ("the paper's method (all data, max entropy)", PAPER_METHOD),
+        ("+ ground-truth augmentation", "improved_300"),
+        ("+ consistency (strong view of pseudo-labeled samples)", "plus_consistency_300"),
+        ("+ distribution alignment (guard)", "plus_alignment_300"),
+        ("+ confidence >= 0.95 (guard)", "plus_confidence_300"),
+        ("+ clean restart (20 epochs)", "plus_restart_300"),
+        ("all of augmentation, consistency, alignment: the iterations' network", "plus_300_before_restart"),
+        ("all of augmentation, consistency, alignment + clean restart (plus_300)", "plus_300"))),
+    ("Semi-supervised only with 100 labels", "semi_supervised_100", (
+        ("supervised, 100 labels", "supervised_100"),
+        ("the paper's semi-supervised only", "semi_supervised_100"),
+        ("DeepBASS+ semi-supervised only: the iterations' network", "plus_semi_supervised_100_before_restart"),
+        ("DeepBASS+ semi-supervised only (plus_semi_supervised_100)", "plus_semi_supervised_100"))),
+    ("300 labels against supervised learning", "supervised_300", (
+        ("supervised, 300 labels", "supervised_300"),
+        ("the paper's method (all data, max entropy)", "all_data_max_entropy_300"),
+        ("the paper's method, run beside the additions", PAPER_METHOD),
+        ("DeepBASS+ (plus_300)", "plus_300"))),
+)
+
+
+def comparison_lines(records: list[dict]) -> list[str]:
+    """Per scale, a table per COMPARISONS entry whose reference row and another row ran: each row's mean (std) and
+    its paired difference with the reference on the seeds both ran (mean (std) of the per-seed differences)."""
+    lines = []
+    for scale in SCALES:
+        by_row: dict = {}
+        for record in records:
+            if record["scale"] == scale:
+                by_row.setdefault(record["row"], {})[record["seed"]] = record["test_accuracy"]
+        for title, reference, rows in COMPARISONS:
+            present = [(label, row) for label, row in rows if row in by_row]
+            if reference not in by_row or len(present) < 2:
+                continue
+            lines += ["", f"### {title}, {SCALE_WORDS[scale]}", "",
+                      f"| | row | runs | mean (std) % | paired difference with `{reference}` (points) | seeds |",
+                      "|---|---|---|---|---|---|"]
+            for label, row in present:
+                seeds = sorted(by_row[row])
+                values = [by_row[row][seed] for seed in seeds]
+                common = [seed for seed in seeds if seed in by_row[reference]]
+                deltas = [by_row[row][seed] - by_row[reference][seed] for seed in common]
+                paired = ("-" if row == reference or not deltas else
+                          f"{reporting.cell(*reporting.mean_std(deltas))} on {len(deltas)} seed"
+                          + ("s" if len(deltas) > 1 else ""))
+                lines.append(f"| {label} | {row} | {len(values)} | {reporting.cell(*reporting.mean_std(values))} | "
+                             f"{paired} | {', '.join(map(str, seeds))} |")
+    return lines
+
+
 def write_figures(records: list[dict], outdir: pathlib.Path, title: str) -> list[str]:
     """Per scale, `learning_curves_SCALE.png`, `pseudo_labels_SCALE.png` and `pseudo_label_confusions_SCALE.png`
     where its runs have iterations (runs of different scales never share a figure); earlier figures that this
@@ -450,6 +506,10 @@ def write_report(outdir: pathlib.Path) -> dict:
         lines += ["", check]
     lines += ["", "Rows with fewer runs compare like for like with the same seeds of the others (`per seed`): a "
               "seed fixes the pool subset and the initial labels, and seeds differ by about a point."]
+    comparisons = comparison_lines(records)
+    if comparisons:
+        lines += ["", "## Paired comparisons", "", "The same seeds in every row of a table: a seed fixes the pool "
+                  "subset, the initial labels and the network's initialization."] + comparisons
     lines += ["", "## Figures", ""] + [f"- {f}" for f in figures]
     lines += ["", "## Deviations from the paper and the authors' code", ""] + [f"- {d}" for d in DEVIATIONS]
     commits = sorted({r["commit"] for r in records})

@@ -309,3 +309,12 @@ def test_the_confusion_figure_shows_the_paper_methods_worst_run_beside_deepbass_
     assert (tmp_path / "c.png").stat().st_size > 10_000
     assert mnist_report.plot_confusions([_record("cpu_all_data_max_entropy", 0, 95.0)], tmp_path / "n.png", "t") is None
     assert not (tmp_path / "n.png").exists()
+
+
+def test_paired_comparisons_take_the_differences_on_the_seeds_both_rows_ran():
+    records = [_record("cpu_supervised_100", s, a) for s, a in enumerate((80.0, 82.0, 84.0))]
+    records += [_record("cpu_semi_supervised_100", s, a) for s, a in ((0, 90.0), (1, 86.0))]
+    lines = mnist_report.comparison_lines(records)
+    assert "### Semi-supervised only with 100 labels, CPU scale (6,000-image pool, a tenth of the iterations)" in lines
+    assert "| supervised, 100 labels | supervised_100 | 3 | 82.00 (2.00) | -7.00 (4.24) on 2 seeds | 0, 1, 2 |" in lines
+    assert mnist_report.comparison_lines(records[:3]) == []  # no reference row: no table
