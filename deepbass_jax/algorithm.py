@@ -59,11 +59,45 @@ def setup_keys(key: jax.Array):
 
 
 RESTART_STREAM = 0x72657374  # fold_in data of the clean restart's run key (config.restart_epochs)
+RETRAIN_STREAM = 0x72747261  # ... of DBAL's retrained networks' run keys (config.retrain_epochs)
+SUBSET_STREAM = 0x73756273  # ... of the pool subsets' keys (config.pool_subset)
 
 
 def iteration_keys(key: jax.Array, iteration: int):
     """Keys of iteration t >= 1: pool inference, ground-truth inference (theta), acquisition, training plan."""
     return jax.random.split(jax.random.fold_in(key, iteration), 4)
+
+
+def retrain_key(key: jax.Array, iteration: int) -> jax.Array:
+    """The run key of the network that iteration t >= 1 trains afresh (config.retrain_epochs): its parameters,
+    dropout stream and epoch plans come from it as a run's from `setup_keys`."""
+    return jax.random.fold_in(jax.random.fold_in(key, RETRAIN_STREAM), iteration)
+
+
+def pool_subset(key: jax.Array, iteration: int, labeled: np.ndarray, size: int) -> np.ndarray:
+    """Line 5 under config.pool_subset (DBAL): the pool indices [min(size, |unlabeled|)] (ascending, int32) that
+    iteration t scores, uniformly at random among the unlabeled samples (labeled [N] bool) with the iteration's
+    key; a run key and iteration give the same subset."""
+    subset_key = jax.random.fold_in(jax.random.fold_in(key, SUBSET_STREAM), iteration)
+    priority = np.where(labeled, np.inf, np.asarray(jax.random.uniform(subset_key, labeled.shape)))
+    size = min(size, int((~labeled).sum()))
+    return np.sort(np.argsort(priority, kind="stable")[:size]).astype(np.int32)
+
+
+def on_whole_pool(stats: uncertainty.UncertaintyStats, subsets: Optional[np.ndarray],
+                  num_pool: int) -> uncertainty.UncertaintyStats:
+    """The scores of subsets [R, S] (fields [R, S, ...]) placed in the pool: fields [R, N, ...], NaN where a sample
+    was not scored; `stats` itself when subsets is None (the whole pool was)."""
+    if subsets is None:
+        return stats
+    rows = np.arange(len(subsets))[:, None]
+
+    def place(field):
+        whole = np.full((field.shape[0], num_pool, *field.shape[2:]), np.nan, field.dtype)
+        whole[rows, subsets] = field
+        return whole
+
+    return uncertainty.UncertaintyStats(*(None if f is None else place(f) for f in stats))
 
 
 def initial_train_state(module, apply_fn, key: jax.Array, input_shape, train_config) -> train.TrainState:
@@ -216,9 +250,11 @@ class RunState:
     def selected(self) -> np.ndarray:
         return self.pseudo >= 0
 
-    def targets(self) -> np.ndarray:
-        """Training labels [N]: ground truth where known, else the pseudo-label (-1 outside D)."""
-        return np.where(self.labeled, self.ground_truth, self.pseudo).astype(np.int32)
+    def targets(self, computed_pseudo_labels: bool = False) -> np.ndarray:
+        """Training labels [N]: ground truth where known, else the pseudo-label (-1 outside D). With
+        `computed_pseudo_labels` (config.train.pseudo_targets "step") every pseudo-labeled sample's is -1 too: the
+        training step computes it (`train.step_targets`)."""
+        return np.where(self.labeled, self.ground_truth, -1 if computed_pseudo_labels else self.pseudo).astype(np.int32)
 
 
 # ---------------------------------------------------------------------------------------- device pieces
@@ -240,13 +276,18 @@ def per_seed(fn, seed_axis: str, batched: Sequence[bool], *args):
     return jax.lax.map(one, tuple(sliced))
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "num_passes", "shared_images", "seed_axis", "score_fn"))
+@functools.partial(jax.jit, static_argnames=("apply_fn", "num_passes", "shared_images", "seed_axis", "score_fn",
+                                             "dropout"))
 def seeds_chunk_stats(apply_fn, params, images, sample_ids, keys, num_passes: int, shared_images: bool,
-                      seed_axis: str, score_fn=None) -> uncertainty.UncertaintyStats:
+                      seed_axis: str, score_fn=None, dropout: bool = True) -> uncertainty.UncertaintyStats:
     """Line 5 and eq. 7 for one chunk: `uncertainty.chunk_stats` per seed; params [R, ...], images [R, B, ...]
-    ([B, ...] if shared), sample_ids [B], keys [R] -> UncertaintyStats with fields [R, B, ...]."""
-    one = lambda p, x, k: uncertainty.chunk_stats(apply_fn, p, x, sample_ids, k, num_passes, score_fn)  # noqa: E731
-    return per_seed(one, seed_axis, (True, not shared_images, True), params, images, keys)
+    ([B, ...] if shared), sample_ids [B] ([R, B]: each seed's own), keys [R] -> UncertaintyStats with fields
+    [R, B, ...]. dropout False: the deterministic network's one pass (config.pool_dropout)."""
+    def one(p, x, k, ids):
+        return uncertainty.chunk_stats(apply_fn, p, x, ids, k, num_passes, score_fn, dropout)
+
+    return per_seed(one, seed_axis, (True, not shared_images, True, sample_ids.ndim == 2), params, images, keys,
+                    sample_ids)
 
 
 @functools.partial(jax.jit, static_argnames=("count", "policy", "reference", "seed_axis"))
@@ -452,9 +493,11 @@ def unstack(tree, r: int):
 
 
 def pool_stats(apply_fn, params, images, keys, num_passes: int, chunk_size: int, shared: bool, seed_axis: str,
-               mesh=None, first_id: int = 0, score_fn=None) -> uncertainty.UncertaintyStats:
+               mesh=None, first_id: int = 0, score_fn=None, dropout: bool = True,
+               pool_ids: Optional[np.ndarray] = None) -> uncertainty.UncertaintyStats:
     """MC-dropout scores of every seed's pool in fixed-size zero-padded chunks: images [N, ...] if `shared`, else
-    [R, N, ...] -> numpy fields [R, N, ...].
+    [R, N, ...] -> numpy fields [R, N, ...]. pool_ids [R, N] (not shared): the rows are those pool samples of each
+    seed (a subset, config.pool_subset), and row i's masks come from fold_in(key_r, pool_ids[r, i]) instead.
 
     `images` is anything with `.shape` whose slices give arrays: a device array, a numpy array, an `np.memmap`
     or a lazy pool that makes images on demand. Sample i's masks come from fold_in(key_r, first_id + i) (a
@@ -462,7 +505,8 @@ def pool_stats(apply_fn, params, images, keys, num_passes: int, chunk_size: int,
     chunk. Chunk i + 1 is dispatched before chunk i's scores are copied to the host, so memory stays
     O(chunk_size * T) plus the O(R * N * C) scores. With a `mesh` (see `uncertainty.pool_mesh`) every device
     takes `chunk_size` samples of each chunk: the scores are bitwise those of one device. `score_fn`: a score of
-    the user's (`uncertainty.chunk_stats`).
+    the user's (`uncertainty.chunk_stats`). dropout False (config.pool_dropout): the deterministic network's softmax,
+    one pass (num_passes 1), instead of MC dropout.
     """
     axis = 0 if shared else 1
     num_samples = images.shape[axis]
@@ -486,11 +530,15 @@ def pool_stats(apply_fn, params, images, keys, num_passes: int, chunk_size: int,
 
     for start, chunk, valid in padded_chunks(images, chunk_size, axis):
         sample_ids = np.arange(first_id + start, first_id + start + chunk_size, dtype=np.uint32)
+        if pool_ids is not None:  # [R, chunk_size]: the chunk's pool indices, padding rows 0 (their scores unread)
+            sample_ids = np.zeros((len(pool_ids), chunk_size), np.uint32)
+            sample_ids[:, :valid] = pool_ids[:, start: start + valid]
         if mesh is not None:
             chunk = jax.device_put(chunk, NamedSharding(mesh, spec))
-            sample_ids = jax.device_put(sample_ids, NamedSharding(mesh, PartitionSpec(uncertainty.POOL_AXIS)))
+            sample_ids = jax.device_put(sample_ids, NamedSharding(mesh, PartitionSpec(
+                *([None] * (sample_ids.ndim - 1)), uncertainty.POOL_AXIS)))
         scores = seeds_chunk_stats(apply_fn, params, chunk, sample_ids, keys, num_passes=num_passes,
-                                   shared_images=shared, seed_axis=seed_axis, score_fn=score_fn)
+                                   shared_images=shared, seed_axis=seed_axis, score_fn=score_fn, dropout=dropout)
         if in_flight is not None:
             collect(*in_flight)
         in_flight = (start, valid, scores)

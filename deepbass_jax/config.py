@@ -42,6 +42,9 @@ def default_config() -> ml_collections.ConfigDict:
     config.acquire_count = 10  # n: labels per acquisition
     config.budget = 300  # total ground-truth labels, initial ones included
     config.mc_passes_pool = 10  # T': MC-dropout passes on the pool
+    config.pool_dropout = True  # pool inference (line 5, eq. 7) with MC dropout; False: the deterministic network's
+    # softmax, one pass (mc_passes_pool 1), as in the paper's runs "without MC dropout inference" (section 5); theta's
+    # T passes over the ground truth (eq. 8) keep their dropout
     config.mc_passes_labeled = 100  # T: MC-dropout passes on the ground truth, for theta (eq. 8)
     config.theta = -1.0  # -1: computed by eq. 8 (step-wise) / 1 in all-data mode; else a fixed threshold in [0, 1]
     # Guards against pseudo-labels that lock in (beyond the paper; off by default):
@@ -53,6 +56,11 @@ def default_config() -> ml_collections.ConfigDict:
     # the final D ("a clean restart with the final data splitting", section 6); the summary reports both networks
     config.log_theta = False  # where the run does not use eq. 8's theta (all data), compute it anyway for the
     # metrics lines: T = mc_passes_labeled passes over the ground truth every iteration
+    # DBAL, the active learning protocol of Gal, Islam, Ghahramani 2017 (beyond the paper; 0 and 0: lines 5 and 12):
+    config.retrain_epochs = 0  # > 0: line 12 re-initializes the network every iteration (a key of the seed and the
+    # iteration) and trains it this many epochs on the ground truth x upsample (Gal: 50); 0: one more epoch of it
+    config.pool_subset = 0  # > 0: line 5 scores a random subset of this many unlabeled pool samples (a key of the
+    # iteration; Gal: 2,000) and line 8 chooses among them; 0: the whole pool. labels.csv is then written at the end
     config.chunk_size = 256  # pool inference chunk (memory ~ chunk_size * T'; 256-512 is fastest on CPU)
     config.labeled_chunk_size = 64  # ground-truth inference chunk (memory ~ labeled_chunk_size * T)
     config.pool_devices = 1  # local devices pool inference is sharded across (0 = all); chunks are per device
@@ -131,6 +139,8 @@ def validate(config: ml_collections.ConfigDict, process_count: int = 1) -> None:
         ("above_average_reference", config.above_average_reference in ("mean", "theta"), "'mean' or 'theta'"),
         ("oracle", config.oracle in ("simulated", "file"), "'simulated' or 'file'"),
         ("mc_passes_pool", config.mc_passes_pool >= 1, "at least 1"),
+        ("mc_passes_pool", config.pool_dropout or config.mc_passes_pool == 1,
+         "1 when config.pool_dropout is False (the network without dropout gives one pass)"),
         ("mc_passes_labeled", config.mc_passes_labeled >= 1, "at least 1"),
         ("theta", config.theta == -1 or 0 <= config.theta <= 1, "-1 (computed) or a fixed threshold in [0, 1]"),
         ("acquire_every", config.acquire_every >= 1, "at least 1"),
@@ -148,6 +158,13 @@ def validate(config: ml_collections.ConfigDict, process_count: int = 1) -> None:
         ("model.kernels", config.model.kernels in layers.KERNELS, f"one of {layers.KERNELS}"),
         ("train.upsample", config.train.upsample >= 1, "at least 1"),
         ("train.pseudo_weight", config.train.pseudo_weight > 0, "positive"),
+        ("train.pseudo_targets", config.train.pseudo_targets in train.PSEUDO_TARGETS,
+         f"one of {sorted(train.PSEUDO_TARGETS)}"),
+        ("train.pseudo_ramp_start", config.train.pseudo_ramp_start >= 0, "0 or more (an iteration)"),
+        ("train.pseudo_ramp_end", config.train.pseudo_ramp_end >= config.train.pseudo_ramp_start,
+         "at least config.train.pseudo_ramp_start (the ramp's last iteration; both 0: no ramp)"),
+        ("restart_epochs", config.restart_epochs == 0 or config.train.pseudo_targets == "iteration",
+         "0 with train.pseudo_targets='step' (the fresh network would label D with its own untrained guesses)"),
         ("train.augment_degrees", 0 <= config.train.augment_degrees < 180, "in [0, 180) (the paper: below 10)"),
         ("train.augment_scale", 0 <= config.train.augment_scale < 1, "in [0, 1) (the paper: 0.05)"),
         ("train.augment_shift", 0 <= config.train.augment_shift < 0.5,
@@ -163,6 +180,15 @@ def validate(config: ml_collections.ConfigDict, process_count: int = 1) -> None:
          "'affine' with train.strong_augment (the strong view and the ground truth's share one affine warp)"),
         ("pseudo_confidence", 0 <= config.pseudo_confidence < 1, "0 (off) or a probability in (0, 1), e.g. 0.95"),
         ("restart_epochs", config.restart_epochs >= 0, "0 (off) or the epochs of the clean restart, e.g. 20"),
+        ("retrain_epochs", config.retrain_epochs >= 0, "0 (off: one epoch per iteration) or more (DBAL: 50)"),
+        ("retrain_epochs", config.retrain_epochs == 0 or not config.semi_supervised,
+         "0 when config.semi_supervised is True (a network retrained on the ground truth alone ignores "
+         "pseudo-labels; DBAL is active learning alone: --config.semi_supervised=False)"),
+        ("pool_subset", config.pool_subset == 0 or config.pool_subset >= config.acquire_count,
+         "0 (the whole pool) or at least config.acquire_count (DBAL: 2000)"),
+        ("pool_subset", config.pool_subset == 0 or not config.semi_supervised,
+         "0 when config.semi_supervised is True (pseudo-labels need every pool sample's scores; DBAL is active "
+         "learning alone: --config.semi_supervised=False)"),
         ("stop_set_size", config.stop_set_size >= 1, "at least 1"),
         ("stop_when_stable", 0 <= config.stop_when_stable <= 1, "0 (off) or a kappa in (0, 1], e.g. 0.99"),
         ("val_size", config.val_size >= 0, "0 or more"),
@@ -206,6 +232,7 @@ def _validate_processes(config: ml_collections.ConfigDict, count: int) -> None:
          "score their candidates on one process)"),
         ("model.dropout_masks", config.model.dropout_masks == "hash",
          "'hash' (its masks follow a row's place in the global batch)"),
+        ("pool_subset", config.pool_subset == 0, "0 (each process scores its shard of the whole pool)"),
         ("train.batch_size", config.train.batch_size % count == 0,
          f"a multiple of the {count} processes (each takes an equal slice of every batch)"),
     ]

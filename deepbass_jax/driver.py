@@ -119,9 +119,7 @@ class Driver:
         metrics. The iterations' network stays the run's network (self.states)."""
         config, iterated = self.config, self.states
         keys = [jax.random.fold_in(seed.key, algorithm.RESTART_STREAM) for seed in self.seeds]
-        self.states = algorithm.stack([algorithm.initial_train_state(self.apply_fn.module, self.apply_fn, key,
-                                                                     self.seeds[0].dataset.input_shape, config.train)
-                                       for key in keys])
+        self.states = self._fresh_states(keys)
         with progress.Progress(config.restart_epochs, "clean restart") as bar, self.nan.stop_on_nan(self.iteration):
             for epoch in range(config.restart_epochs):
                 self.states, _ = self._train_epoch([train.sampling_plan(
@@ -142,7 +140,8 @@ class Driver:
         pool_keys, labeled_keys, acquire_keys, plan_keys = ([k[i] for k in keys] for i in range(4))
 
         # Line 5 and eq. 8: MC-dropout inference on the pool (T') and, where theta is computed, the ground truth (T).
-        stats = self._pool_stats(jnp.stack(pool_keys))
+        subsets = self._pool_subsets(iteration)  # DBAL (config.pool_subset): [R, S] pool indices; None: the whole pool
+        stats = self._pool_stats(jnp.stack(pool_keys), subsets)  # fields [R, N or S, ...]
         self.nan.require_finite(iteration, "the pool's MC-dropout mean probabilities", stats.mean_probs)
         phases.lap("pool_inference")
         theta, logged_theta = self._theta(iteration, jnp.stack(labeled_keys))
@@ -150,7 +149,8 @@ class Driver:
 
         # Lines 8-11 before 6-7: both use this iteration's MC statistics, and a sample bought now must be ground
         # truth, not a pseudo-label, in the D that lines 6-7 form and line 12 trains on.
-        bought = self._acquire(iteration, stats, theta, jnp.stack(acquire_keys))
+        bought = self._acquire(iteration, stats, theta, jnp.stack(acquire_keys), subsets)
+        stats = algorithm.on_whole_pool(stats, subsets, self.num_pool)  # [R, N, ...], NaN where not scored
 
         # Lines 6-7, eqs. 4 and 9: refresh every pseudo-label in D, then grow D (step-wise) or take all.
         if self.config.semi_supervised:
@@ -163,22 +163,28 @@ class Driver:
         self.pool_scores, self.iteration = stats, iteration  # pool_scores: what labels.csv reports
         return self._metrics_lines(iteration, stats, logged_theta, bought, epochs, phases)
 
-    def _acquire(self, iteration: int, stats, theta, keys) -> list[int]:
-        """Lines 8-11: every k-th iteration each seed buys the labels its policy chooses (process 0's choice)."""
+    def _acquire(self, iteration: int, stats, theta, keys, subsets=None) -> list[int]:
+        """Lines 8-11: every k-th iteration each seed buys the labels its policy chooses (process 0's choice); with
+        subsets [R, S] (config.pool_subset) stats [R, S, ...] are theirs and the policy chooses among them."""
         config = self.config
         count = algorithm.acquisition_count(config, iteration, int(self.seeds[0].state.labeled.sum()))
         if not count:
             return [0] * len(self.seeds)
+        labeled, pool_index = self._labeled(), lambda r, indices: indices  # a row of stats -> a pool index
+        if subsets is not None:  # the subset is the pool that line 8 sees; it holds unlabeled samples only
+            labeled, pool_index = np.zeros(subsets.shape, bool), lambda r, indices: subsets[r][indices]
         if config.policy in acquisition.BATCH_POLICIES:  # one process (config.validate)
             chosen = algorithm.batch_queries(
-                acquisition.BATCH_POLICIES[config.policy], self.apply_fn, self.states.params, stats, self._labeled(),
-                lambda r, indices: self._images(self.seeds[r], indices), keys, count, config.batch_candidates,
-                config.batch_passes, max(1, config.chunk_size * config.mc_passes_pool // config.batch_passes))
+                acquisition.BATCH_POLICIES[config.policy], self.apply_fn, self.states.params, stats, labeled,
+                lambda r, indices: self._images(self.seeds[r], pool_index(r, indices)), keys, count,
+                config.batch_candidates, config.batch_passes,
+                max(1, config.chunk_size * config.mc_passes_pool // config.batch_passes))
         else:
             chosen = self.collective.broadcast(np.asarray(algorithm.seeds_queries(
-                stats, theta, jnp.asarray(self._labeled()), keys, count=count, policy=config.policy,
+                stats, theta, jnp.asarray(labeled), keys, count=count, policy=config.policy,
                 reference=config.above_average_reference, seed_axis=self.seed_axis)))
-        return [self._buy(s, acquisition.valid_indices(c), iteration) for s, c in zip(self.seeds, chosen)]
+        return [self._buy(s, pool_index(r, acquisition.valid_indices(c)), iteration)
+                for r, (s, c) in enumerate(zip(self.seeds, chosen))]
 
     def _buy(self, seed: Seed, indices, iteration: int) -> int:
         """Lines 9-11 for one seed: the ledger buys (or replays) the labels; they become ground truth."""
@@ -200,12 +206,16 @@ class Driver:
             seed.state.pseudo = np.array(seed_pseudo, np.int32)
 
     def _train(self, iteration: int, plan_keys) -> list:
-        """Line 12 for every seed; its epoch metrics."""
+        """Line 12 for every seed; its epoch metrics. mu of eq. 6 follows config.train's ramp (Lee's alpha(t))."""
         train_config = self.config.train
-        plans = [train.sampling_plan(s.state.labeled, s.state.selected, key, train_config.upsample,
-                                     train_config.pseudo_weight) for s, key in zip(self.seeds, plan_keys)]
+        mu = train.pseudo_weight_at(train_config, iteration)
+        plans = [train.sampling_plan(s.state.labeled, s.state.selected, key, train_config.upsample, mu)
+                 for s, key in zip(self.seeds, plan_keys)]
         with self.nan.stop_on_nan(iteration):
-            self.states, epochs = self._train_epoch(plans)  # augments the ground-truth entries only
+            if self.config.retrain_epochs:  # DBAL: a fresh network, E epochs, instead of one more epoch of this one
+                epochs = self._retrain(iteration)
+            else:
+                self.states, epochs = self._train_epoch(plans)  # augments the ground-truth entries only
         self.nan.require_finite(iteration, "the training loss", [epoch.loss for epoch in epochs])
         self.nan.require_finite(iteration, "the network's parameters after training", self.states.params)
         return epochs
@@ -220,17 +230,47 @@ class Driver:
         self.nan.require_finite(iteration, "theta (eq. 8: the ground truth's mean MC-dropout entropy)", theta)
         return theta, logged
 
-    def _pool_stats(self, keys) -> uncertainty.UncertaintyStats:
-        """Line 5: MC-dropout scores of the whole pool [R, N, ...]; each process scores its shard (sample i keeps
-        its masks: fold_in(key, i)). A score of the user's (config.policy an import path) is computed alongside."""
-        c = self.config
-        return self.collective.gather_stats(algorithm.pool_stats(
-            self.apply_fn, self.states.params, self.pool_images, keys, c.mc_passes_pool, c.chunk_size, self.shared_pool,
-            self.seed_axis, self.mesh, self.pool_lo, acquisition.score_function(c.policy)), self.num_pool)
+    def _pool_stats(self, keys, subsets=None) -> uncertainty.UncertaintyStats:
+        """Line 5: MC-dropout scores of the whole pool [R, N, ...] (config.pool_dropout False: the deterministic
+        network's); each process scores its shard (sample i keeps its masks: fold_in(key, i)). A score of the
+        user's (config.policy an import path) is computed alongside. subsets [R, S] (config.pool_subset): those
+        samples of each seed alone, [R, S, ...], sample i still with the masks of fold_in(key, i)."""
+        c, images, shared = self.config, self.pool_images, self.shared_pool
+        if subsets is not None:  # one process (config.validate)
+            images, shared = np.stack([self._images(s, indices) for s, indices in zip(self.seeds, subsets)]), False
+        stats = algorithm.pool_stats(
+            self.apply_fn, self.states.params, images, keys, c.mc_passes_pool, c.chunk_size, shared,
+            self.seed_axis, self.mesh, self.pool_lo, acquisition.score_function(c.policy), c.pool_dropout,
+            pool_ids=subsets)
+        return stats if subsets is not None else self.collective.gather_stats(stats, self.num_pool)
+
+    def _pool_subsets(self, iteration: int) -> Optional[np.ndarray]:
+        """DBAL's line 5 (config.pool_subset = S): each seed's random subset [R, S'] of its unlabeled pool indices
+        that iteration t scores (`algorithm.pool_subset`; S' = S or, near the pool's end, what every seed has left);
+        None: the whole pool is scored."""
+        unlabeled = min(int((~s.state.labeled).sum()) for s in self.seeds)
+        if not self.config.pool_subset or not unlabeled:
+            return None
+        size = min(self.config.pool_subset, unlabeled)
+        return np.stack([algorithm.pool_subset(s.key, iteration, s.state.labeled, size) for s in self.seeds])
+
+    def _retrain(self, iteration: int) -> list:
+        """DBAL's line 12 (config.retrain_epochs = E): each seed's network re-initialized from
+        `algorithm.retrain_key` (as a run from its key) and trained E epochs on its ground truth x upsample (D:
+        config.validate refuses pseudo-labels here); the last epoch's metrics."""
+        keys = [algorithm.retrain_key(s.key, iteration) for s in self.seeds]
+        self.states = self._fresh_states(keys)
+        for epoch in range(self.config.retrain_epochs):
+            self.states, epochs = self._train_epoch([train.sampling_plan(
+                s.state.labeled, s.state.selected, jax.random.fold_in(algorithm.setup_keys(key)[2], epoch),
+                self.config.train.upsample) for s, key in zip(self.seeds, keys)])
+        return epochs
 
     def _train_epoch(self, plans):
-        """Line 12 for every seed (over the processes, data-parallel), the ground-truth entries augmented."""
-        targets = jnp.asarray(np.stack([s.state.targets() for s in self.seeds]))  # [R, N]
+        """Line 12 for every seed (over the processes, data-parallel), the ground-truth entries augmented; with
+        config.train.pseudo_targets "step" the steps compute the pseudo-labeled samples' targets (-1 here)."""
+        computed = self.config.train.pseudo_targets == "step"
+        targets = jnp.asarray(np.stack([s.state.targets(computed) for s in self.seeds]))  # [R, N]
         return self.collective.train_epoch(self.states, self.pool_images, self.num_pool, targets, plans,
                                            self.config.train, self.shared_pool, self.seed_axis, self._labeled())
 
@@ -269,10 +309,12 @@ class Driver:
         return self.collective.rows(seed.pool_images, self.num_pool, indices)
 
     # ------------------------------------------------------------------------------------ checkpoints
-    def _fresh_states(self) -> train.TrainState:
+    def _fresh_states(self, keys=None) -> train.TrainState:
+        """Untrained networks, seed r's from run key keys[r] (None: each seed's own key, the initial fit's)."""
         module, input_shape = self.apply_fn.module, self.seeds[0].dataset.input_shape
-        return algorithm.stack([algorithm.initial_train_state(module, self.apply_fn, s.key, input_shape,
-                                                              self.config.train) for s in self.seeds])
+        return algorithm.stack([algorithm.initial_train_state(module, self.apply_fn, key, input_shape,
+                                                              self.config.train)
+                                for key in (keys or [s.key for s in self.seeds])])
 
     def _save(self) -> None:
         self.checkpointed = self.iteration
@@ -328,8 +370,8 @@ class Driver:
                 lines = self.iterate()
                 for seed, line in zip(self.seeds, lines):
                     runfolder.append_metrics(seed.folder, line, self.config.tensorboard)
-                every = self.config.labels_export_every
-                if every > 0 and self.iteration % every == 0:
+                every = self.config.labels_export_every  # an iteration that scored a subset: at the end only
+                if every > 0 and self.iteration % every == 0 and not self.config.pool_subset:
                     self._export_labels(self.pool_scores)
                 self._save()
                 bar.update(1)

@@ -1,5 +1,5 @@
-"""Losses: cross-entropy of eqs. 2 and 6, Keras-style L2 weight decay, and the negative log-likelihood that
-evaluation reports."""
+"""Losses: cross-entropy of eqs. 2 and 6, Keras-style L2 weight decay, the negative log-likelihood that
+evaluation reports, and Lee (2013)'s ramp of the pseudo-labels' loss weight."""
 
 from __future__ import annotations
 
@@ -48,3 +48,18 @@ def l2_penalty(params, weight: float) -> jax.Array:
         if getattr(path[-1], "key", None) == "kernel"
     ]
     return weight * sum(jnp.sum(jnp.square(kernel)) for kernel in kernels)
+
+
+def ramp(t: int, start: int, end: int) -> float:
+    """Lee (2013)'s balancing coefficient alpha(t) over its final value alpha_f (his eq. 16): 0 for t < start,
+    (t - start) / (end - start) for start <= t < end, 1 from t = end on. start = end: a step from 0 to 1 at t = end;
+    start = end = 0 (the default config): 1 at every t >= 0, so mu of eq. 6 stays config.train.pseudo_weight.
+
+    t, start, end: ints on the host (iterations of Algorithm 3.1, Lee's epochs); returns a Python float in [0, 1].
+    Lee's MNIST runs: alpha_f = 3, start T1 = 100, end T2 = 600 epochs (without pre-training).
+    """
+    if t >= end:
+        return 1.0
+    if t < start:
+        return 0.0
+    return (t - start) / (end - start)

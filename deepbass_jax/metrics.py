@@ -29,12 +29,13 @@ def metrics_line(config: ml_collections.ConfigDict, hidden_labels: Optional[np.n
                  num_classes: int) -> dict:
     """The metrics line of a finished iteration (held-out accuracy aside).
 
-    entropy [N]: the pool entropy the iteration decided with; theta: eq. 8's or the fixed one, None where the run
-    computed none (all data without config.log_theta); hidden_labels [N] or None (with them, the pseudo-labels'
-    accuracy and confusion counts, `pseudo_label_confusion`); ground_truth_accuracy: the network's on the ground
-    truth X.
+    entropy [N]: the pool entropy the iteration decided with (NaN: a sample it did not score, config.pool_subset);
+    theta: eq. 8's or the fixed one, None where the run computed none (all data without config.log_theta);
+    hidden_labels [N] or None (with them, the pseudo-labels' accuracy and confusion counts,
+    `pseudo_label_confusion`); ground_truth_accuracy: the network's on the ground truth X.
     """
     labeled, selected = state.labeled, state.selected
+    scored = ~labeled & ~np.isnan(np.asarray(entropy))  # the unlabeled samples line 5 scored (config.pool_subset: a subset)
     line = {
         "iteration": state.iteration,
         "labels": int(labeled.sum()),
@@ -42,7 +43,7 @@ def metrics_line(config: ml_collections.ConfigDict, hidden_labels: Optional[np.n
         "pseudo_labeled": int(selected.sum()),
         "d_size": int(labeled.sum()) * config.train.upsample + int(selected.sum()),
         "theta": None if theta is None else float(theta),
-        "mean_pool_entropy": float(np.asarray(entropy)[~labeled].mean()) if (~labeled).any() else 0.0,
+        "mean_pool_entropy": float(np.asarray(entropy)[scored].mean()) if scored.any() else 0.0,
         "train_loss": train_loss,
         "ground_truth_accuracy": float(ground_truth_accuracy),
         "pseudo_label_coverage": float(selected.sum() / max((~labeled).sum(), 1)),

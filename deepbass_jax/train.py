@@ -29,6 +29,13 @@ def default_config() -> ml_collections.ConfigDict:
     config.l2_weight = 1e-3  # Keras l2(1e-3) on every kernel: lambda * sum w^2
     config.upsample = 20  # each ground-truth sample appears this often in D per epoch
     config.pseudo_weight = 1.0  # mu of eq. 6, the loss weight of a pseudo-labeled sample
+    # Lee (2013)'s Pseudo-Label (beyond the paper; off by default): where a trained pseudo-label comes from, and a ramp
+    # of mu over the iterations (his alpha(t), eq. 16 there; losses.ramp).
+    config.pseudo_targets = "iteration"  # a name in PSEUDO_TARGETS: "iteration": eq. 4's label of the MC mean, fixed
+    # for the epoch (the paper); "step": the deterministic network's argmax on the clean batch, recomputed in every
+    # step with that step's parameters (Lee: "recalculated every weights update")
+    config.pseudo_ramp_start = 0  # mu is 0 in iterations before this one (Lee's T1) ...
+    config.pseudo_ramp_end = 0  # ... rises linearly to pseudo_weight in this one (Lee's T2); 0 and 0: no ramp
     # Ground-truth augmentation (section 5, "Data Augmentation"); pseudo-labeled samples are never warped.
     config.augment_degrees = 0.0  # max rotation in degrees, U(-a, a) per sample (0 = off; paper: below 10)
     config.augment_scale = 0.0  # max relative scaling of height and width, each U(1-s, 1+s) (paper: 0.05)
@@ -59,6 +66,7 @@ class TrainState(flax.struct.PyTreeNode):
     apply_fn: ApplyFn = flax.struct.field(pytree_node=False)
     tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
     l2_weight: float = flax.struct.field(pytree_node=False, default=1e-3)
+    pseudo_targets: str = flax.struct.field(pytree_node=False, default="iteration")  # a name in PSEUDO_TARGETS
 
     def apply_gradients(self, grads) -> "TrainState":
         """One Adam update with `grads` (flax's TrainState.apply_gradients): the step count goes up by one."""
@@ -85,6 +93,7 @@ def create_train_state(
         apply_fn=apply_fn,
         tx=tx,
         l2_weight=config.l2_weight,
+        pseudo_targets=config.pseudo_targets,
     )
 
 
@@ -97,6 +106,33 @@ class StepMetrics(NamedTuple):
     def zeros(cls, shape=()) -> "StepMetrics":
         """The sums of no steps (with the dtypes of a step's metrics), e.g. shape [R] for R seeds."""
         return cls(jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.int32), jnp.zeros(shape, jnp.int32))
+
+
+def given_targets(apply_fn: ApplyFn, params, x: jax.Array, y: jax.Array) -> jax.Array:
+    """config.train.pseudo_targets = "iteration": the labels y [B] as the plan's targets hold them (the pseudo-label
+    of eq. 4, fixed for the epoch); computes nothing."""
+    del apply_fn, params, x
+    return y
+
+
+def step_targets(apply_fn: ApplyFn, params, x: jax.Array, y: jax.Array) -> jax.Array:
+    """config.train.pseudo_targets = "step", Lee (2013): rows with y < 0 (pseudo-labeled samples, see
+    `algorithm.RunState.targets`) take the class of maximum predicted probability of the deterministic network
+    (no dropout) with the step's parameters `params` on x [B, ...], the clean batch; the others keep y [B].
+    No gradient flows through these labels. Returns [B] in y's dtype."""
+    logits = apply_fn(jax.lax.stop_gradient(params), x)
+    return jnp.where(y < 0, logits.argmax(axis=-1).astype(y.dtype), y)
+
+
+# config.train.pseudo_targets -> (apply_fn, params, clean batch [B, ...], labels [B]) -> the step's labels [B]
+PSEUDO_TARGETS = {"iteration": given_targets, "step": step_targets}
+
+
+def pseudo_weight_at(train_config: ml_collections.ConfigDict, iteration: int) -> float:
+    """mu of eq. 6 in iteration t of Algorithm 3.1: config.train.pseudo_weight times Lee's ramp
+    `losses.ramp(t, pseudo_ramp_start, pseudo_ramp_end)` (exactly pseudo_weight without a ramp)."""
+    return train_config.pseudo_weight * losses.ramp(iteration, train_config.pseudo_ramp_start,
+                                                    train_config.pseudo_ramp_end)
 
 
 AUGMENT_STREAM = 0x61756721  # fold_in data that separates a step's augmentation key from its dropout key
@@ -147,28 +183,33 @@ def train_step(
     rows to warp by a random rotation of up to `augment_degrees`, scaling of up to `augment_scale` and shift of up
     to `augment_shift` (static floats, config.train's fields of those names) with warp `augment_warp`; None or all 0:
     no augmentation. With a `strong` view (consistency), augment [B] int holds each row's view instead
-    (`augment_lib.two_views`).
+    (`augment_lib.two_views`). With state.pseudo_targets "step", targets of -1 mark the rows whose label the step
+    computes from the clean (unwarped) images (`step_targets`).
     """
     if augment is None or not (strong or augment_lib.warps(augment_degrees, augment_scale, augment_shift)):
         x, y = gather_batch(images, targets, batch_indices)
-    else:
-        x, y = gather_batch(images, targets, batch_indices, augment, state.dropout_key, state.step,
-                             augment_degrees=augment_degrees, augment_scale=augment_scale,
-                             augment_shift=augment_shift, augment_warp=augment_warp, strong=strong)
-    return batch_step(state, x, y, batch_weights)
+        return batch_step(state, x, y, batch_weights)
+    x, y = gather_batch(images, targets, batch_indices, augment, state.dropout_key, state.step,
+                         augment_degrees=augment_degrees, augment_scale=augment_scale,
+                         augment_shift=augment_shift, augment_warp=augment_warp, strong=strong)
+    if PSEUDO_TARGETS[state.pseudo_targets] is given_targets:  # the labels need no images
+        return batch_step(state, x, y, batch_weights)
+    return batch_step(state, x, y, batch_weights, gather_batch(images, targets, batch_indices)[0])
 
 
 def gradients(state: TrainState, x: jax.Array, y: jax.Array, batch_weights: jax.Array, num_valid=None,
-              l2_weight: Optional[float] = None):
+              l2_weight: Optional[float] = None, clean_x: Optional[jax.Array] = None):
     """Line 12's loss (eq. 6, `losses.cross_entropy`, plus `losses.l2_penalty`) and its gradient on images x [B, ...]
     with labels y [B] and loss weights [B] (0 marks padding) -> (grads, StepMetrics).
 
     Dropout key: fold_in(state.dropout_key, state.step). A data-parallel process passes its slice of the batch
     with the whole batch's `num_valid`, and `l2_weight` 0 on every process but one, so that the processes'
-    gradients sum to the one-process gradient.
+    gradients sum to the one-process gradient. The labels first go through PSEUDO_TARGETS[state.pseudo_targets]
+    on clean_x [B, ...], the batch before augmentation (None: x is clean).
     """
     key = jax.random.fold_in(state.dropout_key, state.step)
     l2_weight = state.l2_weight if l2_weight is None else l2_weight
+    y = PSEUDO_TARGETS[state.pseudo_targets](state.apply_fn, state.params, x if clean_x is None else clean_x, y)
 
     def loss_fn(params):
         logits = state.apply_fn(params, x, key)
@@ -184,10 +225,11 @@ def gradients(state: TrainState, x: jax.Array, y: jax.Array, batch_weights: jax.
 
 @functools.partial(jax.jit, donate_argnums=0)
 def batch_step(
-    state: TrainState, x: jax.Array, y: jax.Array, batch_weights: jax.Array
+    state: TrainState, x: jax.Array, y: jax.Array, batch_weights: jax.Array, clean_x: Optional[jax.Array] = None
 ) -> tuple[TrainState, StepMetrics]:
-    """One Adam step (line 12) on images x [B, ...] with labels y [B] and loss weights [B] (0 marks padding)."""
-    grads, metrics = gradients(state, x, y, batch_weights)
+    """One Adam step (line 12) on images x [B, ...] with labels y [B] and loss weights [B] (0 marks padding);
+    clean_x [B, ...]: x before augmentation, for "step" pseudo-labels (None: x is clean)."""
+    grads, metrics = gradients(state, x, y, batch_weights, clean_x=clean_x)
     return state.apply_gradients(grads), metrics
 
 

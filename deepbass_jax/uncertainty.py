@@ -25,6 +25,12 @@ def mc_probs(apply_fn: ApplyFn, params, x: jax.Array, key: jax.Array, num_passes
     return jax.vmap(lambda k: jax.nn.softmax(apply_fn(params, x, k), axis=-1))(keys)
 
 
+def deterministic_probs(apply_fn: ApplyFn, params, x: jax.Array) -> jax.Array:
+    """The deterministic network's softmax f(x, w) (dropout off) as one pass: [1, N, C]. Eq. 7 with T' = 1 and no
+    dropout (config.pool_dropout = False: the paper's runs "without MC dropout inference", section 5)."""
+    return jax.nn.softmax(apply_fn(params, x), axis=-1)[None]
+
+
 def predictive_mean(probs: jax.Array) -> jax.Array:
     """Eq. 7: the MC average over passes, [T, N, C] -> [N, C]."""
     return probs.mean(axis=0)
@@ -88,17 +94,23 @@ def stats_from_probs(probs: jax.Array) -> UncertaintyStats:
     )
 
 
-@functools.partial(jax.jit, static_argnames=("apply_fn", "num_passes", "score_fn"))
+@functools.partial(jax.jit, static_argnames=("apply_fn", "num_passes", "score_fn", "dropout"))
 def chunk_stats(apply_fn: ApplyFn, params, images, sample_ids, key, num_passes: int,
-                score_fn: Optional[Callable] = None) -> UncertaintyStats:
+                score_fn: Optional[Callable] = None, dropout: bool = True) -> UncertaintyStats:
     """Scores for one fixed-size chunk images [B, ...]; sample i's dropout masks come from
     fold_in(key, sample_ids[i]) (sample_ids [B] uint32), so a sample's scores do not depend on its chunk.
-    `score_fn(probs [T, B, C]) -> [B]`, a score of the user's, fills the field `custom`."""
+    `score_fn(probs [T, B, C]) -> [B]`, a score of the user's, fills the field `custom`. dropout False: the one
+    pass of the deterministic network (`deterministic_probs`; num_passes must be 1, key and sample_ids unread)."""
 
     def one_sample(x, sample_id):
         return mc_probs(apply_fn, params, x[None], jax.random.fold_in(key, sample_id), num_passes)[:, 0]
 
-    probs = jax.vmap(one_sample, out_axes=1)(images, sample_ids)  # [T, chunk, C]
+    if dropout:
+        probs = jax.vmap(one_sample, out_axes=1)(images, sample_ids)  # [T, chunk, C]
+    elif num_passes == 1:
+        probs = deterministic_probs(apply_fn, params, images)  # [1, chunk, C]
+    else:
+        raise ValueError(f"inference without dropout is one pass, but num_passes={num_passes}.")
     stats = stats_from_probs(probs)
     return stats if score_fn is None else stats._replace(custom=jnp.asarray(score_fn(probs), jnp.float32))
 

@@ -61,12 +61,15 @@ def test_cpu_scale_buys_the_same_labels_in_a_tenth_of_the_iterations(preset):
     paper, cpu = mnist.get_config(preset[len(mnist.CPU_PREFIX):]), mnist.get_config(preset)
     config_lib.validate(cpu)
     assert cpu.preset == preset and cpu.pool_size == mnist.CPU_POOL_SIZE
-    assert cpu.iterations == paper.iterations // 10
+    assert cpu.iterations == paper.iterations // min(10, paper.acquire_every)  # dbal_* buy every iteration already
     assert _labels_bought(cpu) == _labels_bought(paper)
     for field in ("mode", "policy", "above_average_reference", "mc_passes_pool", "mc_passes_labeled", "active",
-                  "semi_supervised", "initial_per_class", "initial_epochs", "budget"):
+                  "semi_supervised", "initial_per_class", "initial_epochs", "budget", "pool_dropout"):
         assert cpu[field] == paper[field], field
-    assert cpu.train.to_dict() == paper.train.to_dict()
+    ramp = ("pseudo_ramp_start", "pseudo_ramp_end")  # a ramp of mu spans a tenth of the iterations, rounded up
+    assert [cpu.train[f] for f in ramp] == [-(-paper.train[f] // 10) for f in ramp]
+    assert {k: v for k, v in cpu.train.items() if k not in ramp} == {k: v for k, v in paper.train.items()
+                                                                      if k not in ramp}
 
 
 @pytest.mark.parametrize("preset", mnist.PRESETS)
@@ -83,8 +86,28 @@ def test_each_preset_sets_what_its_name_says(preset):
     assert config.pseudo_alignment == (combination or preset == "plus_alignment")
     assert config.pseudo_confidence == (0.95 if preset == "plus_confidence" else 0.0)
     assert config.restart_epochs == (20 if combination or preset == "plus_restart" else 0)
+    # The baselines without MC dropout: Lee's Pseudo-Label, and the paper's semi-supervised ablation.
+    lee = preset.startswith("lee_")
+    assert config.train.pseudo_targets == ("step" if lee else "iteration")
+    assert (config.train.pseudo_ramp_start, config.train.pseudo_ramp_end) == ((0, 25) if lee else (0, 0))
+    deterministic = lee or preset.startswith("deterministic_")
+    dbal = preset.startswith("dbal_")  # Gal et al. 2017's protocol: T' = 100 on 2,000 samples, a fresh network
+    assert (config.pool_dropout, config.mc_passes_pool) == ((False, 1) if deterministic else (True, 100 if dbal
+                                                                                               else 10))
+    assert (config.pool_subset, config.retrain_epochs) == ((2000, 50) if dbal else (0, 0))
     if preset == "smoke":
         assert (config.pool_size, config.iterations, config.acquire_every, config.budget) == (2000, 10, 2, 150)
+    elif lee:  # semi-supervised only, like semi_supervised_N
+        assert (config.active, config.semi_supervised, config.mode) == (False, True, "all_data")
+        assert (config.initial_per_class, config.budget, config.iterations) == (labels // 10, labels, 200)
+        assert config.train.upsample == default.train.upsample and config.train.pseudo_weight == 1.0
+    elif dbal:  # active learning alone: 20 balanced labels, then 10 in each of 98 iterations
+        assert (config.active, config.semi_supervised, config.policy) == (True, False, preset.removeprefix("dbal_"))
+        assert (config.initial_per_class, config.acquire_every, config.acquire_count, config.iterations) == (
+            2, 1, 10, 98)
+        assert _labels_bought(config) == config.budget == 1000 and mnist.row(preset) == preset + "_1000"
+        assert (config.train.upsample, config.train.batch_size, config.initial_epochs) == (1, 128, 50)
+        assert not algorithm.computes_theta(config)
     elif "supervised" in preset:
         supervised = "semi_supervised" not in preset
         assert (config.active, config.semi_supervised) == (False, not supervised)
@@ -126,9 +149,10 @@ def test_table_row_names():
     assert mnist_report.table_row("cpu_semi_supervised_100") == "semi_supervised_100"
     assert mnist_report.table_row("step_wise_above_average_theta") == "step_wise_above_average_theta_300"
     assert mnist_report.table_row("improved_300") == "improved_300"
+    assert mnist_report.table_row("cpu_lee_100") == "lee_pseudo_label_100"
     for preset in mnist.PRESETS:  # a row is named by its label count, at every scale
         row = mnist_report.table_row(preset)
-        assert row == preset or row == preset + "_300", preset
+        assert row in (preset, preset + "_300", preset + "_1000", preset.replace("lee_", "lee_pseudo_label_")), preset
         if mnist.CPU_PREFIX + preset in mnist.CPU_PRESETS:
             assert mnist_report.table_row(mnist.CPU_PREFIX + preset) == row
     with pytest.raises(ValueError, match="unknown mnist preset"):

@@ -388,6 +388,27 @@ def test_pool_stats_compiles_once_for_different_pool_sizes():
     _assert_stats_close([None if field is None else field[:50] for field in second], first)
 
 
+@pytest.mark.parametrize("seed_axis", algorithm.SEED_AXES)
+def test_pool_stats_without_dropout_are_the_deterministic_networks_softmax(seed_axis):
+    """config.pool_dropout = False: T' = 1 pass of the network without dropout, whatever the key: eq. 7's mean is
+    softmax(apply_fn(params, x)), its entropy eq. 3's, BALD and the variation ratio 0; T' > 1 is refused."""
+    apply_fn, params, _ = _network("mlp")
+    pool = _inputs("mlp", POOL_SIZE)
+    stats = [algorithm.unstack(algorithm.pool_stats(apply_fn, algorithm.stack([params]), pool, jax.random.key(k)[None],
+                                                    1, 8, shared=True, seed_axis=seed_axis, dropout=False), 0)
+             for k in (3, 4)]
+    for a, b in zip(stats[0], stats[1]):
+        assert (a is None and b is None) or np.array_equal(a, b)
+    softmax = jax.nn.softmax(jax.jit(apply_fn)(params, pool), axis=-1)
+    np.testing.assert_allclose(stats[0].mean_probs, softmax, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(stats[0].entropy, _entropy64(np.asarray(softmax, np.float64)), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(stats[0].mutual_information, 0.0, atol=1e-6)
+    np.testing.assert_array_equal(stats[0].variation_ratio, 0.0)
+    with pytest.raises(ValueError, match="one pass"):
+        uncertainty.chunk_stats(apply_fn, params, pool[:8], jnp.arange(8, dtype=jnp.uint32), jax.random.key(0), 2,
+                                dropout=False)
+
+
 def test_pool_stats_rejects_an_empty_pool():
     apply_fn, params, _ = _network("mlp")
     with pytest.raises(ValueError, match="empty"):

@@ -35,11 +35,42 @@ Beyond the paper:
                               NAME_before_restart, the iterations' network)
   plus_300, plus_1000, plus_semi_supervised_100   the combination: ground-truth augmentation, consistency,
                               alignment and the clean restart (aims: 98.5 % / 99.0 % / 97.0 % at paper scale)
+  Baselines without MC dropout (section 5 compares with them):
+  lee_100, lee_1000           Lee (2013)'s Pseudo-Label with the paper's CNN and this training: 100 / 1,000 balanced
+                              labels, no acquisition; every step labels its unlabeled samples by the deterministic
+                              network on the clean batch (train.pseudo_targets="step"); mu of eq. 6 ramps from 0 to 1
+                              over iterations 0-25; pool inference without dropout. Lee: alpha(t) 0 before T1 = 100
+                              epochs, linear to alpha_f = 3 at T2 = 600; here the initial fit stands for his first T1
+                              epochs, and his 500-epoch ramp (an epoch: one pass over the labels) is 25 iterations
+                              of 20 passes (train.upsample). He weighs the labeled and pseudo-labeled batch means
+                              1 : alpha_f; the mixed batches here weigh each sample 1 or mu. Lee's MNIST test error:
+                              dropNN + PL 16.15 % with 100 labels; + PL + DAE (a denoising auto-encoder, not built
+                              here) 10.49 % / 3.46 % with 100 / 1,000, the numbers the paper quotes (89.51 %, Table 3)
+  deterministic_semi_supervised_100   semi_supervised_100 with pool inference without dropout (pool_dropout=False,
+                              T' = 1): the paper's "tests without MC dropout inference" (section 5)
+  DBAL, the active learning of Gal, Islam, Ghahramani 2017 ("Deep Bayesian Active Learning with Image Data"), as
+  their Keras code runs it (github.com/Riashat/Deep-Bayesian-Active-Learning, MC_Dropout_Keras/*_Q10_N1000*.py),
+  without pseudo-labels; the paper's Table 3 quotes its test errors with 1,000 labels:
+  dbal_bald                   1.80 %   (98.20 % accuracy)
+  dbal_max_entropy            1.74 %   (98.26 %)
+  dbal_variation_ratio        1.64 %   (98.36 %)
+  dbal_random                 not in Table 3 (Gal et al.'s baseline)
+                              20 balanced initial labels, then 98 acquisitions of 10 (1,000 labels), each chosen
+                              among a random subset of 2,000 unlabeled pool samples scored with T' = 100 MC-dropout
+                              passes (pool_subset), after each a network trained afresh for 50 epochs on the
+                              ground truth, batches of 128, no upsampling (retrain_epochs). As Gal et al.: Adam
+                              1e-3, no early stopping, the full test set. Unlike them: the paper's CNN (4 convs
+                              3x3 with LeakyReLU, dropout 0.33 after each, l2 1e-3 on every kernel) instead of
+                              theirs (2 convs 3x3, 32 filters, 5x5 max-pool, dropout 0.25, dense 128/256, dropout
+                              0.5, weight decay 3.5 / N on the dense layer); the initial labels come from the pool
+                              (theirs from 10,000 other images); the pool is the whole training set (theirs 40,000
+                              images); an acquired sample leaves the pool (their subset code puts it back)
   smoke                       a CPU-scale run of all_data_max_entropy: 2,000-image pool, 10 iterations
 CPU scale: `cpu_NAME` runs preset NAME on a 6,000-image pool (a seeded random subset of the training set) with
 a tenth of its iterations, buying its 10 labels every iteration instead of every 10th, so that the same
-labels are bought (e.g. cpu_all_data_max_entropy: 100 + 20 x 10 = 300 labels in 20 iterations). The test set
-stays the full 10,000 images.
+labels are bought (e.g. cpu_all_data_max_entropy: 100 + 20 x 10 = 300 labels in 20 iterations), and a ramp of mu
+over a tenth of its iterations, rounded up (cpu_lee_100: 0-3). A preset that buys labels every iteration already
+(dbal_*) keeps its iterations: cpu_dbal_* differ in the pool alone. The test set stays the full 10,000 images.
 """
 
 from typing import NamedTuple
@@ -81,6 +112,16 @@ ALIGNMENT = {"pseudo_alignment": True}  # guard: pseudo-labels' class distributi
 CONFIDENCE = {"pseudo_confidence": 0.95}  # guard: D takes only samples with a top probability of 0.95 (FixMatch)
 RESTART = {"restart_epochs": 20}  # a fresh network trained 20 epochs on the final D (the paper's section 6)
 PLUS = {**AUGMENTATION, **CONSISTENCY, **ALIGNMENT, **RESTART}  # the combination
+# Without MC dropout (the baselines of section 5): pool inference by the deterministic network, one pass.
+DETERMINISTIC = {"pool_dropout": False, "mc_passes_pool": 1}
+# Lee (2013)'s Pseudo-Label: targets recomputed every step by the deterministic network, mu ramped 0 -> 1 over
+# iterations 0-25 (his 500-epoch ramp, an epoch one pass over the labels; here 20 passes an iteration).
+LEE = {"train.pseudo_targets": "step", "train.pseudo_ramp_start": 0, "train.pseudo_ramp_end": 25, **DETERMINISTIC}
+# DBAL (Gal et al. 2017): active learning alone, 20 + 98 x 10 labels, each acquisition among 2,000 random pool
+# samples (T' = 100) and followed by a network trained afresh for 50 epochs (their Keras scripts' nb_epoch).
+DBAL = {"semi_supervised": False, "initial_per_class": 2, "initial_epochs": 50, "iterations": 98,
+        "acquire_every": 1, "acquire_count": 10, "budget": 1000, "pool_subset": 2000, "mc_passes_pool": 100,
+        "retrain_epochs": 50, "train.upsample": 1, "train.batch_size": 128}
 
 TABLE = {
     "step_wise_max_entropy": Preset("step_wise_max_entropy_300", _active("step_wise", "max_entropy")),
@@ -121,6 +162,14 @@ TABLE = {
     "plus_300": Preset("plus_300", PLUS),
     "plus_semi_supervised_100": Preset("plus_semi_supervised_100", {**_semi_supervised(100), **PLUS}),
     "plus_1000": Preset("plus_1000", {**UNTIL_1000_LABELS, **PLUS}),
+    "lee_100": Preset("lee_pseudo_label_100", {**_semi_supervised(100), **LEE}),
+    "lee_1000": Preset("lee_pseudo_label_1000", {**_semi_supervised(1000), **LEE}),
+    "deterministic_semi_supervised_100": Preset("deterministic_semi_supervised_100",
+                                                {**_semi_supervised(100), **DETERMINISTIC}),
+    "dbal_bald": Preset("dbal_bald_1000", {**DBAL, "policy": "bald"}),
+    "dbal_max_entropy": Preset("dbal_max_entropy_1000", {**DBAL, "policy": "max_entropy"}),
+    "dbal_variation_ratio": Preset("dbal_variation_ratio_1000", {**DBAL, "policy": "variation_ratio"}),
+    "dbal_random": Preset("dbal_random_1000", {**DBAL, "policy": "random"}),
     "smoke": Preset("smoke", {"pool_size": 2000, "test_size": 2000, "initial_epochs": 20, "iterations": 10,
                               "acquire_every": 2, "budget": 150}),
 }
@@ -157,9 +206,13 @@ def get_config(preset: str = "all_data_max_entropy"):
 
 
 def cpu_scale(config):
-    """A preset at CPU scale: a 6,000-image pool and a tenth of the iterations, with the same labels bought."""
+    """A preset at CPU scale: a 6,000-image pool and a tenth of the iterations (all of them where it buys labels
+    every iteration), with the same labels bought and the ramp of mu (config.train.pseudo_ramp_*) over a tenth of
+    its iterations, rounded up."""
     config.preset = CPU_PREFIX + config.preset
     config.pool_size = CPU_POOL_SIZE
-    config.iterations //= CPU_ITERATION_DIVISOR
+    config.iterations //= min(CPU_ITERATION_DIVISOR, config.acquire_every)  # every acquisition stays (dbal_*)
     config.acquire_every = max(config.acquire_every // CPU_ITERATION_DIVISOR, 1)
+    config.train.pseudo_ramp_start = -(-config.train.pseudo_ramp_start // CPU_ITERATION_DIVISOR)
+    config.train.pseudo_ramp_end = -(-config.train.pseudo_ramp_end // CPU_ITERATION_DIVISOR)
     return config
