@@ -66,7 +66,8 @@ from experiments.device_check import (REFERENCE, check_reference, device_facts, 
 ROW_ORDER = (
     "all_data_max_entropy", "semi_supervised_100",
     "plus_300", "plus_semi_supervised_100",  # DeepBASS+ (beyond the paper), right after the pending row
-    "all_data_max_entropy_1000", "plus_1000",
+    "lee_100", "deterministic_semi_supervised_100",  # the paper's comparators with 100 labels
+    "all_data_max_entropy_1000", "plus_1000", "lee_1000",
     "step_wise_max_entropy", "step_wise_above_average", "all_data_above_average", "semi_supervised_300",
     "semi_supervised_600", "semi_supervised_1000", "semi_supervised_3000", "supervised_600", "supervised_1000",
     "supervised_3000", "supervised_60000",
@@ -74,6 +75,8 @@ ROW_ORDER = (
     # supervised learning with ten times the labels.
     "fashion_mnist:all_data_max_entropy", "fashion_mnist:step_wise_max_entropy", "fashion_mnist:supervised_300",
     "fashion_mnist:supervised_3000",
+    # Gal et al.'s DBAL protocol (Table 3's comparators): active learning alone, retrained after each acquisition.
+    "dbal_bald", "dbal_max_entropy", "dbal_variation_ratio", "dbal_random",
 )
 START_MARGIN_S = 20.0  # compilation and set-up of a new row, beyond its projected initial fit
 SAVE_MARGIN_S = 10.0  # writing the snapshot, rows.json and runs.tar.gz at the end of a job

@@ -119,7 +119,8 @@ def describe(config: dict) -> str:
         policy = config["policy"]
         if policy == "above_average":
             policy += " vs theta (authors' code)" if config["above_average_reference"] == "theta" else " vs mean (eq. 14)"
-        notes.append(f"{config['mode'].replace('_', ' ')}, {policy.replace('_', ' ')}")
+        mode = config["mode"].replace("_", " ") if config["semi_supervised"] else "active learning only"
+        notes.append(f"{mode}, {policy.replace('_', ' ')}")
     elif config["semi_supervised"]:
         notes.append("all data, no acquisition")
     else:
@@ -135,7 +136,14 @@ def describe(config: dict) -> str:
     plus = [("pseudo-labels on a strong view (consistency)", train.get("strong_augment")),
             ("aligned pseudo-labels", config.get("pseudo_alignment")),
             (f"pseudo-labels of confidence >= {config.get('pseudo_confidence')}", config.get("pseudo_confidence")),
-            (f"clean restart, {config.get('restart_epochs')} epochs", config.get("restart_epochs"))]
+            (f"clean restart, {config.get('restart_epochs')} epochs", config.get("restart_epochs")),
+            ("Lee's pseudo-labels, recomputed every step", train.get("pseudo_targets") == "step"),
+            (f"mu ramped over iterations {train.get('pseudo_ramp_start')}-{train.get('pseudo_ramp_end')}",
+             train.get("pseudo_ramp_end")),
+            ("pool inference without dropout (T' = 1)", config.get("pool_dropout") is False),
+            (f"a fresh network trained {config.get('retrain_epochs')} epochs after each acquisition (DBAL)",
+             config.get("retrain_epochs")),
+            (f"{config.get('pool_subset'):,}-sample subset scored per acquisition", config.get("pool_subset"))]
     notes += [note for note, on in plus if on]
     if config["pool_size"]:
         notes.append(f"{config['pool_size']:,}-image pool" + (f", {config['iterations']} iterations"
