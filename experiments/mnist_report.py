@@ -143,7 +143,7 @@ def describe(config: dict) -> str:
             ("pool inference without dropout (T' = 1)", config.get("pool_dropout") is False),
             (f"a fresh network trained {config.get('retrain_epochs')} epochs after each acquisition (DBAL)",
              config.get("retrain_epochs")),
-            (f"{config.get('pool_subset'):,}-sample subset scored per acquisition", config.get("pool_subset"))]
+            (f"{config.get('pool_subset') or 0:,}-sample subset scored per acquisition", config.get("pool_subset"))]
     notes += [note for note, on in plus if on]
     if config["pool_size"]:
         notes.append(f"{config['pool_size']:,}-image pool" + (f", {config['iterations']} iterations"
