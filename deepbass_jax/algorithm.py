@@ -84,6 +84,17 @@ def pool_subset(key: jax.Array, iteration: int, labeled: np.ndarray, size: int) 
     return np.sort(np.argsort(priority, kind="stable")[:size]).astype(np.int32)
 
 
+def pool_subsets(size: int, keys, labeled: np.ndarray, iteration: int) -> Optional[np.ndarray]:
+    """DBAL's line 5 (config.pool_subset = `size`): each seed's `pool_subset` [R, S'] of iteration t (keys: the seeds'
+    run keys, labeled [R, N]; S' = size or, near the pool's end, what every seed has left); None where size is 0 or
+    nothing is left: the whole pool is scored."""
+    unlabeled = int((~labeled).sum(axis=1).min())
+    if not size or not unlabeled:
+        return None
+    return np.stack([pool_subset(key, iteration, seed_labeled, min(size, unlabeled))
+                     for key, seed_labeled in zip(keys, labeled)])
+
+
 def on_whole_pool(stats: uncertainty.UncertaintyStats, subsets: Optional[np.ndarray],
                   num_pool: int) -> uncertainty.UncertaintyStats:
     """The scores of subsets [R, S] (fields [R, S, ...]) placed in the pool: fields [R, N, ...], NaN where a sample
@@ -212,6 +223,27 @@ def batch_queries(policy: acquisition.BatchPolicy, apply_fn, params, stats: unce
         picked = acquisition.valid_indices(policy.select(probs, min(count, len(candidates)), select_key, real))
         chosen[r, : len(picked)] = candidates[picked]
     return chosen
+
+
+def seeds_choices(config: ml_collections.ConfigDict, apply_fn, params, stats: uncertainty.UncertaintyStats, theta,
+                  labeled: np.ndarray, keys, count: int, subsets: Optional[np.ndarray], images_of,
+                  seed_axis: str) -> np.ndarray:
+    """Line 8 for every seed: the pool indices [R, count] (-1-padded) config.policy chooses, by `seeds_queries` or
+    a batch policy's `batch_queries`. stats [R, N, ...] with labeled [R, N]; or, with subsets [R, S]
+    (config.pool_subset), stats [R, S, ...] of those unlabeled samples, among which the policy chooses.
+    images_of(r, pool indices) -> seed r's images."""
+    to_pool = (lambda r, rows: rows) if subsets is None else (lambda r, rows: np.where(rows >= 0, subsets[r][rows], -1))
+    if subsets is not None:  # the subset is the pool that line 8 sees; it holds unlabeled samples only
+        labeled = np.zeros(subsets.shape, bool)
+    if config.policy in acquisition.BATCH_POLICIES:  # one process (config.validate)
+        chosen = batch_queries(acquisition.BATCH_POLICIES[config.policy], apply_fn, params, stats, labeled,
+                               lambda r, rows: images_of(r, to_pool(r, rows)), keys, count, config.batch_candidates,
+                               config.batch_passes, max(1, config.chunk_size * config.mc_passes_pool
+                                                        // config.batch_passes))
+    else:
+        chosen = np.asarray(seeds_queries(stats, theta, jnp.asarray(labeled), keys, count=count, policy=config.policy,
+                                          reference=config.above_average_reference, seed_axis=seed_axis))
+    return np.stack([to_pool(r, np.asarray(rows)) for r, rows in enumerate(chosen)])
 
 
 def refresh_pseudo_labels(stats: uncertainty.UncertaintyStats, theta: jax.Array, labeled: jax.Array,

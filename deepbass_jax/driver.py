@@ -62,8 +62,9 @@ class Driver:
                      seeds_lib.label_plan(config, first, first.dataset.num_classes))
         self.nan = nan_guard.NanGuard(self.workdir / CHECKPOINT, METRICS)
         self.held_out = metrics_lib.HeldOut.of_seeds(self.seeds)
-        stop_set = metrics_lib.stop_set_indices(self.num_pool, config.stop_set_size, config.seed)  # the signal's
-        self.stop_images, self.stop_predictions = np.stack([self._images(s, stop_set) for s in self.seeds]), None
+        stop_set = metrics_lib.stop_set_indices(self.num_pool, config.stop_set_size, config.seed)
+        self.stop_signal = metrics_lib.StopSignal(np.stack([self._images(s, stop_set) for s in self.seeds]),
+                                                  first.dataset.num_classes)
         self.iteration, self.states = 0, None
         self.checkpointed: Optional[int] = None  # the iteration the newest checkpoint holds (None: none yet)
         self.pool_scores: Optional[uncertainty.UncertaintyStats] = None  # the last iteration's, [R, N, ...]
@@ -117,18 +118,26 @@ class Driver:
         """After the last iteration: a freshly initialized network trained config.restart_epochs epochs on each
         seed's final D ("a clean restart with the final data splitting", section 6); per seed its held-out
         metrics. The iterations' network stays the run's network (self.states)."""
-        config, iterated = self.config, self.states
-        keys = [jax.random.fold_in(seed.key, algorithm.RESTART_STREAM) for seed in self.seeds]
-        self.states = self._fresh_states(keys)
-        with progress.Progress(config.restart_epochs, "clean restart") as bar, self.nan.stop_on_nan(self.iteration):
-            for epoch in range(config.restart_epochs):
-                self.states, _ = self._train_epoch([train.sampling_plan(
-                    s.state.labeled, s.state.selected, jax.random.fold_in(algorithm.setup_keys(key)[2], epoch),
-                    config.train.upsample, config.train.pseudo_weight) for s, key in zip(self.seeds, keys)])
-                bar.update(1)
+        iterated, epochs = self.states, self.config.restart_epochs
+        with progress.Progress(epochs, "clean restart") as bar, self.nan.stop_on_nan(self.iteration):
+            self._fit_fresh([jax.random.fold_in(seed.key, algorithm.RESTART_STREAM) for seed in self.seeds], epochs,
+                            bar)
         restarted = self.held_out.accuracy(self.apply_fn, self.states.params, self.seed_axis) if self.leader else []
         self.states = iterated
-        return [{"epochs": config.restart_epochs, **metrics} for metrics in restarted]
+        return [{"epochs": epochs, **metrics} for metrics in restarted]
+
+    def _fit_fresh(self, keys, epochs: int, bar: Optional[progress.Progress] = None) -> list:
+        """Fresh networks, seed r's from run key keys[r], trained `epochs` epochs on each seed's D (ground truth x
+        upsample and its pseudo-labeled samples): the clean restart and DBAL's retraining; the last epoch's
+        metrics."""
+        self.states, train_config = self._fresh_states(keys), self.config.train
+        for epoch in range(epochs):
+            self.states, metrics = self._train_epoch([train.sampling_plan(
+                s.state.labeled, s.state.selected, jax.random.fold_in(algorithm.setup_keys(key)[2], epoch),
+                train_config.upsample, train_config.pseudo_weight) for s, key in zip(self.seeds, keys)])
+            if bar is not None:
+                bar.update(1)
+        return metrics
 
     def iterate(self) -> list[dict]:
         """One iteration of Algorithm 3.1 (lines 4-12) for every seed; returns each seed's metrics line."""
@@ -140,7 +149,8 @@ class Driver:
         pool_keys, labeled_keys, acquire_keys, plan_keys = ([k[i] for k in keys] for i in range(4))
 
         # Line 5 and eq. 8: MC-dropout inference on the pool (T') and, where theta is computed, the ground truth (T).
-        subsets = self._pool_subsets(iteration)  # DBAL (config.pool_subset): [R, S] pool indices; None: the whole pool
+        subsets = algorithm.pool_subsets(  # DBAL (config.pool_subset): [R, S] pool indices; None: the whole pool
+            self.config.pool_subset, [s.key for s in self.seeds], self._labeled(), iteration)
         stats = self._pool_stats(jnp.stack(pool_keys), subsets)  # fields [R, N or S, ...]
         self.nan.require_finite(iteration, "the pool's MC-dropout mean probabilities", stats.mean_probs)
         phases.lap("pool_inference")
@@ -166,25 +176,13 @@ class Driver:
     def _acquire(self, iteration: int, stats, theta, keys, subsets=None) -> list[int]:
         """Lines 8-11: every k-th iteration each seed buys the labels its policy chooses (process 0's choice); with
         subsets [R, S] (config.pool_subset) stats [R, S, ...] are theirs and the policy chooses among them."""
-        config = self.config
-        count = algorithm.acquisition_count(config, iteration, int(self.seeds[0].state.labeled.sum()))
+        count = algorithm.acquisition_count(self.config, iteration, int(self.seeds[0].state.labeled.sum()))
         if not count:
             return [0] * len(self.seeds)
-        labeled, pool_index = self._labeled(), lambda r, indices: indices  # a row of stats -> a pool index
-        if subsets is not None:  # the subset is the pool that line 8 sees; it holds unlabeled samples only
-            labeled, pool_index = np.zeros(subsets.shape, bool), lambda r, indices: subsets[r][indices]
-        if config.policy in acquisition.BATCH_POLICIES:  # one process (config.validate)
-            chosen = algorithm.batch_queries(
-                acquisition.BATCH_POLICIES[config.policy], self.apply_fn, self.states.params, stats, labeled,
-                lambda r, indices: self._images(self.seeds[r], pool_index(r, indices)), keys, count,
-                config.batch_candidates, config.batch_passes,
-                max(1, config.chunk_size * config.mc_passes_pool // config.batch_passes))
-        else:
-            chosen = self.collective.broadcast(np.asarray(algorithm.seeds_queries(
-                stats, theta, jnp.asarray(labeled), keys, count=count, policy=config.policy,
-                reference=config.above_average_reference, seed_axis=self.seed_axis)))
-        return [self._buy(s, pool_index(r, acquisition.valid_indices(c)), iteration)
-                for r, (s, c) in enumerate(zip(self.seeds, chosen))]
+        chosen = self.collective.broadcast(algorithm.seeds_choices(
+            self.config, self.apply_fn, self.states.params, stats, theta, self._labeled(), keys, count, subsets,
+            lambda r, indices: self._images(self.seeds[r], indices), self.seed_axis))
+        return [self._buy(s, acquisition.valid_indices(c), iteration) for s, c in zip(self.seeds, chosen)]
 
     def _buy(self, seed: Seed, indices, iteration: int) -> int:
         """Lines 9-11 for one seed: the ledger buys (or replays) the labels; they become ground truth."""
@@ -213,7 +211,8 @@ class Driver:
                  for s, key in zip(self.seeds, plan_keys)]
         with self.nan.stop_on_nan(iteration):
             if self.config.retrain_epochs:  # DBAL: a fresh network, E epochs, instead of one more epoch of this one
-                epochs = self._retrain(iteration)
+                epochs = self._fit_fresh([algorithm.retrain_key(s.key, iteration) for s in self.seeds],
+                                         self.config.retrain_epochs)
             else:
                 self.states, epochs = self._train_epoch(plans)  # augments the ground-truth entries only
         self.nan.require_finite(iteration, "the training loss", [epoch.loss for epoch in epochs])
@@ -244,28 +243,6 @@ class Driver:
             pool_ids=subsets)
         return stats if subsets is not None else self.collective.gather_stats(stats, self.num_pool)
 
-    def _pool_subsets(self, iteration: int) -> Optional[np.ndarray]:
-        """DBAL's line 5 (config.pool_subset = S): each seed's random subset [R, S'] of its unlabeled pool indices
-        that iteration t scores (`algorithm.pool_subset`; S' = S or, near the pool's end, what every seed has left);
-        None: the whole pool is scored."""
-        unlabeled = min(int((~s.state.labeled).sum()) for s in self.seeds)
-        if not self.config.pool_subset or not unlabeled:
-            return None
-        size = min(self.config.pool_subset, unlabeled)
-        return np.stack([algorithm.pool_subset(s.key, iteration, s.state.labeled, size) for s in self.seeds])
-
-    def _retrain(self, iteration: int) -> list:
-        """DBAL's line 12 (config.retrain_epochs = E): each seed's network re-initialized from
-        `algorithm.retrain_key` (as a run from its key) and trained E epochs on its ground truth x upsample (D:
-        config.validate refuses pseudo-labels here); the last epoch's metrics."""
-        keys = [algorithm.retrain_key(s.key, iteration) for s in self.seeds]
-        self.states = self._fresh_states(keys)
-        for epoch in range(self.config.retrain_epochs):
-            self.states, epochs = self._train_epoch([train.sampling_plan(
-                s.state.labeled, s.state.selected, jax.random.fold_in(algorithm.setup_keys(key)[2], epoch),
-                self.config.train.upsample) for s, key in zip(self.seeds, keys)])
-        return epochs
-
     def _train_epoch(self, plans):
         """Line 12 for every seed (over the processes, data-parallel), the ground-truth entries augmented; with
         config.train.pseudo_targets "step" the steps compute the pseudo-labeled samples' targets (-1 here)."""
@@ -276,8 +253,7 @@ class Driver:
 
     def _metrics_lines(self, iteration, stats, logged_theta, bought, epochs, phases) -> list[dict]:
         """Each seed's metrics line (process 0's to write): what the iteration did and the held-out accuracy."""
-        seeds, lines = self.seeds, []
-        seconds = phases.elapsed()
+        seeds, seconds = self.seeds, phases.elapsed()
         ground_truth = [np.flatnonzero(s.state.labeled) for s in seeds]
         ground_truth_images = np.stack([self._images(s, indices) for s, indices in zip(seeds, ground_truth)])
         if self.leader:
@@ -289,14 +265,9 @@ class Driver:
                 held_out = self.held_out.accuracy(self.apply_fn, self.states.params, self.seed_axis)
                 agreement = self._stop_set_agreement()
         phases.lap("accuracy")
-        for r, seed in enumerate(seeds if self.leader else []):
-            seed.state.iteration = iteration  # the line needs the sets alone, not the network (seed_state(r))
-            line = metrics_lib.metrics_line(seed.config, seed.hidden_labels, seed.state, stats.entropy[r],
-                                            logged_theta[r], bought[r], epochs[r].loss, ground_truth_accuracy[r],
-                                            seconds, seed.dataset.num_classes)
-            line.update(held_out[r], stop_set_kappa=float(agreement[r]))
-            line["phase_seconds"] = phases.seconds  # all seeds together; "metrics" (these lines) is filled in below
-            lines.append(line)
+        lines = [] if not self.leader else metrics_lib.seeds_lines(
+            seeds, iteration, stats.entropy, logged_theta, bought, epochs, ground_truth_accuracy, seconds, held_out,
+            agreement, phases.seconds)
         phases.lap("metrics")
         return lines
 
@@ -319,9 +290,7 @@ class Driver:
     def _save(self) -> None:
         self.checkpointed = self.iteration
         if self.leader:
-            runfolder.save_run(self.workdir, self.iteration, self.states, [
-                {"ground_truth": s.state.ground_truth, "pseudo": s.state.pseudo, "oracle": s.ledger.state_dict()}
-                for s in self.seeds])
+            runfolder.save_run(self.workdir, self.iteration, self.states, [s.state_dict() for s in self.seeds])
 
     def _restore(self) -> bool:
         """Continues from the newest good checkpoint (False: none, a fresh run); process 0 reads it and the
@@ -334,8 +303,7 @@ class Driver:
         self.iteration, self.states, saved = restored
         self.checkpointed = self.iteration
         for seed, seed_saved in zip(self.seeds, saved):
-            seed.ledger.load_state_dict(seed_saved["oracle"])
-            seed.state.ground_truth, seed.state.pseudo = seed_saved["ground_truth"], seed_saved["pseudo"]
+            seed.load_state_dict(seed_saved)
         return True
 
     # ------------------------------------------------------------------------------------------- run
@@ -387,10 +355,7 @@ class Driver:
 
     def _stop_set_agreement(self) -> np.ndarray:
         """Cohen's kappa [R] of the stop set's predictions with the previous network's (1 before any previous one)."""
-        previous, self.stop_predictions = self.stop_predictions, self.held_out.predict(
-            self.apply_fn, self.states.params, self.seed_axis, self.stop_images)
-        return np.ones(len(self.seeds)) if previous is None else np.asarray(metrics_lib.kappa(
-            previous, self.stop_predictions, self.seeds[0].dataset.num_classes))
+        return self.stop_signal.agreement(self.held_out, self.apply_fn, self.states.params, self.seed_axis)
 
     def _stable(self) -> bool:
         """config.stop_when_stable: whether stabilizing predictions end the run now (process 0 decides)."""

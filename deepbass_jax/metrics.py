@@ -56,6 +56,21 @@ def metrics_line(config: ml_collections.ConfigDict, hidden_labels: Optional[np.n
     return line
 
 
+def seeds_lines(seeds, iteration: int, entropy, logged_theta, bought, epochs, ground_truth_accuracy, seconds: float,
+                held_out: list[dict], agreement, phase_seconds: dict) -> list[dict]:
+    """Each seed's metrics line of iteration t (`metrics_line`, the held-out metrics, the stop-set kappa and the
+    phases' seconds of all seeds together, whose "metrics" entry the driver fills in after): entropy [R, N],
+    per seed its logged theta, labels bought, epoch metrics, ground-truth accuracy and held-out dict."""
+    lines = []
+    for r, seed in enumerate(seeds):
+        seed.state.iteration = iteration  # the line needs the sets alone, not the network
+        line = metrics_line(seed.config, seed.hidden_labels, seed.state, entropy[r], logged_theta[r], bought[r],
+                            epochs[r].loss, ground_truth_accuracy[r], seconds, seed.dataset.num_classes)
+        line.update(held_out[r], stop_set_kappa=float(agreement[r]), phase_seconds=phase_seconds)
+        lines.append(line)
+    return lines
+
+
 MAX_CONFUSION_CLASSES = 20  # up to this many classes a line holds the whole C x C counts, beyond it the top pairs
 TOP_CONFUSIONS = 50
 
@@ -173,6 +188,21 @@ class HeldOut:
         the same) or [R, S, ...] (each seed its own): one program per shape (`algorithm.seeds_predict`)."""
         shared = np.ndim(images) == len(self.input_shape) + 1
         return algorithm.seeds_predict(apply_fn, params, images, shared, seed_axis)
+
+
+class StopSignal:
+    """The stopping signal's memory (config.stop_set_size): the stop set's images [R, S, ...] and the previous
+    network's predictions on them, which each new network's are compared with by Cohen's kappa."""
+
+    def __init__(self, images: np.ndarray, num_classes: int):
+        self.images, self.num_classes, self.previous = images, num_classes, None
+
+    def agreement(self, held_out: "HeldOut", apply_fn, params, seed_axis: str) -> np.ndarray:
+        """Kappa [R] of this network's stop-set predictions with the previous one's (1 before any previous one)."""
+        previous, self.previous = self.previous, held_out.predict(apply_fn, params, seed_axis, self.images)
+        if previous is None:
+            return np.ones(len(self.images))
+        return np.asarray(kappa(previous, self.previous, self.num_classes))
 
 
 STABLE_WINDOW = 3  # iterations the stop-set kappa must stay at config.stop_when_stable (Bloodgood: 3 windows)

@@ -71,6 +71,14 @@ class Seed:
                 plots.decision_boundary(apply_fn, params, points, self.state.labeled, self.hidden_labels,
                                         self.folder / "decision_boundary.png", class_names=self.dataset.class_names)
 
+    def state_dict(self) -> dict:
+        """What a checkpoint keeps of the seed beside its network: its sets and its oracle's state."""
+        return {"ground_truth": self.state.ground_truth, "pseudo": self.state.pseudo, "oracle": self.ledger.state_dict()}
+
+    def load_state_dict(self, saved: dict) -> None:
+        self.ledger.load_state_dict(saved["oracle"])
+        self.state.ground_truth, self.state.pseudo = saved["ground_truth"], saved["pseudo"]
+
     def write_summary(self, iterations: int, restart: Optional[dict] = None) -> dict:
         """summary.json (and curves.png) of a finished run: what marks it done; `restart`: the clean restart's
         held-out metrics (config.restart_epochs)."""

@@ -61,9 +61,11 @@ def test_a_retrained_network_is_a_fresh_one_trained_e_epochs_on_the_ground_truth
 
 
 def test_retrain_epochs_0_trains_one_epoch_more_of_the_same_network(tmp_path, monkeypatch):
-    retrained = []
-    original = driver_lib.Driver._retrain
-    monkeypatch.setattr(driver_lib.Driver, "_retrain", lambda self, t: retrained.append(t) or original(self, t))
+    retrained = []  # the iterations whose line 12 trained fresh networks
+    original = driver_lib.Driver._fit_fresh
+    monkeypatch.setattr(driver_lib.Driver, "_fit_fresh",
+                        lambda self, keys, epochs, bar=None: retrained.append(self.iteration + 1)
+                        or original(self, keys, epochs, bar))
     config = _dbal_config(retrain_epochs=0, iterations=2)
     driver = driver_lib.Driver(config, tmp_path / "paper")
     driver.initial_fit()
