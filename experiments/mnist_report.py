@@ -141,7 +141,7 @@ def describe(config: dict) -> str:
             (f"mu ramped over iterations {train.get('pseudo_ramp_start')}-{train.get('pseudo_ramp_end')}",
              train.get("pseudo_ramp_end")),
             ("pool inference without dropout (T' = 1)", config.get("pool_dropout") is False),
-            (f"a fresh network trained {config.get('retrain_epochs')} epochs after each acquisition (DBAL)",
+            (f"a fresh network trained {config.get('retrain_epochs')} epochs after each acquisition",
              config.get("retrain_epochs")),
             (f"{config.get('pool_subset') or 0:,}-sample subset scored per acquisition", config.get("pool_subset"))]
     notes += [note for note, on in plus if on]

@@ -92,9 +92,11 @@ def test_each_preset_sets_what_its_name_says(preset):
     assert (config.train.pseudo_ramp_start, config.train.pseudo_ramp_end) == ((0, 25) if lee else (0, 0))
     deterministic = lee or preset.startswith("deterministic_")
     dbal = preset.startswith("dbal_")  # Gal et al. 2017's protocol: T' = 100 on 2,000 samples, a fresh network
+    kirsch = preset.endswith("bald_mnist")  # Kirsch et al. 2019's: T' = 100 on the whole pool, a fresh network
     assert (config.pool_dropout, config.mc_passes_pool) == ((False, 1) if deterministic else (True, 100 if dbal
-                                                                                               else 10))
-    assert (config.pool_subset, config.retrain_epochs) == ((2000, 50) if dbal else (0, 0))
+                                                                                               or kirsch else 10))
+    assert (config.pool_subset, config.retrain_epochs) == ((2000, 50) if dbal else (0, 6) if kirsch else (0, 0))
+    assert (config.batch_candidates, config.batch_passes) == (1000, 100)  # used by the batchbald policy alone
     if preset == "smoke":
         assert (config.pool_size, config.iterations, config.acquire_every, config.budget) == (2000, 10, 2, 150)
     elif lee:  # semi-supervised only, like semi_supervised_N
@@ -107,6 +109,13 @@ def test_each_preset_sets_what_its_name_says(preset):
             2, 1, 10, 98)
         assert _labels_bought(config) == config.budget == 1000 and mnist.row(preset) == preset + "_1000"
         assert (config.train.upsample, config.train.batch_size, config.initial_epochs) == (1, 128, 50)
+        assert not algorithm.computes_theta(config)
+    elif kirsch:  # active learning alone: 20 balanced labels, then 10 in each of 28 iterations, 120 passes each
+        assert (config.active, config.semi_supervised, config.policy) == (True, False, preset.removesuffix("_mnist"))
+        assert (config.initial_per_class, config.acquire_every, config.acquire_count, config.iterations) == (
+            2, 1, 10, 28)
+        assert _labels_bought(config) == config.budget == 300 and mnist.row(preset) == preset + "_300"
+        assert (config.train.upsample, config.train.batch_size, config.initial_epochs) == (20, 64, 6)
         assert not algorithm.computes_theta(config)
     elif "supervised" in preset:
         supervised = "semi_supervised" not in preset
