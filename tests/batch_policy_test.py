@@ -59,6 +59,7 @@ def test_a_toy_run_buys_its_budget_with_batchbald(tmp_path):
     assert summary["labels"] == 14 and len({e["index"] for e in log}) == 14
 
 
+@pytest.mark.slow  # the CNN's consistent passes are tested in batchbald_test; this is its whole run (20 s)
 def test_a_cnn_run_on_a_few_hundred_mnist_images_with_batchbald(tmp_path, mnist_dir):
     config = mnist_configs.get_config("all_data_max_entropy")
     config.data.source, config.data.data_dir = "dir", str(mnist_dir)

@@ -108,6 +108,7 @@ def test_report_refuses_an_empty_outdir(tmp_path):
         study.write_report(tmp_path)
 
 
+@pytest.mark.slow  # about 30 s on 2 cores: two tiny runs of the CNN
 def test_the_study_end_to_end_on_a_tiny_setting(tmp_path, monkeypatch, mnist_dir):
     """Both presets on a 300-image pool, 2 acquisitions of 10, 2 epochs: the records, the pairing of the policies
     on one seed (the same initial labels and network) and the report."""

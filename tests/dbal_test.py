@@ -122,7 +122,7 @@ def test_only_the_subset_is_scored_and_bought_and_nothing_twice(tmp_path, monkey
     assert len(indices) == len(set(indices)) == 20 and int(driver.state.labeled.sum()) == 20
 
 
-@pytest.mark.parametrize("num_seeds", [1, 2])
+@pytest.mark.parametrize("num_seeds", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_a_samples_scores_do_not_depend_on_the_subset_it_is_in(num_seeds):
     """Sample i's masks are fold_in(key, i) for its pool index i: scored alone in a subset or with the whole pool
     (shared images, sample ids from its position), its MC-dropout statistics are the same."""
