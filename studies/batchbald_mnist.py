@@ -27,22 +27,11 @@ from absl import app, flags, logging
 
 from deepbass_jax import data
 from deepbass_jax.workdir import checkpoint
-from experiments import mnist_table, provenance, reporting
+from experiments import provenance, reporting, table_runs
 from experiments.configs import mnist
 
 # The flags replace experiments/mnist_table.py's of the same names (imported above for run_seeds): this study's
 # defaults and help.
-_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; each re-samples the pool, initial labels and "
-                           "network (the same for both policies).", allow_override=True)
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with MNIST's four IDX files (unset: download).",
-                                allow_override=True)
-_OUTDIR = flags.DEFINE_string("outdir", "results/mnist/batchbald", "Where runs/, README.md, table.json and "
-                              "learning_curves.png go.", allow_override=True)
-_WORKROOT = flags.DEFINE_string("workroot", "/tmp/deepbass_batchbald_mnist", "Run directories (checkpoints).",
-                                allow_override=True)
-_REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rebuild the report from OUTDIR/runs.",
-                                 allow_override=True)
-
 plt = provenance.pyplot()
 
 PRESETS = {"bald": "cpu_bald_mnist", "batchbald": "cpu_batchbald_mnist"}  # policy -> preset, in run order
@@ -313,14 +302,27 @@ def run(outdir: pathlib.Path, seeds: list[int], data_dir: Optional[str], workroo
         missing = [s for s in seeds if not (outdir / "runs" / preset / f"seed_{s}.json").exists()]
         if len(missing) < len(seeds):
             logging.info("%s: seeds %s done before.", preset, sorted(set(seeds) - set(missing)))
-        for block in mnist_table._consecutive(missing):
-            for record in mnist_table.run_seeds(preset, block, dataset, data_dir, workroot):
+        for block in table_runs.consecutive(missing):
+            for record in table_runs.run_seeds(preset, block, dataset, data_dir, workroot):
                 path = reporting.record_path(outdir, preset, record)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 checkpoint.write_json(path, record)
                 logging.info("%s seed %d: %.2f %% test accuracy with %d labels.", preset, record["seed"],
                              record["test_accuracy"], record["metrics"][-1]["labels"])
             write_report(outdir)
+
+
+def _define_flags() -> None:
+    """The study's flags, defined only when it runs (its tests import it beside entry points of the same flag
+    names)."""
+    global _SEEDS, _DATA_DIR, _OUTDIR, _WORKROOT, _REPORT_ONLY
+    _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds; each re-samples the pool, initial labels and "
+                               "network (the same for both policies).")
+    _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with MNIST's four IDX files (unset: download).")
+    _OUTDIR = flags.DEFINE_string("outdir", "results/mnist/batchbald", "Where runs/, README.md, table.json and "
+                                  "learning_curves.png go.")
+    _WORKROOT = flags.DEFINE_string("workroot", "/tmp/deepbass_batchbald_mnist", "Run directories (checkpoints).")
+    _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Only rebuild the report from OUTDIR/runs.")
 
 
 def main(argv):
@@ -339,4 +341,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)
