@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from deepbass_jax import acquisition, batchbald, models, uncertainty
+from deepbass_jax import acquisition, batchbald, uncertainty
 from tests.compilations import count_compilations
+from tests.helpers import random_network
 
 
 def _softmax(logits):
@@ -187,22 +188,9 @@ def test_greedy_select_compiles_once_per_shape():
 PASSES = 3
 
 
-@functools.lru_cache(maxsize=None)
 def _network(architecture, dropout_masks):
-    """(apply_fn, params, input shape): the CNN on 8x8x1 images or the toy MLP on 2-D points, random parameters
-    in the tree init_params builds (traced, not run: flax's init compiles slowly)."""
-    config = models.default_config()
-    config.architecture, config.dropout_masks = architecture, dropout_masks
-    num_classes, input_shape = (10, (8, 8, 1)) if architecture == "cnn" else (3, (2,))
-    module = models.build(config, num_classes)
-    shapes = jax.eval_shape(lambda key: models.init_params(module, key, input_shape), jax.random.key(0))
-    rng = np.random.default_rng(0)
-
-    def fill(leaf):
-        fan_in = int(np.prod(leaf.shape[:-1])) or 1
-        return jnp.asarray(rng.normal(scale=1.0 / np.sqrt(fan_in), size=leaf.shape), leaf.dtype)
-
-    return models.make_apply(module), jax.tree_util.tree_map(fill, shapes), input_shape
+    """(apply_fn, params, input shape): the CNN on 8x8x1 images or the toy MLP on 2-D points, random parameters."""
+    return random_network(architecture, *((10, (8, 8, 1)) if architecture == "cnn" else (3, (2,))), dropout_masks)
 
 
 @pytest.mark.parametrize("architecture,dropout_masks", [("mlp", "hash"), ("mlp", "threefry"), ("cnn", "hash")])

@@ -1,7 +1,13 @@
 """Test helpers shared by the driver tests: a small toy config, and a person answering a FileOracle round."""
 
 import csv
+import functools
 
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from deepbass_jax import models
 from experiments.configs import yinyang as yinyang_configs
 
 
@@ -43,3 +49,21 @@ def answer_round(folder, hidden) -> int:
         writer.writeheader()
         writer.writerows(rows)
     return len(rows)
+
+
+@functools.lru_cache(maxsize=None)
+def random_network(architecture: str, num_classes: int, input_shape: tuple, dropout_masks: str = "hash"):
+    """(apply_fn, params, input_shape) of `architecture` with LeCun-normal random parameters in the tree
+    `models.init_params` builds (traced with eval_shape, not run: eager flax init compiles every op, which is slow
+    on the CPU for the CNN)."""
+    config = models.default_config()
+    config.architecture, config.dropout_masks = architecture, dropout_masks
+    module = models.build(config, num_classes)
+    shapes = jax.eval_shape(lambda key: models.init_params(module, key, input_shape), jax.random.key(0))
+    rng = np.random.default_rng(0)
+
+    def fill(leaf):
+        fan_in = int(np.prod(leaf.shape[:-1])) or 1
+        return jnp.asarray(rng.normal(scale=1.0 / np.sqrt(fan_in), size=leaf.shape), leaf.dtype)
+
+    return models.make_apply(module), jax.tree_util.tree_map(fill, shapes), input_shape

@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from deepbass_jax import algorithm, models, uncertainty
+from deepbass_jax import algorithm, uncertainty
 from deepbass_jax.chunks import pad_rows, padded_chunks
 from tests.compilations import count_compilations
+from tests.helpers import random_network
 
 SETTINGS = settings(max_examples=30, deadline=None)
 TOL = 1e-6
@@ -245,25 +246,9 @@ def test_jit_equals_eager(fn, on_mean):
 # MC-dropout passes through the real networks
 
 
-@functools.lru_cache(maxsize=None)
 def _network(architecture):
-    """(apply_fn, params, input shape) for the paper CNN on 28x28x1 images or the toy MLP on 2-D points.
-
-    Parameters are LeCun-normal random values in the tree `models.init_params` builds (traced with
-    eval_shape, not run: eager flax init compiles every op, which is slow on CPU for the CNN).
-    """
-    config = models.default_config()
-    config.architecture = architecture
-    num_classes, input_shape = (10, (28, 28, 1)) if architecture == "cnn" else (2, (2,))
-    module = models.build(config, num_classes)
-    shapes = jax.eval_shape(lambda key: models.init_params(module, key, input_shape), jax.random.key(0))
-    rng = np.random.default_rng(0)
-
-    def fill(leaf):
-        fan_in = int(np.prod(leaf.shape[:-1])) or 1
-        return jnp.asarray(rng.normal(scale=1.0 / np.sqrt(fan_in), size=leaf.shape), leaf.dtype)
-
-    return models.make_apply(module), jax.tree_util.tree_map(fill, shapes), input_shape
+    """(apply_fn, params, input shape) for the paper CNN on 28x28x1 images or the toy MLP on 2-D points."""
+    return random_network(architecture, *((10, (28, 28, 1)) if architecture == "cnn" else (2, (2,))))
 
 
 def _inputs(architecture, num_samples, seed=1):
