@@ -402,6 +402,7 @@ COMPARISONS = (
         ("supervised, 300 labels", "supervised_300"),
         ("the paper's method (all data, max entropy)", "all_data_max_entropy_300"),
         ("the paper's method, run beside the additions", PAPER_METHOD),
+        ("DeepBASS+: the iterations' network", "plus_300_before_restart"),
         ("DeepBASS+ (plus_300)", "plus_300"))),
 )
 
