@@ -134,7 +134,8 @@ class Driver:
         for epoch in range(epochs):
             self.states, metrics = self._train_epoch([train.sampling_plan(
                 s.state.labeled, s.state.selected, jax.random.fold_in(algorithm.setup_keys(key)[2], epoch),
-                train_config.upsample, train_config.pseudo_weight) for s, key in zip(self.seeds, keys)])
+                train_config.upsample, train_config.pseudo_weight, train_config.pseudo_balance)
+                for s, key in zip(self.seeds, keys)])
             if bar is not None:
                 bar.update(1)
         return metrics
@@ -207,8 +208,8 @@ class Driver:
         """Line 12 for every seed; its epoch metrics. mu of eq. 6 follows config.train's ramp (Lee's alpha(t))."""
         train_config = self.config.train
         mu = train.pseudo_weight_at(train_config, iteration)
-        plans = [train.sampling_plan(s.state.labeled, s.state.selected, key, train_config.upsample, mu)
-                 for s, key in zip(self.seeds, plan_keys)]
+        plans = [train.sampling_plan(s.state.labeled, s.state.selected, key, train_config.upsample, mu,
+                                     train_config.pseudo_balance) for s, key in zip(self.seeds, plan_keys)]
         with self.nan.stop_on_nan(iteration):
             if self.config.retrain_epochs:  # DBAL: a fresh network, E epochs, instead of one more epoch of this one
                 epochs = self._fit_fresh([algorithm.retrain_key(s.key, iteration) for s in self.seeds],

@@ -36,6 +36,10 @@ def default_config() -> ml_collections.ConfigDict:
     # step with that step's parameters (Lee: "recalculated every weights update")
     config.pseudo_ramp_start = 0  # mu is 0 in iterations before this one (Lee's T1) ...
     config.pseudo_ramp_end = 0  # ... rises linearly to pseudo_weight in this one (Lee's T2); 0 and 0: no ramp
+    # False: mu weighs each pseudo-labeled sample (eq. 6); True: mu weighs the pseudo-labeled part of an epoch as a
+    # whole against its ground truth (Lee's eq. 15: alpha times the mean over pseudo-labels beside the mean over
+    # labels), so each pseudo-labeled sample weighs mu * (upsample * |labeled|) / |pseudo-labeled|
+    config.pseudo_balance = False
     # Ground-truth augmentation (section 5, "Data Augmentation"); pseudo-labeled samples are never warped.
     config.augment_degrees = 0.0  # max rotation in degrees, U(-a, a) per sample (0 = off; paper: below 10)
     config.augment_scale = 0.0  # max relative scaling of height and width, each U(1-s, 1+s) (paper: 0.05)
@@ -239,9 +243,12 @@ def sampling_plan(
     key: jax.Array,
     upsample: int = 20,
     pseudo_weight: float = 1.0,
+    balance: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """One epoch's shuffled pool indices and loss weights: each labeled sample `upsample` times (weight 1),
-    each selected (pseudo-labeled) sample once (weight mu = `pseudo_weight`, eq. 6).
+    each selected (pseudo-labeled) sample once (weight mu = `pseudo_weight`, eq. 6; with `balance`, mu times
+    upsample * |labeled| / |selected|, so that the pseudo-labels weigh mu times the ground truth in all: Lee's
+    eq. 15).
 
     labeled, selected: [N] bool masks, disjoint. Returns indices [M] int32 and weights [M] float32 with
     M = upsample * |labeled| + |selected|. Runs on the host: its size changes every iteration.
@@ -252,6 +259,8 @@ def sampling_plan(
         raise ValueError("a sample is both labeled and pseudo-labeled; ground truth must never be overwritten.")
     repeats = upsample * labeled.astype(np.int64) + selected.astype(np.int64)
     indices = np.repeat(np.arange(labeled.shape[0], dtype=np.int32), repeats)
+    if balance and selected.any():
+        pseudo_weight = pseudo_weight * upsample * labeled.sum() / selected.sum()
     weights = np.where(labeled[indices], 1.0, pseudo_weight).astype(np.float32)
     order = np.random.default_rng(np.asarray(jax.random.key_data(key)).tolist()).permutation(indices.shape[0])
     return indices[order], weights[order]

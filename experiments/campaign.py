@@ -51,7 +51,7 @@ import jax
 import numpy as np
 from absl import app, flags
 
-from deepbass_jax import algorithm, data, driver as driver_lib, layers
+from deepbass_jax import algorithm, config as config_lib, data, driver as driver_lib, layers
 from deepbass_jax.workdir import checkpoint, runfolder
 from experiments import provenance, reporting
 from experiments.campaign_results import (PENDING, PENDING_ROW, add_block, latest_accelerator_timings,
@@ -458,11 +458,16 @@ def campaign(outdir: pathlib.Path, budget_s: float, smoke_only: bool) -> dict:
     device = job.report["device"]
     print(f"backend {device['backend']}, device {device['device_kind']} (x{device['devices']}), jax {jax.__version__}, "
           f"commit {job.report['commit']}", flush=True)
-    for row in _ROWS.value:  # a misspelt row or a missing data folder fails now, not hours into a job
-        folder = row_config(row).data.data_dir
+    for row in _ROWS.value:  # a misspelt row, a missing data folder or a budget over --pool_size fails now
+        row_settings = row_config(row)
+        folder = row_settings.data.data_dir
         if folder and not pathlib.Path(folder).is_dir():
             raise FileNotFoundError(f"campaign row {row!r} reads {folder}, which is not a folder: give "
                                     "--data_root=DIR holding mnist/ and fashion_mnist/ (or --data_dir=MNIST_DIR).")
+        try:
+            config_lib.check_budget(row_settings, row_settings.pool_size or FULL_POOL)
+        except config_lib.ConfigError as error:
+            raise config_lib.ConfigError(f"campaign row {row!r}: {error} (--rows lists the rows run)") from None
     results_dir = pathlib.Path(_RESULTS.value)
     pending = None
     if pending_path(results_dir).exists():

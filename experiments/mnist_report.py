@@ -39,6 +39,14 @@ PAPER = {
     "semi_supervised_3000": (98.14, 0.26),
     "all_data_max_entropy_1000": (98.94, None),  # Table 3
     "step_wise_max_entropy_1000": (98.94, None),  # Table 3's number, as the authors' script ran it
+    # Table 3's comparators (test error 1.80 / 1.74 / 1.64 %): Gal et al. 2017's DBAL, active learning alone.
+    "dbal_bald_1000": (98.20, None),
+    "dbal_max_entropy_1000": (98.26, None),
+    "dbal_variation_ratio_1000": (98.36, None),
+    # Lee 2013's own error table (his 5,000-unit MLP, dropout, pseudo-labels without pre-training: 16.15 / 4.30 %);
+    # the paper quotes his runs with a denoising auto-encoder's pre-training (10.49 / 3.46 %), not built here.
+    "lee_pseudo_label_100": (83.85, None),
+    "lee_pseudo_label_1000": (95.70, None),
     "augmented_supervised_50": (85.0, None),  # "around 85%", the paper's Data Augmentation paragraph
     "shift_augmented_supervised_50": (85.0, None),  # the same claim, with shifts the paper does not name
     "improved_300": (98.5, None),  # aims for augmented DeepBASS, not paper results
@@ -63,7 +71,9 @@ DEVIATIONS = (
     "(`initial_patience=0`); the toy's rule is in experiments/configs/yinyang.py.",
 )
 PAPER_IN_WORDS = {"augmented_supervised_50": "about 85 (text, not a table)",  # README cells instead of a number
-                  "shift_augmented_supervised_50": "about 85 (text; the paper names no shift)"}
+                  "shift_augmented_supervised_50": "about 85 (text; the paper names no shift)",
+                  "lee_pseudo_label_100": "83.85 (Lee's own table, his MLP; 89.51 with DAE, the paper's text)",
+                  "lee_pseudo_label_1000": "95.70 (Lee's own table, his MLP; 96.54 with DAE, Table 3)"}
 AIMS = ("improved_300", "improved_1000", "plus_300", "plus_semi_supervised_100", "plus_1000")  # rows whose reference number is an aim, not a paper result
 PAPER_ORDER = tuple(PAPER) + (
     "all_data_above_average_theta_300",
@@ -87,7 +97,15 @@ FIGURE_PANELS = (
                                                       "improved_300", "plus_consistency_300", "plus_alignment_300",
                                                       "plus_confidence_300", "plus_300_before_restart",
                                                       "plus_semi_supervised_100_before_restart")),
+    ("Semi-supervised only, 100 labels: MC dropout, none, Lee's", ("semi_supervised_100",
+                                                                  "deterministic_semi_supervised_100",
+                                                                  "lee_pseudo_label_100")),
+    # Active learning alone: an iteration is one acquisition of 10 labels and a network trained afresh.
+    ("DBAL protocol (Gal et al. 2017): active learning alone", ("dbal_bald_1000", "dbal_max_entropy_1000",
+                                                               "dbal_variation_ratio_1000", "dbal_random_1000")),
 )
+PANELS_PER_LINE = 3  # the learning curves' panels, in lines of at most three
+
 # The confusion figure: a run of the paper's method that locks in (its seed of lowest final pseudo-label accuracy)
 # beside DeepBASS+ on the same seed.
 LOCK_IN_ROWS = ("all_data_max_entropy_300", "plus_restart_300_before_restart")
@@ -140,6 +158,7 @@ def describe(config: dict) -> str:
             ("Lee's pseudo-labels, recomputed every step", train.get("pseudo_targets") == "step"),
             (f"mu ramped over iterations {train.get('pseudo_ramp_start')}-{train.get('pseudo_ramp_end')}",
              train.get("pseudo_ramp_end")),
+            (f"pseudo-labels weigh {train.get('pseudo_weight'):g} x the ground truth in all", train.get("pseudo_balance")),
             ("pool inference without dropout (T' = 1)", config.get("pool_dropout") is False),
             (f"a fresh network trained {config.get('retrain_epochs')} epochs after each acquisition",
              config.get("retrain_epochs")),
@@ -287,14 +306,19 @@ def plot_learning_curves(records: list[dict], path: pathlib.Path, title: str) ->
               if keys and (i == 0 or len({key[0] for key in keys}) > 1)]
     if not panels:
         return {}
-    figure, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 4.8), squeeze=False, layout="constrained")
+    columns = min(len(panels), PANELS_PER_LINE)
+    lines = -(-len(panels) // columns)
+    figure, axes = plt.subplots(lines, columns, figsize=(6.5 * columns, 4.8 * lines), squeeze=False,
+                                layout="constrained")
+    for axis in axes.flat[len(panels):]:
+        axis.set_visible(False)
     drawn = {}
-    for axis, (name, keys) in zip(axes[0], panels):
+    for axis, (name, keys) in zip(axes.flat, panels):
         drawn[name] = [_band(axis, *_curves(groups[key], "test_accuracy"),
                              _curve_label(key[0], key[2], lengths[key[0]]), row_colour(key[0])) for key in keys]
         axis.set_title(name)
         _label(axis, "test accuracy % (mean, band: +-1 sample std)")
-    figure.suptitle(_wrapped(title, 6.5 * len(panels)))
+    figure.suptitle(_wrapped(title, 6.5 * columns))
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return drawn
@@ -397,13 +421,24 @@ COMPARISONS = (
         ("supervised, 100 labels", "supervised_100"),
         ("the paper's semi-supervised only", "semi_supervised_100"),
         ("DeepBASS+ semi-supervised only: the iterations' network", "plus_semi_supervised_100_before_restart"),
-        ("DeepBASS+ semi-supervised only (plus_semi_supervised_100)", "plus_semi_supervised_100"))),
+        ("DeepBASS+ semi-supervised only (plus_semi_supervised_100)", "plus_semi_supervised_100"),
+        ("the paper's ablation: pool inference without MC dropout (T' = 1)", "deterministic_semi_supervised_100"),
+        ("Lee's pseudo-label (the deterministic network's targets, every step)", "lee_pseudo_label_100"))),
     ("300 labels against supervised learning", "supervised_300", (
         ("supervised, 300 labels", "supervised_300"),
         ("the paper's method (all data, max entropy)", "all_data_max_entropy_300"),
         ("the paper's method, run beside the additions", PAPER_METHOD),
         ("DeepBASS+: the iterations' network", "plus_300_before_restart"),
         ("DeepBASS+ (plus_300)", "plus_300"))),
+    ("Table 3: 1,000 labels against the paper's comparators", "all_data_max_entropy_1000", (
+        ("supervised, 1,000 labels", "supervised_1000"),
+        ("DeepBASS (all data, max entropy)", "all_data_max_entropy_1000"),
+        ("DeepBASS+ (plus_1000)", "plus_1000"),
+        ("Lee's pseudo-label", "lee_pseudo_label_1000"),
+        ("DBAL, BALD (Gal et al. 2017)", "dbal_bald_1000"),
+        ("DBAL, max entropy", "dbal_max_entropy_1000"),
+        ("DBAL, variation ratio", "dbal_variation_ratio_1000"),
+        ("DBAL, random acquisition", "dbal_random_1000"))),
 )
 
 

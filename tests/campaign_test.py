@@ -377,7 +377,10 @@ def test_rows_and_data_folders_are_checked_before_any_work(tmp_path, mnist_dir, 
     with pytest.raises(FileNotFoundError, match="not a folder"):
         _campaign(tmp_path / "c", rows=["supervised_100", "fashion_mnist:supervised_100"], data_dir=str(mnist_dir),
                   data_root=str(tmp_path / "nowhere"), **common)
-    assert not any((tmp_path / job / "campaign.json").exists() for job in "abc")  # nothing ran
+    with pytest.raises(ValueError, match="row 'plus_1000': config.budget=1000 exceeds the pool of 320 samples"):
+        _campaign(tmp_path / "d", rows=["supervised_100", "plus_1000"], data_dir=str(mnist_dir), pool_size=320,
+                  **common)
+    assert not any((tmp_path / job / "campaign.json").exists() for job in "abcd")  # nothing ran
 
 
 def test_a_pending_row_stashed_before_rows_named_data_sets_continues_on_mnist(tmp_path):

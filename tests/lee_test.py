@@ -167,9 +167,30 @@ def test_the_ramp_of_mu_before_within_and_after():
     np.testing.assert_array_equal(weights[indices == 1], [1.0])
 
 
+def test_a_balanced_plan_weighs_the_pseudo_labels_mu_times_the_ground_truth_in_all():
+    """Lee's eq. 15: with `balance`, each pseudo-labeled entry weighs mu * upsample * |labeled| / |selected|, so the
+    pseudo-labeled part sums to mu times the ground truth's entries; without, each weighs mu (eq. 6)."""
+    labeled = np.zeros(50, bool)
+    labeled[:4] = True
+    selected = ~labeled
+    selected[-6:] = False  # 40 pseudo-labeled samples
+    indices, weights = train.sampling_plan(labeled, selected, jax.random.key(1), upsample=5, pseudo_weight=3.0,
+                                           balance=True)
+    assert len(indices) == 5 * 4 + 40
+    np.testing.assert_allclose(weights[selected[indices]], 3.0 * 20 / 40)
+    np.testing.assert_allclose(weights[selected[indices]].sum() / weights[labeled[indices]].sum(), 3.0)
+    same_order, unbalanced = train.sampling_plan(labeled, selected, jax.random.key(1), upsample=5, pseudo_weight=3.0)
+    np.testing.assert_array_equal(same_order, indices)
+    np.testing.assert_array_equal(unbalanced[selected[indices]], 3.0)
+    nothing = np.zeros(50, bool)  # the initial fit: no pseudo-labels, nothing to balance
+    _, weights = train.sampling_plan(labeled, nothing, jax.random.key(1), upsample=5, pseudo_weight=3.0, balance=True)
+    np.testing.assert_array_equal(weights, 1.0)
+
+
 # ------------------------------------------------------------------------------------- validation
 LEE_SETTINGS = {"mode": "all_data", "train.pseudo_targets": "step", "train.pseudo_ramp_start": 0,
-                "train.pseudo_ramp_end": 4, "pool_dropout": False, "mc_passes_pool": 1}
+                "train.pseudo_ramp_end": 4, "train.pseudo_weight": 3.0, "train.pseudo_balance": True,
+                "pool_dropout": False, "mc_passes_pool": 1}
 
 
 @pytest.mark.parametrize("fields,message", [
@@ -202,16 +223,19 @@ def _softmax_of(driver):
 
 
 def test_a_toy_run_with_the_lee_presets_settings(tmp_path, monkeypatch):
-    """Semi-supervised only, all data, Lee's targets and a ramp over iterations 0-4, pool inference without dropout:
-    mu rises 0.25, 0.5, 0.75, 1; every step gets -1 for the pseudo-labeled samples' targets and the ground truth's
-    labels; the pool's scores are the deterministic network's."""
+    """Semi-supervised only, all data, Lee's targets and a ramp over iterations 0-4 to alpha_f = 3, balanced,
+    pool inference without dropout: the pseudo-labels weigh 0.75, 1.5, 2.25, 3 times the ground truth in all; every
+    step gets -1 for the pseudo-labeled samples' targets and the ground truth's labels; the pool's scores are the
+    deterministic network's."""
     mus, epochs = [], []
     sampling_plan, train_epoch = train.sampling_plan, algorithm.train_epoch
 
-    def recording_plan(labeled, selected, key, upsample=20, pseudo_weight=1.0):
+    def recording_plan(labeled, selected, key, upsample=20, pseudo_weight=1.0, balance=False):
+        indices, weights = sampling_plan(labeled, selected, key, upsample, pseudo_weight, balance)
         if selected.any():
-            mus.append(pseudo_weight)
-        return sampling_plan(labeled, selected, key, upsample, pseudo_weight)
+            is_pseudo = selected[indices]
+            mus.append(round(float(weights[is_pseudo].sum() / weights[~is_pseudo].sum()), 5))
+        return indices, weights
 
     def recording_epoch(states, images, targets, plans, *args, **kwargs):
         epochs.append((np.asarray(targets), [np.asarray(plan[0]) for plan in plans]))
@@ -222,7 +246,7 @@ def test_a_toy_run_with_the_lee_presets_settings(tmp_path, monkeypatch):
     driver = driver_lib.Driver(toy_config("semi_supervised", **LEE_SETTINGS), tmp_path)
     summary = driver.run()
     assert driver.states.pseudo_targets == "step" and driver.iteration == 6
-    assert mus == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert mus == [0.75, 1.5, 2.25, 3.0, 3.0, 3.0]
     state = driver.seeds[0].state
     assert state.selected.sum() == (~state.labeled).sum() == 192  # all data: every unlabeled point is in D
     for targets, [plan_indices] in epochs[-6:]:  # the iterations' epochs

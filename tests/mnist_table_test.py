@@ -90,6 +90,7 @@ def test_each_preset_sets_what_its_name_says(preset):
     lee = preset.startswith("lee_")
     assert config.train.pseudo_targets == ("step" if lee else "iteration")
     assert (config.train.pseudo_ramp_start, config.train.pseudo_ramp_end) == ((0, 25) if lee else (0, 0))
+    assert (config.train.pseudo_weight, config.train.pseudo_balance) == ((3.0, True) if lee else (1.0, False))
     deterministic = lee or preset.startswith("deterministic_")
     dbal = preset.startswith("dbal_")  # Gal et al. 2017's protocol: T' = 100 on 2,000 samples, a fresh network
     kirsch = preset.endswith("bald_mnist")  # Kirsch et al. 2019's: T' = 100 on the whole pool, a fresh network
@@ -102,7 +103,7 @@ def test_each_preset_sets_what_its_name_says(preset):
     elif lee:  # semi-supervised only, like semi_supervised_N
         assert (config.active, config.semi_supervised, config.mode) == (False, True, "all_data")
         assert (config.initial_per_class, config.budget, config.iterations) == (labels // 10, labels, 200)
-        assert config.train.upsample == default.train.upsample and config.train.pseudo_weight == 1.0
+        assert config.train.upsample == default.train.upsample
     elif dbal:  # active learning alone: 20 balanced labels, then 10 in each of 98 iterations
         assert (config.active, config.semi_supervised, config.policy) == (True, False, preset.removeprefix("dbal_"))
         assert (config.initial_per_class, config.acquire_every, config.acquire_count, config.iterations) == (
@@ -353,3 +354,33 @@ def test_paired_comparisons_take_the_differences_on_the_seeds_both_rows_ran():
     assert "### Semi-supervised only with 100 labels, CPU scale (6,000-image pool, a tenth of the iterations)" in lines
     assert "| supervised, 100 labels | supervised_100 | 3 | 82.00 (2.00) | -7.00 (4.24) on 2 seeds | 0, 1, 2 |" in lines
     assert mnist_report.comparison_lines(records[:3]) == []  # no reference row: no table
+
+
+def test_the_comparators_rows_sit_beside_deepbass_with_table_3s_numbers(tmp_path):
+    """Lee's and the deterministic rows join the 100-label comparison, DBAL's rows carry Table 3's numbers and
+    the 1,000-label comparison, and each group gets a learning-curve panel (panels in lines of three)."""
+    records = [_record("cpu_semi_supervised_100", s, a) for s, a in ((0, 90.0), (1, 88.0))]
+    records += [_record("cpu_deterministic_semi_supervised_100", s, a) for s, a in ((0, 85.0), (1, 84.0))]
+    records += [_record("cpu_lee_100", s, a) for s, a in ((0, 83.0), (1, 82.0))]
+    records += [_record("dbal_bald", s, a, iterations=98) for s, a in ((0, 98.0), (1, 97.6))]
+    records += [_record("dbal_random", s, a, iterations=98) for s, a in ((0, 96.0), (1, 95.0))]
+    records += [_record("all_data_max_entropy_1000", s, a, iterations=900) for s, a in ((0, 99.0), (1, 98.8))]
+    records += [_record("cpu_all_data_max_entropy", s, 95.0) for s in range(2)]
+    lines = mnist_report.comparison_lines(records)
+    assert ("| the paper's ablation: pool inference without MC dropout (T' = 1) | deterministic_semi_supervised_100 "
+            "| 2 | 84.50 (0.71) | -4.50 (0.71) on 2 seeds | 0, 1 |") in lines
+    assert ("| Lee's pseudo-label (the deterministic network's targets, every step) | lee_pseudo_label_100 | 2 | "
+            "82.50 (0.71) | -6.50 (0.71) on 2 seeds | 0, 1 |") in lines
+    assert "| DBAL, BALD (Gal et al. 2017) | dbal_bald_1000 | 2 | 97.80 (0.28) | -1.10 (0.14) on 2 seeds | 0, 1 |" in lines
+    table = mnist_report.make_table(records)
+    assert table["dbal_bald_1000"]["paper"] == 98.20 and table["dbal_random_1000"]["paper"] is None
+    assert table["lee_pseudo_label_100"]["paper"] == 83.85  # Lee's own +PL, not the DAE run the paper quotes
+    assert table["lee_pseudo_label_100"]["notes"].startswith("all data, no acquisition; Lee's pseudo-labels")
+    drawn = mnist_report.plot_learning_curves(records, tmp_path / "curves.png", "comparators")
+    assert drawn["Semi-supervised only, 100 labels: MC dropout, none, Lee's"] == [
+        "semi supervised 100 (2 runs)", "deterministic semi supervised 100 (2 runs)", "lee pseudo label 100 (2 runs)"]
+    assert drawn["DBAL protocol (Gal et al. 2017): active learning alone"] == [
+        "dbal bald 1000 (2 runs)", "dbal random 1000 (2 runs)"]
+    assert len(drawn) == 4  # Fig. 3's two and these two, in two lines of panels
+    height, width, _ = mnist_report.plt.imread(tmp_path / "curves.png").shape
+    assert (width, height) == (round(110 * 6.5 * 3), round(110 * 4.8 * 2))
