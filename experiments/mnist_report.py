@@ -429,7 +429,8 @@ COMPARISONS = (
         ("the paper's method (all data, max entropy)", "all_data_max_entropy_300"),
         ("the paper's method, run beside the additions", PAPER_METHOD),
         ("DeepBASS+: the iterations' network", "plus_300_before_restart"),
-        ("DeepBASS+ (plus_300)", "plus_300"))),
+        ("DeepBASS+ (plus_300)", "plus_300"),
+        ("DeepBASS+ with the confidence guard instead of alignment", "plus_confident_300"))),
     ("Table 3: 1,000 labels against the paper's comparators", "all_data_max_entropy_1000", (
         ("supervised, 1,000 labels", "supervised_1000"),
         ("DeepBASS (all data, max entropy)", "all_data_max_entropy_1000"),
