@@ -45,9 +45,10 @@ Beyond the paper:
                               Lee: alpha(t) 0 before T1 = 100 epochs, linear to alpha_f = 3 at T2 = 600; here the
                               initial fit stands for his first T1 epochs, and his 500-epoch ramp (an epoch: one pass
                               over the labels) is 25 iterations of 20 passes (train.upsample). Lee's MNIST test error
-                              (his paper's error table, 10 splits): dropNN + PL 16.15 % / 4.30 % with 100 / 1,000
-                              labels; + PL + DAE (a denoising auto-encoder, not built here) 10.49 % / 3.46 %, the
-                              numbers the paper quotes (89.51 %, Table 3). His network: one layer of 5,000 ReLUs
+                              (his paper's error table; 30 splits with 100 labels, 10 with 1,000): dropNN + PL
+                              16.15 % / 4.30 % with 100 / 1,000 labels; + PL + DAE (a denoising auto-encoder, not
+                              built here) 10.49 % / 3.46 %, the numbers the paper quotes (89.51 %, Table 3); his
+                              network has one hidden layer of 5,000 ReLUs, not this CNN
   deterministic_semi_supervised_100   semi_supervised_100 with pool inference without dropout (pool_dropout=False,
                               T' = 1): the paper's "tests without MC dropout inference" (section 5)
   DBAL, the active learning of Gal, Islam, Ghahramani 2017 ("Deep Bayesian Active Learning with Image Data"), as
