@@ -415,6 +415,7 @@ COMPARISONS = (
         ("+ distribution alignment (guard)", "plus_alignment_300"),
         ("+ confidence >= 0.95 (guard)", "plus_confidence_300"),
         ("+ clean restart (20 epochs)", "plus_restart_300"),
+        ("augmentation, consistency and the clean restart, no guard", "plus_unguarded_300"),
         ("all of augmentation, consistency, alignment: the iterations' network", "plus_300_before_restart"),
         ("all of augmentation, consistency, alignment + clean restart (plus_300)", "plus_300"))),
     ("Semi-supervised only with 100 labels", "semi_supervised_100", (

@@ -36,6 +36,7 @@ Beyond the paper:
   plus_300, plus_1000, plus_semi_supervised_100   the combination: ground-truth augmentation, consistency,
                               alignment and the clean restart (aims: 98.5 % / 99.0 % / 97.0 % at paper scale)
   plus_confident              plus_300 with the confidence guard instead of alignment (tried on Fashion-MNIST)
+  plus_unguarded              plus_300 without a guard (what alignment adds to the combination)
   Baselines without MC dropout (section 5 compares with them):
   lee_100, lee_1000           Lee (2013)'s Pseudo-Label with the paper's CNN and this training: 100 / 1,000 balanced
                               labels, no acquisition; every step labels its unlabeled samples by the deterministic
@@ -140,6 +141,7 @@ PLUS = {**AUGMENTATION, **CONSISTENCY, **ALIGNMENT, **RESTART}  # the combinatio
 # A variant for data whose pseudo-labels are often wrong (Fashion-MNIST: 70-80 % right at CPU scale): the confidence
 # guard keeps the uncertain ones out of D, where alignment only re-balances them.
 PLUS_CONFIDENT = {**AUGMENTATION, **CONSISTENCY, **CONFIDENCE, **RESTART}
+PLUS_UNGUARDED = {**AUGMENTATION, **CONSISTENCY, **RESTART}  # the combination without a guard: what alignment adds
 # Without MC dropout (the baselines of section 5): pool inference by the deterministic network, one pass.
 DETERMINISTIC = {"pool_dropout": False, "mc_passes_pool": 1}
 # Lee (2013)'s Pseudo-Label: targets recomputed every step by the deterministic network; the pseudo-labeled part
@@ -199,6 +201,7 @@ TABLE = {
     "plus_semi_supervised_100": Preset("plus_semi_supervised_100", {**_semi_supervised(100), **PLUS}),
     "plus_1000": Preset("plus_1000", {**UNTIL_1000_LABELS, **PLUS}),
     "plus_confident": Preset("plus_confident_300", PLUS_CONFIDENT),
+    "plus_unguarded": Preset("plus_unguarded_300", PLUS_UNGUARDED),
     "lee_100": Preset("lee_pseudo_label_100", {**_semi_supervised(100), **LEE}),
     "lee_1000": Preset("lee_pseudo_label_1000", {**_semi_supervised(1000), **LEE}),
     "deterministic_semi_supervised_100": Preset("deterministic_semi_supervised_100",
