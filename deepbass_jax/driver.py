@@ -130,12 +130,11 @@ class Driver:
         """Fresh networks, seed r's from run key keys[r], trained `epochs` epochs on each seed's D (ground truth x
         upsample and its pseudo-labeled samples): the clean restart and DBAL's retraining; the last epoch's
         metrics."""
-        self.states, train_config = self._fresh_states(keys), self.config.train
+        self.states = self._fresh_states(keys)
         for epoch in range(epochs):
-            self.states, metrics = self._train_epoch([train.sampling_plan(
-                s.state.labeled, s.state.selected, jax.random.fold_in(algorithm.setup_keys(key)[2], epoch),
-                train_config.upsample, train_config.pseudo_weight, train_config.pseudo_balance)
-                for s, key in zip(self.seeds, keys)])
+            self.states, metrics = self._train_epoch(self._plans(
+                [jax.random.fold_in(algorithm.setup_keys(key)[2], epoch) for key in keys],
+                self.config.train.pseudo_weight))
             if bar is not None:
                 bar.update(1)
         return metrics
@@ -206,16 +205,13 @@ class Driver:
 
     def _train(self, iteration: int, plan_keys) -> list:
         """Line 12 for every seed; its epoch metrics. mu of eq. 6 follows config.train's ramp (Lee's alpha(t))."""
-        train_config = self.config.train
-        mu = train.pseudo_weight_at(train_config, iteration)
-        plans = [train.sampling_plan(s.state.labeled, s.state.selected, key, train_config.upsample, mu,
-                                     train_config.pseudo_balance) for s, key in zip(self.seeds, plan_keys)]
         with self.nan.stop_on_nan(iteration):
             if self.config.retrain_epochs:  # DBAL: a fresh network, E epochs, instead of one more epoch of this one
                 epochs = self._fit_fresh([algorithm.retrain_key(s.key, iteration) for s in self.seeds],
                                          self.config.retrain_epochs)
-            else:
-                self.states, epochs = self._train_epoch(plans)  # augments the ground-truth entries only
+            else:  # augments the ground-truth entries only
+                plans = self._plans(plan_keys, train.pseudo_weight_at(self.config.train, iteration))
+                self.states, epochs = self._train_epoch(plans)
         self.nan.require_finite(iteration, "the training loss", [epoch.loss for epoch in epochs])
         self.nan.require_finite(iteration, "the network's parameters after training", self.states.params)
         return epochs
@@ -243,6 +239,12 @@ class Driver:
             self.seed_axis, self.mesh, self.pool_lo, acquisition.score_function(c.policy), c.pool_dropout,
             pool_ids=subsets)
         return stats if subsets is not None else self.collective.gather_stats(stats, self.num_pool)
+
+    def _plans(self, keys, mu: float) -> list:
+        """Each seed's epoch plan over its D (`train.sampling_plan`), its pseudo-labels weighted by mu."""
+        train_config = self.config.train
+        return [train.sampling_plan(s.state.labeled, s.state.selected, key, train_config.upsample, mu,
+                                    train_config.pseudo_balance) for s, key in zip(self.seeds, keys)]
 
     def _train_epoch(self, plans):
         """Line 12 for every seed (over the processes, data-parallel), the ground-truth entries augmented; with
