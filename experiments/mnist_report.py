@@ -95,7 +95,8 @@ FIGURE_PANELS = (
     # The iterations' networks (a clean restart trains its own afterwards: its accuracy is the table's).
     ("DeepBASS+: each addition and the combination", ("all_data_max_entropy_300", "plus_restart_300_before_restart",
                                                       "improved_300", "plus_consistency_300", "plus_alignment_300",
-                                                      "plus_confidence_300", "plus_300_before_restart",
+                                                      "plus_confidence_300", "plus_aligned_300_before_restart",
+                                                      "plus_300_before_restart",
                                                       "plus_semi_supervised_100_before_restart")),
     ("Semi-supervised only, 100 labels: MC dropout, none, Lee's", ("semi_supervised_100",
                                                                   "deterministic_semi_supervised_100",
@@ -415,14 +416,20 @@ COMPARISONS = (
         ("+ distribution alignment (guard)", "plus_alignment_300"),
         ("+ confidence >= 0.95 (guard)", "plus_confidence_300"),
         ("+ clean restart (20 epochs)", "plus_restart_300"),
-        ("augmentation, consistency and the clean restart, no guard", "plus_unguarded_300"),
-        ("all of augmentation, consistency, alignment: the iterations' network", "plus_300_before_restart"),
-        ("all of augmentation, consistency, alignment + clean restart (plus_300)", "plus_300"))),
+        ("augmentation, consistency, alignment + clean restart (plus_aligned)", "plus_aligned_300"),
+        ("augmentation, consistency, confidence + clean restart (plus_confident)", "plus_confident_300"),
+        ("augmentation, consistency, no guard: the iterations' network", "plus_300_before_restart"),
+        ("augmentation, consistency, no guard + clean restart (plus_300, DeepBASS+)", "plus_300"))),
+    ("The guard inside DeepBASS+ at 300 labels", "plus_300", (
+        ("no guard (plus_300, DeepBASS+)", "plus_300"),
+        ("distribution alignment (plus_aligned)", "plus_aligned_300"),
+        ("confidence >= 0.95 (plus_confident)", "plus_confident_300"))),
     ("Semi-supervised only with 100 labels", "semi_supervised_100", (
         ("supervised, 100 labels", "supervised_100"),
         ("the paper's semi-supervised only", "semi_supervised_100"),
         ("DeepBASS+ semi-supervised only: the iterations' network", "plus_semi_supervised_100_before_restart"),
         ("DeepBASS+ semi-supervised only (plus_semi_supervised_100)", "plus_semi_supervised_100"),
+        ("DeepBASS+ with alignment (plus_aligned_semi_supervised_100)", "plus_aligned_semi_supervised_100"),
         ("the paper's ablation: pool inference without MC dropout (T' = 1)", "deterministic_semi_supervised_100"),
         ("Lee's pseudo-label (the deterministic network's targets, every step)", "lee_pseudo_label_100"))),
     ("300 labels against supervised learning", "supervised_300", (
@@ -431,7 +438,8 @@ COMPARISONS = (
         ("the paper's method, run beside the additions", PAPER_METHOD),
         ("DeepBASS+: the iterations' network", "plus_300_before_restart"),
         ("DeepBASS+ (plus_300)", "plus_300"),
-        ("DeepBASS+ with the confidence guard instead of alignment", "plus_confident_300"))),
+        ("DeepBASS+ with alignment as its guard (plus_aligned)", "plus_aligned_300"),
+        ("DeepBASS+ with the confidence guard (plus_confident)", "plus_confident_300"))),
     ("Table 3: 1,000 labels against the paper's comparators", "all_data_max_entropy_1000", (
         ("supervised, 1,000 labels", "supervised_1000"),
         ("DeepBASS (all data, max entropy)", "all_data_max_entropy_1000"),

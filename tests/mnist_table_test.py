@@ -77,14 +77,14 @@ def test_each_preset_sets_what_its_name_says(preset):
     """Key fields of every preset against what its name promises (a check independent of the preset table)."""
     config, default = mnist.get_config(preset), config_lib.default_config()
     labels = int(preset.rsplit("_", 1)[1]) if preset[-1].isdigit() else 300
-    combination = preset in ("plus_300", "plus_1000", "plus_semi_supervised_100", "plus_confident", "plus_unguarded")
+    combination = preset.startswith(("plus_300", "plus_1000", "plus_semi_supervised_100", "plus_confident",
+                                     "plus_aligned"))
     augmented = preset.startswith(("augmented_", "improved_", "shift_augmented_")) or combination
     assert (config.train.augment_degrees, config.train.augment_scale) == ((10.0, 0.05) if augmented else (0.0, 0.0))
     assert config.train.augment_shift == (0.1 if preset.startswith("shift_") else 0.0)
     # DeepBASS+'s additions: each on in its own preset and in the combination, off everywhere else.
     assert config.train.strong_augment == (combination or preset == "plus_consistency")
-    assert config.pseudo_alignment == (combination and preset not in ("plus_confident", "plus_unguarded")
-                                       or preset == "plus_alignment")
+    assert config.pseudo_alignment == preset.startswith(("plus_aligned", "plus_alignment"))
     assert config.pseudo_confidence == (0.95 if preset in ("plus_confidence", "plus_confident") else 0.0)
     assert config.restart_epochs == (20 if combination or preset == "plus_restart" else 0)
     # The baselines without MC dropout: Lee's Pseudo-Label, and the paper's semi-supervised ablation.
