@@ -38,6 +38,10 @@ Beyond the paper:
   plus_aligned, plus_aligned_semi_supervised_100   the combination with alignment as its guard (DeepBASS+ until
                               alignment measured 0.21 points (5 paired seeds) below no guard with 300 labels)
   plus_confident              the combination with the confidence guard (tried on Fashion-MNIST)
+  plus_confident_semi_supervised_300, augmented_supervised_300   on Fashion-MNIST, where DeepBASS+ stays below
+                              supervised 300: the combination on 300 balanced labels without acquisition, and
+                              supervised 300 with the ground-truth augmentation (what acquisition and what
+                              augmentation each cost there)
   Baselines without MC dropout (section 5 compares with them):
   lee_100, lee_1000           Lee (2013)'s Pseudo-Label with the paper's CNN and this training: 100 / 1,000 balanced
                               labels, no acquisition; every step labels its unlabeled samples by the deterministic
@@ -207,6 +211,9 @@ TABLE = {
     "plus_aligned_semi_supervised_100": Preset("plus_aligned_semi_supervised_100",
                                                {**_semi_supervised(100), **PLUS_ALIGNED}),
     "plus_confident": Preset("plus_confident_300", PLUS_CONFIDENT),
+    "plus_confident_semi_supervised_300": Preset("plus_confident_semi_supervised_300",
+                                                 {**_semi_supervised(300), **PLUS_CONFIDENT}),
+    "augmented_supervised_300": Preset("augmented_supervised_300", {**_supervised(300), **AUGMENTATION}),
     "lee_100": Preset("lee_pseudo_label_100", {**_semi_supervised(100), **LEE}),
     "lee_1000": Preset("lee_pseudo_label_1000", {**_semi_supervised(1000), **LEE}),
     "deterministic_semi_supervised_100": Preset("deterministic_semi_supervised_100",
