@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import pathlib
+import textwrap
 import warnings
 from typing import Optional
 
 import numpy as np
-from matplotlib import ticker
+from matplotlib import path as mpath, ticker, transforms
 
 from experiments import provenance, reporting
 from experiments.configs import mnist
@@ -92,20 +93,21 @@ FIGURE_PANELS = (
     ("Beyond the paper: acquisition scores", ("all_data_max_entropy_300", "all_data_bald_300",
                                              "all_data_variation_ratio_300", "all_data_above_average_theta_300",
                                              "improved_300")),
-    # The iterations' networks (a clean restart trains its own afterwards: its accuracy is the table's).
-    ("DeepBASS+: each addition and the combination", ("all_data_max_entropy_300", "plus_restart_300_before_restart",
-                                                      "improved_300", "plus_consistency_300", "plus_alignment_300",
-                                                      "plus_confidence_300", "plus_aligned_300_before_restart",
-                                                      "plus_300_before_restart",
-                                                      "plus_semi_supervised_100_before_restart")),
-    ("Semi-supervised only, 100 labels: MC dropout, none, Lee's", ("semi_supervised_100",
-                                                                  "deterministic_semi_supervised_100",
-                                                                  "lee_pseudo_label_100")),
+    # The iterations' networks (a clean restart trains its own afterwards: its accuracy is the table's). The paper's
+    # method is plus_restart's iterations, run beside the additions (PAPER_METHOD below).
+    ("DeepBASS+: each addition alone", ("plus_restart_300_before_restart", "improved_300", "plus_consistency_300",
+                                        "plus_alignment_300", "plus_confidence_300")),
+    ("DeepBASS+: the combination and its guard", ("plus_restart_300_before_restart", "plus_300_before_restart",
+                                                  "plus_aligned_300_before_restart",
+                                                  "plus_confident_300_before_restart")),
+    ("Semi-supervised only, 100 labels", ("semi_supervised_100", "plus_semi_supervised_100_before_restart",
+                                          "plus_aligned_semi_supervised_100_before_restart",
+                                          "deterministic_semi_supervised_100", "lee_pseudo_label_100")),
     # Active learning alone: an iteration is one acquisition of 10 labels and a network trained afresh.
     ("DBAL protocol (Gal et al. 2017): active learning alone", ("dbal_bald_1000", "dbal_max_entropy_1000",
                                                                "dbal_variation_ratio_1000", "dbal_random_1000")),
 )
-PANELS_PER_LINE = 3  # the learning curves' panels, in lines of at most three
+PANELS_PER_LINE = 3  # the figures' panels, in lines of at most three
 
 # The confusion figure: a run of the paper's method that locks in (its seed of lowest final pseudo-label accuracy)
 # beside DeepBASS+ on the same seed.
@@ -252,16 +254,35 @@ def _curves(group: list[dict], key: str):
     return np.array([m["iteration"] for m in group[0]["metrics"]]), values
 
 
-def row_colour(row: str):
-    """One colour per table row in every panel and figure: the figure panels' rows first (tab10), then the other
-    presets' rows in table order (tab20b), so that no two rows of one figure share a colour."""
-    rows = list(dict.fromkeys([r for _, panel in FIGURE_PANELS for r in panel]
-                              + [preset.row for preset in mnist.TABLE.values()]))
-    palette = list(plt.get_cmap("tab10").colors) + list(plt.get_cmap("tab20b").colors)
-    return palette[rows.index(row) % len(palette)] if row in rows else "black"
+# tab10's pairs that read alike in a band (blue and cyan, green and olive, red and brown, purple and pink).
+ALIKE = ((0, 9), (2, 8), (3, 5), (4, 6))
 
 
-def _band(axis, iterations, values, label, colour) -> str:
+def row_colours(panels, fixed: Optional[dict] = None) -> dict:
+    """{row: colour} for the rows of `panels` (tuples of rows): a greedy colouring of the graph that joins rows which
+    share a panel, rows in order of first appearance, so that rows sharing a panel always differ. A row takes a tab10
+    colour that none of its neighbours has and, where it can, none alike (ALIKE); of those, the one the fewest rows
+    have so far (the first on a tie), so that a colour names as few rows as it can. Dark2's colours only where its
+    neighbours hold all ten of tab10's. Rows in `fixed` keep their colour (and count as neighbours)."""
+    tab10, dark2 = (list(plt.get_cmap(name).colors) for name in ("tab10", "Dark2"))
+    alike = {frozenset((tab10[i], tab10[j])) for i, j in ALIKE}
+    colours = dict(fixed or {})
+    for panel in panels:
+        for row in panel:
+            if row not in colours:
+                taken = {colours.get(other) for rows in panels if row in rows for other in rows}
+                free = [c for c in tab10 if c not in taken]
+                unlike = [c for c in free if not any(frozenset((c, t)) in alike for t in taken)]
+                used = list(colours.values())
+                colours[row] = min(unlike or free or [c for c in dark2 if c not in taken] or tab10, key=used.count)
+    return colours
+
+
+# One colour per row in every panel and figure: a reader compares panels.
+ROW_COLOURS = row_colours([rows for _, rows in FIGURE_PANELS])
+
+
+def _band(axis, iterations, values, label, colour, linestyle="-") -> str:
     """Mean over runs with a +-1 sample std band in `colour`; iterations without a value (NaN, e.g. no
     pseudo-labels yet) stay empty. Returns the curve's label."""
     with warnings.catch_warnings():
@@ -270,19 +291,53 @@ def _band(axis, iterations, values, label, colour) -> str:
         std = np.nanstd(values, axis=0, ddof=1) if values.shape[0] > 1 else None
     runs = values.shape[0]
     label = f"{label} ({runs} run{'s' if runs > 1 else ''})"
-    axis.plot(iterations, mean, label=label, color=colour)
+    axis.plot(iterations, mean, label=label, color=colour, linestyle=linestyle)
     if std is not None:
         axis.fill_between(iterations, mean - std, mean + std, color=colour, alpha=0.2)
     return label
 
 
-def _label(axis, ylabel: str, legend: bool = True) -> None:
+def _label(axis, ylabel: str) -> None:
     axis.set_xlabel("iteration")
     axis.xaxis.set_major_locator(ticker.MaxNLocator(integer=True, steps=[1, 2, 5, 10]))
     axis.set_ylabel(ylabel)
     axis.grid(alpha=0.3)
-    if legend:
-        axis.legend(loc="lower right", fontsize=8)
+
+
+def _hides(axis, box, renderer) -> bool:
+    """Whether `box` (display coordinates: a legend's) lies over a curve, a band or a note of `axis`."""
+    for line in axis.get_lines():
+        points = line.get_transform().transform(line.get_xydata())
+        finite = np.isfinite(points).all(axis=1)
+        for start, stop in zip(*[np.flatnonzero(np.diff(np.r_[0, finite, 0]) == d) for d in (1, -1)]):
+            if box.count_contains(points[start:stop]) or (
+                    stop - start > 1 and mpath.Path(points[start:stop]).intersects_bbox(box, filled=False)):
+                return True
+    return (any(path.transformed(band.get_transform()).intersects_bbox(box, filled=True)
+                for band in axis.collections for path in band.get_paths())
+            or any(box.overlaps(text.get_window_extent(renderer)) for text in axis.texts))
+
+
+def _legends(figure, axes, titles: Optional[dict] = None) -> None:
+    """Each axis's legend (under its title in `titles`, if any) in its lower right corner where it hides nothing
+    there, else below the axis. The figure is laid out first (where a legend falls depends on the layout), and again
+    after a move (the other axes change)."""
+    titles = titles or {}
+    style = lambda axis: dict(fontsize=8, title=titles.get(axis), title_fontsize=8, alignment="left")  # noqa: E731
+    inside = list(axes)
+    for axis in axes:
+        axis.legend(loc="lower right", **style(axis))
+    while inside:
+        figure.canvas.draw()
+        renderer = figure.canvas.get_renderer()
+        hiding = [axis for axis in inside if _hides(axis, axis.get_legend().get_window_extent(renderer), renderer)]
+        if not hiding:
+            return
+        for axis in hiding:
+            below = (axis.bbox.y0 - axis.xaxis.get_tightbbox(renderer).y0) * 72 / figure.dpi + 4  # points
+            axis.legend(loc="upper center", bbox_to_anchor=(0.5, 0), **style(axis),
+                        bbox_transform=transforms.offset_copy(axis.transAxes, figure, y=-below, units="points"))
+            inside.remove(axis)
 
 
 def _wrapped(title: str, inches: float) -> str:
@@ -296,66 +351,110 @@ def _curve_label(row: str, iterations: int, lengths: int) -> str:
     return row.replace("_", " ") + (f", {iterations} iterations" if lengths > 1 else "")
 
 
+def _panels(groups: dict) -> list:
+    """[(panel, [curve keys])] of FIGURE_PANELS over the curves `groups` (keys (row, scale, iterations)): a panel
+    without a curve is left out, and so is one that would only repeat one row's curves drawn in an earlier panel
+    (e.g. DeepBASS's alone)."""
+    panels, drawn = [], set()
+    for name, rows in FIGURE_PANELS:
+        keys = [key for row in rows for key in groups if key[0] == row]
+        if keys and (len({key[0] for key in keys}) > 1 or not drawn.issuperset(keys)):
+            panels.append((name, keys))
+            drawn.update(keys)
+    return panels
+
+
+def _grid(panels: int):
+    """A figure of `panels` panels in lines of PANELS_PER_LINE, and its visible axes."""
+    columns = min(panels, PANELS_PER_LINE)
+    lines = -(-panels // columns)
+    figure, axes = plt.subplots(lines, columns, figsize=(6.5 * columns, 4.8 * lines), squeeze=False,
+                                layout="constrained")
+    for axis in axes.flat[panels:]:
+        axis.set_visible(False)
+    return figure, list(axes.flat[:panels])
+
+
 def plot_learning_curves(records: list[dict], path: pathlib.Path, title: str) -> dict:
     """Test accuracy over the iterations of `records` (one scale), panels as in Fig. 3; {panel: [curve labels]}
     ({} and no file when no row has iterations)."""
     groups = {key: group for key, group in curve_groups(records).items() if key[2] > 0}
     lengths = {row: sum(1 for r, _, _ in groups if r == row) for row, _, _ in groups}
-    panels = [(name, [key for row in rows for key in groups if key[0] == row]) for name, rows in FIGURE_PANELS]
-    # A panel that would repeat only DeepBASS's curve is left out (the first one always shows what there is).
-    panels = [(name, keys) for i, (name, keys) in enumerate(panels)
-              if keys and (i == 0 or len({key[0] for key in keys}) > 1)]
+    panels = _panels(groups)
     if not panels:
         return {}
-    columns = min(len(panels), PANELS_PER_LINE)
-    lines = -(-len(panels) // columns)
-    figure, axes = plt.subplots(lines, columns, figsize=(6.5 * columns, 4.8 * lines), squeeze=False,
-                                layout="constrained")
-    for axis in axes.flat[len(panels):]:
-        axis.set_visible(False)
+    figure, axes = _grid(len(panels))
     drawn = {}
-    for axis, (name, keys) in zip(axes.flat, panels):
+    for axis, (name, keys) in zip(axes, panels):
         drawn[name] = [_band(axis, *_curves(groups[key], "test_accuracy"),
-                             _curve_label(key[0], key[2], lengths[key[0]]), row_colour(key[0])) for key in keys]
+                             _curve_label(key[0], key[2], lengths[key[0]]), ROW_COLOURS[key[0]]) for key in keys]
         axis.set_title(name)
         _label(axis, "test accuracy % (mean, band: +-1 sample std)")
-    figure.suptitle(_wrapped(title, 6.5 * columns))
+    _legends(figure, axes)
+    figure.suptitle(_wrapped(title, 6.5 * len(axes[:PANELS_PER_LINE])))
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return drawn
+
+
+OTHER_ROWS = "Other rows"  # the pseudo-label figure's panel of rows in none of FIGURE_PANELS
+COVERAGE = "coverage of the unlabeled pool"
+
+
+def pseudo_label_panels(records: list[dict]) -> tuple[list, list, list]:
+    """What the pseudo-label figure of `records` (one scale) draws: ([(panel, [curve keys])] of pseudo-label
+    accuracy: FIGURE_PANELS' (as the learning curves'), then OTHER_ROWS for rows with pseudo-labels in none of
+    them; the curves whose coverage of the pool ever falls below 100 %; the curves that cover all of it)."""
+    groups = {key: group for key, group in curve_groups(records).items()
+              if any(m.get("pseudo_label_accuracy") is not None for r in group for m in r["metrics"])}
+    panels = _panels(groups)
+    others = [key for key in groups if key[0] not in ROW_COLOURS]
+    if others:
+        panels.append((OTHER_ROWS, others))
+    partial = [key for key in groups if np.any(_curves(groups[key], "pseudo_label_coverage")[1] < 100.0)]
+    return panels, partial, [key for key in groups if key not in partial]
 
 
 def plot_pseudo_labels(records: list[dict], path: pathlib.Path, title: str) -> list[str]:
-    """Pseudo-label accuracy and coverage over the iterations of `records` (one scale); the curve labels ([] and
-    no file when no run has pseudo-labels)."""
-    groups = {key: group for key, group in curve_groups(records).items()
-              if any(m.get("pseudo_label_accuracy") is not None for r in group for m in r["metrics"])}
-    if not groups:
+    """Pseudo-label accuracy over the iterations of `records` (one scale) in the panels of `pseudo_label_panels`,
+    and a panel of the coverage of the curves that leave part of the pool out (naming the others); the labels of
+    the curves drawn, in table order ([] and no file when no run has pseudo-labels)."""
+    groups = curve_groups(records)
+    panels, partial, whole = pseudo_label_panels(records)
+    if not panels:
         return []
-    lengths = {row: sum(1 for r, _, _ in groups if r == row) for row, _, _ in groups}
-    figure, axes = plt.subplots(1, 2, figsize=(13, 4.8 + 0.2 * len(groups)), layout="constrained")
-    drawn, whole_pool = [], 0
-    for (row, _, iterations), group in groups.items():
-        label = _curve_label(row, iterations, lengths[row])
-        drawn.append(_band(axes[0], *_curves(group, "pseudo_label_accuracy"), label, row_colour(row)))
-        iterations, coverage = _curves(group, "pseudo_label_coverage")
-        _band(axes[1], iterations, coverage, label, row_colour(row))
-        whole_pool += bool(np.all(np.isnan(coverage) | (coverage == 100.0)))
-    axes[1].set_ylim(0, 103)
-    if whole_pool > 1:  # their lines lie on top of each other
-        axes[1].text(0.98, 0.04, f"{whole_pool} rows pseudo-label the whole pool (100 %): their lines overlap",
-                     transform=axes[1].transAxes, ha="right", va="bottom", fontsize=8)
-    axes[0].set_ylim(top=101)
-    _label(axes[0], "pseudo-label accuracy % (on the pseudo-labeled samples)", legend=False)
-    _label(axes[1], "coverage % (pseudo-labeled share of the unlabeled pool)", legend=False)
-    axes[0].set_title("accuracy of the pseudo-labels (mean, band: +-1 sample std)")
-    axes[1].set_title("coverage of the unlabeled pool")
-    handles, labels = axes[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="outside lower center", ncol=min(3, len(labels)), fontsize=8)
-    figure.suptitle(_wrapped(title, 13))
+    lengths = {row: sum(1 for r, _, _ in partial + whole if r == row) for row, _, _ in partial + whole}
+    label = {key: _curve_label(key[0], key[2], lengths[key[0]]) for key in partial + whole}
+    # Rows of no panel: a colour that no other row drawn beside them has.
+    colours = row_colours([[key[0] for key in keys] for _, keys in panels] + [[key[0] for key in partial]],
+                          fixed=ROW_COLOURS)
+    figure, axes = _grid(len(panels) + bool(partial))
+    drawn = {}
+    for axis, (name, keys) in zip(axes, panels):
+        for key in keys:
+            drawn[key] = _band(axis, *_curves(groups[key], "pseudo_label_accuracy"), label[key], colours[key[0]])
+        axis.set_title(name)
+        axis.set_ylim(top=101)
+        _label(axis, "pseudo-label accuracy % (mean, band: +-1 sample std)")
+    if partial:  # rows of different panels may share a colour here: the later ones dashed
+        axis, seen = axes[-1], []
+        for key in partial:
+            colour = colours[key[0]]
+            _band(axis, *_curves(groups[key], "pseudo_label_coverage"), label[key], colour,
+                  "--" if colour in seen else "-")
+            seen.append(colour)
+        axis.set_ylim(0, 103)
+        axis.set_title(COVERAGE)
+        _label(axis, "coverage % (pseudo-labeled share of the pool)")
+    # The rows that pseudo-label all of the pool, named above the coverage panel's legend (no panel: all of them).
+    names = ", ".join(dict.fromkeys(key[0].replace("_", " ") for key in whole))
+    note = (f"Not drawn, as they pseudo-label the whole pool (100 %) at every iteration: {names}." if partial else
+            "Every row here pseudo-labels the whole pool (100 %) at every iteration.")
+    _legends(figure, axes, {axes[-1]: textwrap.fill(note, 70)} if whole else None)
+    figure.suptitle(_wrapped(title, 6.5 * len(axes[:PANELS_PER_LINE])))
     figure.savefig(path, dpi=110)
     plt.close(figure)
-    return drawn
+    return [drawn[key] for key in groups if key in drawn]
 
 
 def _wrong_pairs(line: dict) -> dict:
@@ -392,7 +491,7 @@ def plot_confusions(records: list[dict], path: pathlib.Path, title: str) -> Opti
         axis.set_title(f"{run['row'].replace('_', ' ')}, seed {run['seed']}\n"
                        f"final pseudo-labels {accuracy:.2f} % right, test accuracy {run['test_accuracy']:.2f} %",
                        fontsize=10)
-        _label(axis, "wrong pseudo-labels (count; log above 10)", legend=False)
+        _label(axis, "wrong pseudo-labels (count; log above 10)")
     handles, labels = axes[0][0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8)
     figure.suptitle(_wrapped(title, 6.5 * len(runs)))
@@ -503,12 +602,20 @@ def write_figures(records: list[dict], outdir: pathlib.Path, title: str) -> list
                          + " ".join(f"{panel}: {', '.join(labels)}." for panel, labels in panels.items())
                          + (f" Not run at this scale (no curve): {', '.join(missing)}." if missing else ""))
         name = figure_name("pseudo_labels", scale)
-        labels = plot_pseudo_labels(runs, outdir / name, f"{words}: pseudo-labels over iterations")
-        if labels:
+        if plot_pseudo_labels(runs, outdir / name, f"{words}: pseudo-labels over iterations"):
             written.add(name)
-            lines.append(f"`{name}`: {SCALE_WORDS[scale]}: the pseudo-labels' accuracy (against the hidden true "
-                         "labels) and their coverage of the unlabeled pool over the iterations (all data and "
-                         f"semi-supervised rows cover all of it), for {', '.join(labels)}.")
+            panels, partial, whole = pseudo_label_panels(runs)
+            rows = lambda keys: ", ".join(dict.fromkeys(key[0].replace("_", " ") for key in keys))  # noqa: E731
+            lines.append(f"`{name}`: {SCALE_WORDS[scale]}: the accuracy of the pseudo-labels (against the hidden true "
+                         "labels, on the pseudo-labeled samples; mean and a +-1 sample std band over each row's runs) "
+                         "over the iterations, in the learning curves' panels where their rows have pseudo-labels. "
+                         + " ".join(f"{panel}: {rows(keys)}." for panel, keys in panels)
+                         + (f" Last, the coverage of the unlabeled pool (its pseudo-labeled share) of the rows that "
+                            f"leave part of it out: {rows(partial)}; " + (
+                                f"the others pseudo-label the whole pool at every iteration (named in that panel): "
+                                f"{rows(whole)}." if whole else "no row pseudo-labels the whole pool.")
+                            if partial else " Every row here pseudo-labels the whole pool at every iteration (no "
+                            "coverage panel)."))
         name = figure_name("pseudo_label_confusions", scale)
         words_on_it = plot_confusions(runs, outdir / name, f"{words}: which pseudo-labels go wrong")
         if words_on_it:

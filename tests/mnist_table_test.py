@@ -378,7 +378,7 @@ def test_the_comparators_rows_sit_beside_deepbass_with_table_3s_numbers(tmp_path
     assert table["lee_pseudo_label_100"]["paper"] == 83.85  # Lee's own +PL, not the DAE run the paper quotes
     assert table["lee_pseudo_label_100"]["notes"].startswith("all data, no acquisition; Lee's pseudo-labels")
     drawn = mnist_report.plot_learning_curves(records, tmp_path / "curves.png", "comparators")
-    assert drawn["Semi-supervised only, 100 labels: MC dropout, none, Lee's"] == [
+    assert drawn["Semi-supervised only, 100 labels"] == [
         "semi supervised 100 (2 runs)", "deterministic semi supervised 100 (2 runs)", "lee pseudo label 100 (2 runs)"]
     assert drawn["DBAL protocol (Gal et al. 2017): active learning alone"] == [
         "dbal bald 1000 (2 runs)", "dbal random 1000 (2 runs)"]
