@@ -65,7 +65,7 @@ from experiments.device_check import (REFERENCE, check_reference, device_facts, 
 # The campaign's rows in order (Table 2 and Table 3; experiments/configs/mnist.py presets).
 ROW_ORDER = (
     "all_data_max_entropy", "semi_supervised_100",
-    "plus_300", "plus_semi_supervised_100",  # DeepBASS+ (beyond the paper), right after the pending row
+    "plus_300", "plus_aligned_semi_supervised_100",  # DeepBASS+ (beyond the paper), right after the pending row
     "lee_100", "deterministic_semi_supervised_100",  # the paper's comparators with 100 labels
     "all_data_max_entropy_1000", "plus_1000", "lee_1000",
     "step_wise_max_entropy", "step_wise_above_average", "all_data_above_average", "semi_supervised_300",

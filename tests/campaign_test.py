@@ -442,3 +442,14 @@ def test_status_reports_done_pending_and_remaining_rows_with_projected_device_ti
     one_seed_row = 100 * 8 * 0.001 + 200 * (60 * 0.01 + 257 * 0.001)
     assert second["projected_seconds"] == pytest.approx((200 - 5) * (60 * 0.015 + 257 * 0.0015) + one_seed_row)
     assert report["projected_seconds"] == pytest.approx(first["projected_seconds"] + second["projected_seconds"])
+
+
+def test_deepbass_plus_rows_follow_the_pending_row_and_table_3s_own_row():
+    """Issue 29's queue: the best combinations for 300 labels and for semi-supervised only with 100 labels right
+    after the pending row; the 1,000-label one right after Table 3's own row, never before it."""
+    order = list(campaign.ROW_ORDER)
+    pending = order.index("semi_supervised_100")
+    assert order[pending + 1:pending + 3] == ["plus_300", "plus_aligned_semi_supervised_100"]
+    assert order.index("plus_1000") == order.index("all_data_max_entropy_1000") + 1
+    for preset in ("plus_300", "plus_aligned_semi_supervised_100", "plus_1000"):
+        assert mnist.get_config(preset).restart_epochs > 0  # the combination, not an addition alone
