@@ -145,6 +145,24 @@ def test_a_samples_scores_do_not_depend_on_the_subset_it_is_in(num_seeds):
     assert placed.entropy.shape == (num_seeds, 200) and np.isnan(placed.entropy).sum() == num_seeds * 160
 
 
+def test_random_acquisition_buys_and_trains_the_same_whatever_the_number_of_passes(tmp_path):
+    """Random acquisition reads no score, so dbal_random scores its subset with T' = 1: the labels it buys and the
+    networks it trains are those of T' = 10 (only the logged pool statistics differ)."""
+    runs = {}
+    for passes in (1, 10):
+        config = _dbal_config(policy="random", mc_passes_pool=passes, iterations=3)
+        driver_lib.run(config, tmp_path / str(passes))
+        runs[passes] = tmp_path / str(passes)
+    bought = [e for e in _oracle_log(runs[1]) if e["iteration"] > 0]
+    assert _oracle_log(runs[1]) == _oracle_log(runs[10]) and len(bought) == 6
+    lines = {p: [{k: v for k, v in line.items() if k != "mean_pool_entropy"}
+                 for line in _comparable(checkpoint.read_jsonl(folder / runfolder.METRICS))]
+             for p, folder in runs.items()}
+    assert lines[1] == lines[10] and len(lines[1]) == 4  # the initial fit and 3 iterations
+    assert _params_equal(checkpoint.load(runs[1] / runfolder.CHECKPOINT)["train_state"]["params"],
+                         checkpoint.load(runs[10] / runfolder.CHECKPOINT)["train_state"]["params"])
+
+
 # ------------------------------------------------------------------------------------------------ resume
 def _comparable(metrics):
     return [{k: v for k, v in m.items() if k not in ("seconds", "phase_seconds")} for m in metrics]

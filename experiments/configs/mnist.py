@@ -67,7 +67,8 @@ Beyond the paper:
   dbal_bald                   1.80 %   (98.20 % accuracy)
   dbal_max_entropy            1.74 %   (98.26 %)
   dbal_variation_ratio        1.64 %   (98.36 %)
-  dbal_random                 not in Table 3 (Gal et al.'s baseline)
+  dbal_random                 not in Table 3 (Gal et al.'s baseline); its subset scored with T' = 1, as its choice
+                              reads no score (the same labels and networks as with T' = 100)
                               20 balanced initial labels, then 98 acquisitions of 10 (1,000 labels), each chosen
                               among a random subset of 2,000 unlabeled pool samples scored with T' = 100 MC-dropout
                               passes (pool_subset), after each a network trained afresh for 50 epochs on the
@@ -226,7 +227,8 @@ TABLE = {
     "dbal_bald": Preset("dbal_bald_1000", {**DBAL, "policy": "bald"}),
     "dbal_max_entropy": Preset("dbal_max_entropy_1000", {**DBAL, "policy": "max_entropy"}),
     "dbal_variation_ratio": Preset("dbal_variation_ratio_1000", {**DBAL, "policy": "variation_ratio"}),
-    "dbal_random": Preset("dbal_random_1000", {**DBAL, "policy": "random"}),
+    # Random acquisition reads no score: T' = 1 buys the same labels (tests/dbal_test.py), 50 minutes sooner on a CPU.
+    "dbal_random": Preset("dbal_random_1000", {**DBAL, "policy": "random", "mc_passes_pool": 1}),
     "batchbald_mnist": Preset("batchbald_mnist_300", {**KIRSCH, "policy": "batchbald"}),
     "bald_mnist": Preset("bald_mnist_300", {**KIRSCH, "policy": "bald"}),
     "smoke": Preset("smoke", {"pool_size": 2000, "test_size": 2000, "initial_epochs": 20, "iterations": 10,
