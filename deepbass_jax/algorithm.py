@@ -191,17 +191,37 @@ def query_indices(stats: uncertainty.UncertaintyStats, theta: jax.Array, labeled
     return acquisition.get(policy)(stats, ~labeled, key, count, **kwargs)
 
 
+def batch_candidates(scores: np.ndarray, unlabeled: np.ndarray, num_candidates: int) -> np.ndarray:
+    """A batch policy's prefilter: the unlabeled samples (unlabeled [N] bool) of the highest `scores` [N], best
+    first -> pool indices [min(num_candidates, N)] int32, fewer where the unlabeled run out."""
+    return acquisition.valid_indices(acquisition.max_score(
+        jnp.asarray(scores), jnp.asarray(unlabeled), None, min(num_candidates, len(scores))))
+
+
 @functools.partial(jax.jit, static_argnames=("apply_fn", "num_passes"))
 def _consistent_chunk(apply_fn, params, images, key, num_passes: int):
     return uncertainty.consistent_mc_probs(apply_fn, params, images, key, num_passes)
+
+
+def consistent_passes(apply_fn, params, images: np.ndarray, key, num_passes: int,
+                      chunk_size: int) -> tuple[jax.Array, jax.Array]:
+    """`num_passes` consistent MC-dropout passes (one mask per pass, shared by every image) over images [K, ...] of
+    one seed (params unstacked), in chunks of `chunk_size` zero-padded rows (one compiled shape) -> (probs
+    [T, K', C], real [K'] bool: the rows of the K images), K' = K rounded up to whole chunks."""
+    count = len(images)
+    padded = -(-count // chunk_size) * chunk_size
+    images = pad_rows(images, padded, 0)
+    probs = jnp.concatenate([_consistent_chunk(apply_fn, params, images[start: start + chunk_size], key, num_passes)
+                             for start in range(0, padded, chunk_size)], axis=1)
+    return probs, jnp.arange(padded) < count
 
 
 def batch_queries(policy: acquisition.BatchPolicy, apply_fn, params, stats: uncertainty.UncertaintyStats,
                   labeled: np.ndarray, images_of, keys, count: int, num_candidates: int, num_passes: int,
                   chunk_size: int) -> np.ndarray:
     """Line 8 for a batch-aware policy (BatchBALD), seed by seed: each seed's `num_candidates` unlabeled samples of
-    the highest `policy.prefilter` score, `num_passes` consistent MC-dropout passes over them (one mask per pass for
-    every candidate, in chunks of `chunk_size` zero-padded rows: one compiled shape), then `policy.select`.
+    the highest `policy.prefilter` score (`batch_candidates`), `num_passes` consistent MC-dropout passes over them
+    (`consistent_passes`), then `policy.select`.
 
     params [R, ...], stats fields [R, N, ...], labeled [R, N] bool, images_of(r, indices [k]) -> [k, ...], keys [R]
     -> pool indices [R, count] int32, -1-padded.
@@ -209,17 +229,11 @@ def batch_queries(policy: acquisition.BatchPolicy, apply_fn, params, stats: unce
     chosen = np.full((len(labeled), count), -1, np.int32)
     for r, key in enumerate(keys):
         passes_key, select_key = jax.random.split(key)
-        scores = jnp.asarray(getattr(stats, policy.prefilter)[r])
-        candidates = acquisition.valid_indices(acquisition._top_candidates(
-            scores, jnp.asarray(~labeled[r]), min(num_candidates, labeled.shape[1])))
+        candidates = batch_candidates(getattr(stats, policy.prefilter)[r], ~labeled[r], num_candidates)
         if not len(candidates):
             continue
-        seed_params, padded = unstack(params, r), -(-len(candidates) // chunk_size) * chunk_size
-        images = pad_rows(images_of(r, candidates), padded, 0)
-        probs = jnp.concatenate([_consistent_chunk(apply_fn, seed_params, images[start: start + chunk_size],
-                                                   passes_key, num_passes)
-                                 for start in range(0, padded, chunk_size)], axis=1)  # [T, padded, C]
-        real = jnp.arange(padded) < len(candidates)
+        probs, real = consistent_passes(apply_fn, unstack(params, r), images_of(r, candidates), passes_key,
+                                        num_passes, chunk_size)
         picked = acquisition.valid_indices(policy.select(probs, min(count, len(candidates)), select_key, real))
         chosen[r, : len(picked)] = candidates[picked]
     return chosen

@@ -26,12 +26,10 @@ import time
 from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags, logging
 
 from deepbass_jax import acquisition, algorithm, batchbald, data, models, uncertainty
-from deepbass_jax.chunks import pad_rows
 from experiments import provenance
 from experiments.configs import mnist
 
@@ -105,21 +103,10 @@ def scoring_seconds(apply_fn, params, images, pool_sizes, s: Settings, probe_chu
     return result, probe_stats
 
 
-def top_candidates(bald: np.ndarray, num_candidates: int) -> np.ndarray:
-    """batch_queries' prefilter with nothing labeled: the indices [K] of the highest BALD, bald [N]."""
-    return acquisition.valid_indices(acquisition._top_candidates(
-        jnp.asarray(bald), jnp.ones(len(bald), bool), min(num_candidates, len(bald))))
-
-
 def consistent_probs(apply_fn, params, images, key, s: Settings):
-    """batch_queries' consistent passes over candidate images [K, ...] in zero-padded chunks: (probs [T, K', C],
-    real [K'] bool), K' = K rounded up to whole chunks."""
-    chunk, count = s.candidate_chunk, len(images)
-    padded = -(-count // chunk) * chunk
-    images = pad_rows(images, padded, 0)
-    probs = jnp.concatenate([algorithm._consistent_chunk(apply_fn, params, images[start: start + chunk], key,
-                                                         s.batch_passes) for start in range(0, padded, chunk)], axis=1)
-    return probs.block_until_ready(), jnp.arange(padded) < count
+    """batch_queries' consistent passes over candidate images [K, ...]: (probs [T, K', C], real [K'] bool)."""
+    probs, real = algorithm.consistent_passes(apply_fn, params, images, key, s.batch_passes, s.candidate_chunk)
+    return probs.block_until_ready(), real
 
 
 def candidate_seconds(apply_fn, params, images, bald, s: Settings):
@@ -128,7 +115,7 @@ def candidate_seconds(apply_fn, params, images, bald, s: Settings):
     consistent_probs(apply_fn, params, images[: s.candidate_chunk], key, s)  # compiles
 
     def run():
-        candidates = top_candidates(bald, s.batch_candidates)
+        candidates = algorithm.batch_candidates(bald, np.ones(len(bald), bool), s.batch_candidates)
         return (candidates, *consistent_probs(apply_fn, params, images[candidates], key, s))
 
     (candidates, probs, real), seconds = _timed(run)
