@@ -233,6 +233,7 @@ def _validate_processes(config: ml_collections.ConfigDict, count: int) -> None:
         ("model.dropout_masks", config.model.dropout_masks == "hash",
          "'hash' (its masks follow a row's place in the global batch)"),
         ("pool_subset", config.pool_subset == 0, "0 (each process scores its shard of the whole pool)"),
+        ("train.even_batches", not config.train.even_batches, "False (its padded batches are single-process)"),
         ("train.batch_size", config.train.batch_size % count == 0,
          f"a multiple of the {count} processes (each takes an equal slice of every batch)"),
     ]

@@ -250,6 +250,8 @@ class Driver:
         """Line 12 for every seed (over the processes, data-parallel), the ground-truth entries augmented; with
         config.train.pseudo_targets "step" the steps compute the pseudo-labeled samples' targets (-1 here)."""
         computed = self.config.train.pseudo_targets == "step"
+        if self.config.train.even_batches:
+            plans = [train.even_batches(*plan, self.config.train.batch_size) for plan in plans]
         targets = jnp.asarray(np.stack([s.state.targets(computed) for s in self.seeds]))  # [R, N]
         return self.collective.train_epoch(self.states, self.pool_images, self.num_pool, targets, plans,
                                            self.config.train, self.shared_pool, self.seed_axis, self._labeled())

@@ -215,3 +215,47 @@ def test_several_processes_refuse_a_subset():
     with pytest.raises(config_lib.ConfigError, match="config.pool_subset must be 0"):
         config_lib.validate(_dbal_config(), process_count=2)
     config_lib.validate(_dbal_config(pool_subset=0), process_count=2)
+
+
+# ------------------------------------------------------------------------------------------------ even batches
+@pytest.mark.parametrize("size, batch, expected", [(130, 128, [65, 65]), (120, 128, [120]), (256, 128, [128, 128]),
+                                                   (260, 128, [87, 87, 86]), (3, 2, [2, 1]), (0, 4, [])])
+def test_even_batches_keep_the_plan_and_its_batch_count_with_sizes_within_one(size, batch, expected):
+    indices, weights = np.arange(100, 100 + size, dtype=np.int32), np.linspace(0.5, 1.5, size).astype(np.float32)
+    spread_indices, spread_weights = train.even_batches(indices, weights, batch)
+    assert spread_indices.shape == spread_weights.shape == (len(expected) * batch,)
+    real = spread_weights.reshape(-1, batch) > 0
+    assert real.sum(1).tolist() == expected and np.all(real[:, :-1] >= real[:, 1:])  # padding at each batch's end
+    assert np.array_equal(spread_indices[spread_weights > 0], indices)  # every entry once, in the plan's order
+    assert np.array_equal(spread_weights[spread_weights > 0], weights)
+
+
+def test_even_batches_train_the_same_steps_on_the_same_samples(tmp_path, monkeypatch):
+    """A DBAL run with train.even_batches takes as many steps as without, each on a batch of even size."""
+    original, batches = algorithm.train_epoch, []
+
+    def recording(states, images, targets, plans, batch_size, *args, **kwargs):
+        for indices, weights in plans:  # the real entries of each batch of batch_size
+            real = np.zeros(-(-len(weights) // batch_size) * batch_size)
+            real[: len(weights)] = weights > 0
+            batches.append((real.reshape(-1, batch_size).sum(1).tolist(), sorted(indices[weights > 0].tolist())))
+        return original(states, images, targets, plans, batch_size, *args, **kwargs)
+
+    runs = {}
+    for even in (False, True):
+        config = _dbal_config(iterations=1, **{"train.batch_size": 8, "train.upsample": 1, "train.even_batches": even})
+        driver = driver_lib.Driver(config, tmp_path / str(even))
+        driver.initial_fit()
+        monkeypatch.setattr(algorithm, "train_epoch", recording)
+        driver.iterate()  # 10 labels, a fresh network trained retrain_epochs = 3 epochs
+        monkeypatch.setattr(algorithm, "train_epoch", original)
+        runs[even], batches = (batches, int(driver.states.step[0]), np.flatnonzero(driver.state.labeled)), []
+    assert [sizes for sizes, _ in runs[False][0]] == [[8, 2]] * 3
+    assert [sizes for sizes, _ in runs[True][0]] == [[5, 5]] * 3
+    assert runs[True][1] == runs[False][1] == 3 * 2  # a fresh network: 3 epochs of 2 steps either way
+    assert all(samples == runs[True][2].tolist() for _, samples in runs[True][0])  # every label, once an epoch
+
+
+def test_even_batches_are_refused_over_several_processes():
+    with pytest.raises(config_lib.ConfigError, match="config.train.even_batches must be False"):
+        config_lib.validate(_dbal_config(pool_subset=0, **{"train.even_batches": True}), process_count=2)

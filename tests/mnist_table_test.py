@@ -100,6 +100,7 @@ def test_each_preset_sets_what_its_name_says(preset):
                                                                                                or kirsch else 1
                                                                                                if dbal else 10))
     assert (config.pool_subset, config.retrain_epochs) == ((2000, 50) if dbal else (0, 6) if kirsch else (0, 0))
+    assert config.train.even_batches == dbal  # no batch of the few samples left over (studies/dbal_last_batch.py)
     assert (config.batch_candidates, config.batch_passes) == (1000, 100)  # used by the batchbald policy alone
     if preset == "smoke":
         assert (config.pool_size, config.iterations, config.acquire_every, config.budget) == (2000, 10, 2, 150)
