@@ -129,6 +129,21 @@ def load_records(outdir: pathlib.Path) -> list[dict]:
     return sorted(records, key=lambda r: (list(PRESETS.values()).index(r["preset"]), r["seed"]))
 
 
+def batch_diversity(outdir: pathlib.Path) -> dict:
+    """{policy: {seed: mean number of distinct classes among each acquisition's labels}} from the runs' oracle logs
+    kept as OUTDIR/oracle_logs/PRESET/seed_S.jsonl (a run folder's oracle_log.jsonl; the initial labels left out)."""
+    diversity = {}
+    for policy, preset in PRESETS.items():
+        for path in sorted((pathlib.Path(outdir) / "oracle_logs" / preset).glob("seed_*.jsonl")):
+            batches: dict = {}
+            for entry in checkpoint.read_jsonl(path):
+                if entry["iteration"] > 0:
+                    batches.setdefault(entry["iteration"], set()).add(entry["label"])
+            seed = int(path.stem.removeprefix("seed_"))
+            diversity.setdefault(policy, {})[seed] = float(np.mean([len(b) for b in batches.values()]))
+    return diversity
+
+
 def policy_of(record: dict) -> str:
     return record["config"]["policy"]
 
@@ -266,6 +281,15 @@ def write_report(outdir: pathlib.Path) -> dict:
         lines += ["", "Paired on the seeds both ran, BatchBALD - BALD in labels (negative: BatchBALD needs fewer): " +
                   "; ".join(f"{t} % s{s}: " + ("-" if None in (b, a) else f"{b - a:+d}") for s, b, a, t in paired)
                   + "."]
+    diversity = batch_diversity(outdir)
+    if diversity:
+        lines += ["", "## Diversity of the batches", "",
+                  "Distinct classes among each acquisition's 10 labels, mean over a run's acquisitions "
+                  "(`oracle_logs/`, the runs' oracle_log.jsonl):", ""]
+        lines += [f"- {NAMES[policy]}: " + ", ".join(f"s{s}: {v:.2f}" for s, v in sorted(seeds.items()))
+                  + f"; mean {np.mean(list(seeds.values())):.2f}" for policy, seeds in diversity.items()]
+        table = {policy: {**row, "batch_diversity": {str(s): v for s, v in diversity.get(policy, {}).items()}}
+                 for policy, row in table.items()}
     lines += ["", "## Test accuracy (%) by labels", "",
               "Ours: mean (sample std) over the seeds; Kirsch et al.: mean of their 6 runs (a run stopped at 96 % "
               "keeps its last accuracy; their last network had 290 labels).", "",

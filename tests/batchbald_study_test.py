@@ -135,3 +135,22 @@ def test_the_study_end_to_end_on_a_tiny_setting(tmp_path, monkeypatch, mnist_dir
     assert table["batchbald"]["seeds"] == [0]
     assert table["bald"]["accuracy_at"]["20"] == [100 * bald["metrics"][0]["test_accuracy"]]
     assert (tmp_path / "out" / study.FIGURE).exists() and "s0:" in (tmp_path / "out" / "README.md").read_text()
+
+
+def test_batch_diversity_counts_distinct_classes_per_acquisition(tmp_path):
+    curves = {("batchbald", 0): _steps(100, 200), ("bald", 0): _steps(140, 250)}
+    for (policy, seed), accuracies in curves.items():
+        path = tmp_path / "runs" / study.PRESETS[policy] / f"seed_{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_json(path, _record(policy, seed, accuracies))
+    logs = {"batchbald": [(0, 0), (0, 1), (1, 3), (1, 4), (1, 5), (2, 6), (2, 6)],  # 3 and 1 classes
+            "bald": [(1, 7), (1, 7), (2, 8), (2, 8)]}
+    for policy, entries in logs.items():
+        path = tmp_path / "oracle_logs" / study.PRESETS[policy] / "seed_0.jsonl"
+        path.parent.mkdir(parents=True)
+        path.write_text("".join(json.dumps({"iteration": t, "label": c, "index": i, "id": i}) + "\n"
+                                for i, (t, c) in enumerate(entries)))
+    assert study.batch_diversity(tmp_path) == {"bald": {0: 1.0}, "batchbald": {0: 2.0}}
+    table = study.write_report(tmp_path)
+    assert table["batchbald"]["batch_diversity"] == {"0": 2.0}
+    assert "- BatchBALD: s0: 2.00; mean 2.00" in (tmp_path / "README.md").read_text()
