@@ -22,8 +22,13 @@ INITIALIZATIONS = 4
 EPOCHS = 50
 TEST_IMAGES = 3000
 
-_DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with MNIST's four IDX files.", required=True)
-_OUT = flags.DEFINE_string("out", "results/mnist/dbal_last_batch.json", "Where the JSON goes.")
+
+
+def _define_flags() -> None:
+    """The study's flags, defined only when it runs (a test imports it beside entry points with a --data_dir)."""
+    global _DATA_DIR, _OUT
+    _DATA_DIR = flags.DEFINE_string("data_dir", None, "Folder with MNIST's four IDX files.", required=True)
+    _OUT = flags.DEFINE_string("out", "results/mnist/dbal_last_batch.json", "Where the JSON goes.")
 
 
 def fresh_accuracy(dataset, labels: int, even: bool, key: int, config) -> float:
@@ -73,4 +78,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    _define_flags()
     app.run(main)
