@@ -23,7 +23,6 @@ EPOCHS = 50
 TEST_IMAGES = 3000
 
 
-
 def _define_flags() -> None:
     """The study's flags, defined only when it runs (a test imports it beside entry points with a --data_dir)."""
     global _DATA_DIR, _OUT
@@ -31,21 +30,21 @@ def _define_flags() -> None:
     _OUT = flags.DEFINE_string("out", "results/mnist/dbal_last_batch.json", "Where the JSON goes.")
 
 
-def fresh_accuracy(dataset, labels: int, even: bool, key: int, config) -> float:
-    """Test accuracy of a fresh network (run key `key`) after EPOCHS epochs on `labels` random training images."""
-    module = models.build(config.model, 10)
-    apply_fn = models.make_apply(module)
+def fresh_accuracy(dataset, apply_fn, labels: int, even: bool, key: int, train_config) -> float:
+    """Test accuracy of a fresh network of `apply_fn` (run key `key`) after EPOCHS epochs on `labels` random
+    training images; one apply_fn for every call, so that the training steps compile once."""
+    module = apply_fn.module
     chosen = np.random.default_rng(key).choice(len(dataset.train_labels), labels, replace=False)
     images = np.asarray(dataset.train_images[chosen])
     targets = np.asarray(dataset.train_labels[chosen], np.int32)[None]
     states = algorithm.stack([algorithm.initial_train_state(module, apply_fn, jax.random.key(key), images.shape[1:],
-                                                            config.train)])
+                                                            train_config)])
     for epoch in range(EPOCHS):
         plan = train.sampling_plan(np.ones(labels, bool), np.zeros(labels, bool),
                                    jax.random.fold_in(jax.random.key(key), epoch), upsample=1)
         if even:
-            plan = train.even_batches(*plan, config.train.batch_size)
-        states, _ = algorithm.train_epoch(states, images, targets, [plan], config.train.batch_size, True, "map")
+            plan = train.even_batches(*plan, train_config.batch_size)
+        states, _ = algorithm.train_epoch(states, images, targets, [plan], train_config.batch_size, True, "map")
     return float(algorithm.seeds_accuracy(apply_fn, states.params, dataset.test_images[:TEST_IMAGES],
                                           dataset.test_labels[:TEST_IMAGES], True, "map")[0])
 
@@ -62,9 +61,11 @@ def main(argv):
     del argv
     config = mnist.get_config("dbal_max_entropy")
     dataset = data.load_idx_dir("mnist", _DATA_DIR.value)
+    apply_fn = models.make_apply(models.build(config.model, 10))
     rows = []
     for labels, even in SETTINGS:
-        accuracies = [100 * fresh_accuracy(dataset, labels, even, key, config) for key in range(INITIALIZATIONS)]
+        accuracies = [100 * fresh_accuracy(dataset, apply_fn, labels, even, key, config.train)
+                      for key in range(INITIALIZATIONS)]
         rows.append({"labels": labels, "batches": batch_sizes(labels, even, config.train.batch_size),
                      "test_accuracy": accuracies,
                      "mean": float(np.mean(accuracies)), "std": float(np.std(accuracies, ddof=1))})

@@ -63,13 +63,18 @@ def test_published_numbers_are_kirsch_et_als_table_1_one_acquisition_short_of_th
     assert paper["table_1"]["bald"] == {"90": [120, 120, 170], "95": [250, 250, None]}
 
 
+def _write_records(outdir, curves):
+    """OUTDIR/runs/PRESET/seed_S.json for each (policy, seed): accuracies of `curves`."""
+    for (policy, seed), accuracies in curves.items():
+        path = outdir / "runs" / study.PRESETS[policy] / f"seed_{seed}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        checkpoint.write_json(path, _record(policy, seed, accuracies))
+
+
 def test_report_from_synthetic_records(tmp_path):
     curves = {("batchbald", 0): _steps(100, 200), ("batchbald", 1): _steps(120),
               ("bald", 0): _steps(140, 250), ("bald", 1): _steps(160, 260)}
-    for (policy, seed), accuracies in curves.items():
-        path = tmp_path / "runs" / study.PRESETS[policy] / f"seed_{seed}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        checkpoint.write_json(path, _record(policy, seed, accuracies))
+    _write_records(tmp_path, curves)
     table = study.write_report(tmp_path)
     assert json.loads((tmp_path / "table.json").read_text()) == table
     batchbald, bald = table["batchbald"]["labels_to_reach"], table["bald"]["labels_to_reach"]
@@ -139,10 +144,7 @@ def test_the_study_end_to_end_on_a_tiny_setting(tmp_path, monkeypatch, mnist_dir
 
 def test_batch_diversity_counts_distinct_classes_per_acquisition(tmp_path):
     curves = {("batchbald", 0): _steps(100, 200), ("bald", 0): _steps(140, 250)}
-    for (policy, seed), accuracies in curves.items():
-        path = tmp_path / "runs" / study.PRESETS[policy] / f"seed_{seed}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        checkpoint.write_json(path, _record(policy, seed, accuracies))
+    _write_records(tmp_path, curves)
     logs = {"batchbald": [(0, 0), (0, 1), (1, 3), (1, 4), (1, 5), (2, 6), (2, 6)],  # 3 and 1 classes
             "bald": [(1, 7), (1, 7), (2, 8), (2, 8)]}
     for policy, entries in logs.items():

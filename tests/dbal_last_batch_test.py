@@ -1,6 +1,6 @@
 """studies/dbal_last_batch.py: the batches it compares, and its fresh networks."""
 
-from deepbass_jax import data
+from deepbass_jax import data, models
 from experiments.configs import mnist
 from studies import dbal_last_batch as study
 
@@ -15,6 +15,7 @@ def test_the_batches_it_compares():
 def test_one_batch_is_the_same_network_either_way_and_another_key_another(mnist_dir):
     """Under 128 labels even batches change nothing: the same key gives the same accuracy."""
     config, dataset = mnist.get_config("dbal_max_entropy"), data.load_idx_dir("mnist", mnist_dir)
-    plain = study.fresh_accuracy(dataset, 20, False, 0, config)
-    assert plain == study.fresh_accuracy(dataset, 20, True, 0, config) and 0.1 < plain < 1.0
-    assert plain != study.fresh_accuracy(dataset, 20, False, 1, config)
+    apply_fn = models.make_apply(models.build(config.model, 10))
+    plain = study.fresh_accuracy(dataset, apply_fn, 20, False, 0, config.train)
+    assert plain == study.fresh_accuracy(dataset, apply_fn, 20, True, 0, config.train) and 0.1 < plain < 1.0
+    assert plain != study.fresh_accuracy(dataset, apply_fn, 20, False, 1, config.train)

@@ -95,10 +95,9 @@ def test_each_preset_sets_what_its_name_says(preset):
     deterministic = lee or preset.startswith("deterministic_")
     dbal = preset.startswith("dbal_")  # Gal et al. 2017's protocol: T' = 100 on 2,000 samples, a fresh network
     kirsch = preset.endswith("bald_mnist")  # Kirsch et al. 2019's: T' = 100 on the whole pool, a fresh network
-    scored = dbal and preset != "dbal_random"  # random acquisition reads no score: T' = 1 (tests/dbal_test.py)
-    assert (config.pool_dropout, config.mc_passes_pool) == ((False, 1) if deterministic else (True, 100 if scored
-                                                                                               or kirsch else 1
-                                                                                               if dbal else 10))
+    unscored = deterministic or preset.endswith("dbal_random")  # random acquisition reads no score (dbal_test.py)
+    passes = 1 if unscored else 100 if dbal or kirsch else 10
+    assert (config.pool_dropout, config.mc_passes_pool) == (not deterministic, passes)
     assert (config.pool_subset, config.retrain_epochs) == ((2000, 50) if dbal else (0, 6) if kirsch else (0, 0))
     assert config.train.even_batches == dbal  # no batch of the few samples left over (studies/dbal_last_batch.py)
     assert (config.batch_candidates, config.batch_passes) == (1000, 100)  # used by the batchbald policy alone
