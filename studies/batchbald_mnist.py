@@ -29,6 +29,8 @@ from deepbass_jax import data
 from deepbass_jax.workdir import checkpoint
 from experiments import provenance, reporting, table_runs
 from experiments.configs import mnist
+from studies.curves import (accuracy_at, curve, held_out_words, labels_to_reach, reached_cell, reached_summary,
+                            scale_words)
 
 # The flags replace experiments/mnist_table.py's of the same names (imported above for run_seeds): this study's
 # defaults and help.
@@ -77,38 +79,6 @@ DEVIATIONS = (
 
 
 # ------------------------------------------------------------------------------------------------ the numbers
-def curve(metrics: list[dict]) -> tuple[np.ndarray, np.ndarray]:
-    """Labels [I] and test accuracy in % [I] of a run's metrics lines (line t: the network trained on its labels)."""
-    return (np.array([m["labels"] for m in metrics], int),
-            np.array([100 * m["test_accuracy"] for m in metrics], float))
-
-
-def labels_to_reach(labels, accuracy, threshold: float) -> Optional[int]:
-    """The labels of the first network whose test accuracy (%) reaches `threshold`; None if none does."""
-    reached = np.flatnonzero(np.asarray(accuracy) >= threshold)
-    return int(np.asarray(labels)[reached[0]]) if len(reached) else None
-
-
-def accuracy_at(labels, accuracy, count: int) -> Optional[float]:
-    """Test accuracy (%) of the network trained on `count` labels; None if the run had no such network."""
-    where = np.flatnonzero(np.asarray(labels) == count)
-    return float(np.asarray(accuracy)[where[0]]) if len(where) else None
-
-
-def reached_summary(values: list[Optional[int]]) -> dict:
-    """Mean and sample std of the runs that reached a threshold, and how many of all did."""
-    reached = [v for v in values if v is not None]
-    mean, std = reporting.mean_std(reached) if reached else (None, None)
-    return {"mean": mean, "std": std, "reached": len(reached), "runs": len(values)}
-
-
-def reached_cell(summary: dict) -> str:
-    if not summary["reached"]:
-        return "not reached"
-    more = "" if summary["reached"] == summary["runs"] else f", {summary['reached']} of {summary['runs']} reached"
-    return reporting.cell(summary["mean"], summary["std"]) + more
-
-
 def published() -> dict:
     """Kirsch et al.'s MNIST runs (acquisition size 10) and Table 1: {"table_1", "runs": {policy: {seed: ...}}}."""
     return json.loads(PUBLISHED.read_text())
@@ -173,12 +143,6 @@ def make_table(records: list[dict]) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ the figure
-def scale_words(records: list[dict]) -> str:
-    """"CPU scale (6,000-image pool)" from the records' pools (the whole training set: "paper scale")."""
-    pools = sorted({r["config"]["pool_size"] for r in records})
-    return f"CPU scale ({' / '.join(f'{p:,}' for p in pools)}-image pool)" if 0 not in pools else "paper scale"
-
-
 def plot(records: list[dict], path: pathlib.Path) -> list[str]:
     """Test accuracy against labels: ours per policy (mean, +-1 sample std band; runs of one length per curve),
     Kirsch et al.'s median of 6 runs dashed, their Table 1 medians (quartile whiskers) at 90 / 95 %, in labels
@@ -233,11 +197,6 @@ def plot(records: list[dict], path: pathlib.Path) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ the report
-def held_out_words(records: list[dict]) -> str:
-    sizes = sorted({r["config"]["test_size"] for r in records})
-    return "the 10,000 test images" if sizes == [0] else f"the first {' / '.join(map(str, sizes))} test images"
-
-
 def _quartiles(values: list) -> str:
     return " / ".join("not reached" if v is None else str(v) for v in values)
 

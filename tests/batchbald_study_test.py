@@ -36,17 +36,6 @@ def _steps(to_90: int, to_95=None, length: int = 29) -> list[float]:
             for n in labels]
 
 
-def test_labels_to_reach_is_the_first_network_at_or_above_the_threshold():
-    labels, accuracy = np.array([20, 30, 40, 50]), np.array([80.0, 90.0, 89.0, 95.5])
-    assert study.labels_to_reach(labels, accuracy, 90) == 30  # reached exactly, a later dip does not matter
-    assert study.labels_to_reach(labels, accuracy, 95) == 50
-    assert study.labels_to_reach(labels, accuracy, 96) is None
-    assert study.accuracy_at(labels, accuracy, 40) == 89.0 and study.accuracy_at(labels, accuracy, 300) is None
-    assert study.reached_summary([100, None, 120]) == {"mean": 110.0, "std": pytest.approx(14.142, abs=1e-3),
-                                                       "reached": 2, "runs": 3}
-    assert study.reached_cell(study.reached_summary([None])) == "not reached"
-
-
 def test_published_numbers_are_kirsch_et_als_table_1_one_acquisition_short_of_their_runs():
     """Table 1 as their notebook prints it equals the nearest-rank quartiles of their runs' labels trained on, less
     one acquisition of 10 (their get_marks); the runs are 6 per policy, 20 labels first, 10 per acquisition."""
