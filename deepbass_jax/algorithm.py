@@ -739,3 +739,10 @@ class Patience(NamedTuple):
 
     def stop(self, patience: int) -> bool:
         return bool(patience) and self.since_best >= patience
+
+
+def fit_on(patience: list[Patience], epochs: list, limit: int) -> tuple[list[Patience], list[bool]]:
+    """After an epoch of the initial fit: each seed's Patience and whether it trains on (epochs[r]: seed r's epoch
+    metrics, None for a seed that had stopped)."""
+    patience = [p if epoch is None else p.update(epoch.accuracy) for p, epoch in zip(patience, epochs)]
+    return patience, [not p.stop(limit) for p in patience]

@@ -24,7 +24,7 @@ from deepbass_jax import acquisition, algorithm, config as config_lib, data, met
 from deepbass_jax import progress, seeds as seeds_lib, train, uncertainty
 from deepbass_jax.algorithm import RunState
 from deepbass_jax.parallel import collective as collective_lib
-from deepbass_jax.workdir import checkpoint, guard, runfolder
+from deepbass_jax.workdir import guard, runfolder
 from deepbass_jax.seeds import RunFinished, Seed  # noqa: F401 (RunFinished: what the driver refuses with)
 from deepbass_jax.workdir.runfolder import CHECKPOINT, METRICS
 
@@ -71,11 +71,6 @@ class Driver:
 
     # ---------------------------------------------------------------------------------- one seed's view
     @property
-    def hidden_labels(self) -> Optional[np.ndarray]:
-        """The first seed's hidden pool labels (a single run's)."""
-        return self.seeds[0].hidden_labels
-
-    @property
     def state(self) -> RunState:
         """The first seed's state with its train state (a single run's)."""
         return self.seed_state(0)
@@ -103,10 +98,7 @@ class Driver:
                                              jax.random.fold_in(key, epoch), config.train.upsample) if on else empty
                          for s, key, on in zip(seeds, fit_keys, fitting)]
                 self.states, epochs = self._train_epoch(plans)
-                for r, epoch_metrics in enumerate(epochs):
-                    if epoch_metrics is not None:
-                        patience[r] = patience[r].update(epoch_metrics.accuracy)
-                        fitting[r] = not patience[r].stop(config.initial_patience)
+                patience, fitting = algorithm.fit_on(patience, epochs, config.initial_patience)
                 bar.update(1)
                 guard.fault_point("initial_fit_epoch")  # where tests/fault_test.py kills a run during the fit
                 if not any(fitting):
@@ -219,8 +211,7 @@ class Driver:
     def _theta(self, iteration: int, keys) -> tuple[np.ndarray, list]:
         """(The theta [R] the iteration decides with, the one its lines log): `algorithm.seeds_theta` over each
         seed's ground truth, whose images it needs only where the run computes eq. 8."""
-        images = (np.stack([self._images(s, np.flatnonzero(s.state.labeled)) for s in self.seeds])
-                  if algorithm.computes_theta(self.config) else None)
+        images = self._ground_truth()[0] if algorithm.computes_theta(self.config) else None
         theta, logged = algorithm.seeds_theta(self.config, self.apply_fn, self.states.params, images, keys,
                                               self.seed_axis, self.mesh, len(self.seeds))
         self.nan.require_finite(iteration, "theta (eq. 8: the ground truth's mean MC-dropout entropy)", theta)
@@ -258,27 +249,29 @@ class Driver:
 
     def _metrics_lines(self, iteration, stats, logged_theta, bought, epochs, phases) -> list[dict]:
         """Each seed's metrics line (process 0's to write): what the iteration did and the held-out accuracy."""
-        seeds, seconds = self.seeds, phases.elapsed()
-        ground_truth = [np.flatnonzero(s.state.labeled) for s in seeds]
-        ground_truth_images = np.stack([self._images(s, indices) for s, indices in zip(seeds, ground_truth)])
+        seconds, (images, labels) = phases.elapsed(), self._ground_truth()
         if self.leader:
             with self.nan.stop_on_nan(iteration):
-                ground_truth_accuracy = algorithm.seeds_accuracy(
-                    self.apply_fn, self.states.params, ground_truth_images,
-                    np.stack([s.state.ground_truth[indices] for s, indices in zip(seeds, ground_truth)]), False,
-                    self.seed_axis, "ground-truth")
+                ground_truth_accuracy = algorithm.seeds_accuracy(self.apply_fn, self.states.params, images, labels,
+                                                                 False, self.seed_axis, "ground-truth")
                 held_out = self.held_out.accuracy(self.apply_fn, self.states.params, self.seed_axis)
                 agreement = self._stop_set_agreement()
         phases.lap("accuracy")
         lines = [] if not self.leader else metrics_lib.seeds_lines(
-            seeds, iteration, stats.entropy, logged_theta, bought, epochs, ground_truth_accuracy, seconds, held_out,
-            agreement, phases.seconds)
+            self.seeds, iteration, stats.entropy, logged_theta, bought, epochs, ground_truth_accuracy, seconds,
+            held_out, agreement, phases.seconds)
         phases.lap("metrics")
         return lines
 
     # ---------------------------------------------------------------------------------- the pool's samples
     def _labeled(self) -> np.ndarray:
         return np.stack([s.state.labeled for s in self.seeds])  # [R, N]
+
+    def _ground_truth(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each seed's ground truth: images [R, n, ...] and labels [R, n]; every process calls it together."""
+        indices = [np.flatnonzero(s.state.labeled) for s in self.seeds]
+        return (np.stack([self._images(s, i) for s, i in zip(self.seeds, indices)]),
+                np.stack([s.state.ground_truth[i] for s, i in zip(self.seeds, indices)]))
 
     def _images(self, seed: Seed, indices) -> np.ndarray:
         """Images of pool samples `indices` [n] (pool positions) -> [n, ...]; every process calls it together."""
@@ -329,10 +322,7 @@ class Driver:
             self.initial_fit()
             held_out = self.held_out.accuracy(self.apply_fn, self.states.params, self.seed_axis) if self.leader else []
             for seed, seed_held_out in zip(self.seeds, held_out):
-                labels = int(seed.state.labeled.sum())
-                initial = {"iteration": 0, "labels": labels, "bought": labels, **seed_held_out}
-                checkpoint.rewrite_jsonl(seed.folder / METRICS, [initial])
-                logging.info("Initial model of seed %d: %s", seed.config.seed, initial)
+                seed.write_initial_metrics(seed_held_out)
             self._save()
         if self.leader:  # the network the next iteration's stopping signal compares with
             self._stop_set_agreement()
@@ -353,7 +343,9 @@ class Driver:
             self._export_labels(self._pool_stats(jnp.stack([  # under the final network: an iteration after the last
                 algorithm.iteration_keys(s.key, self.config.iterations + 1)[0] for s in self.seeds])))
         restarted = self.clean_restart() if self.config.restart_epochs else []
-        summaries = [self._finish(r, restarted[r] if restarted else None) for r in range(len(self.seeds))]
+        summaries = [seed.finish(self.apply_fn, algorithm.unstack(self.states.params, r), self.collective,
+                                 self.num_pool, self.iteration, restarted[r] if restarted else None)
+                     for r, seed in enumerate(self.seeds)]
         if not self.leader:
             return None  # process 0 wrote the summary
         return summaries[0] if len(summaries) == 1 else summaries
@@ -372,16 +364,6 @@ class Driver:
         """labels.csv of every seed: what the labeling budget bought for each pool sample."""
         for r, seed in enumerate(self.seeds if self.leader else []):
             seed.write_labels(scores.mean_probs[r], scores.entropy[r])
-
-    def _finish(self, r: int, restart: Optional[dict]) -> Optional[dict]:
-        seed = self.seeds[r]
-        seed.draw_decision_boundary(self.apply_fn, algorithm.unstack(self.states.params, r), self.collective,
-                                    self.num_pool)
-        if not self.leader:
-            return None
-        summary = seed.write_summary(self.iteration, restart)  # marks done
-        logging.info("Finished %s: %s", seed.folder, summary)
-        return summary
 
 
 def run(config: ml_collections.ConfigDict, workdir):

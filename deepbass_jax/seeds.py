@@ -12,12 +12,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import logging
 
 from deepbass_jax import algorithm, config as config_lib, data, oracle as oracle_lib
 from deepbass_jax.algorithm import RunState
 from deepbass_jax.oracle.ledger import Ledger, finished_run_note
-from deepbass_jax.workdir import runfolder
-from deepbass_jax.workdir.runfolder import SUMMARY
+from deepbass_jax.workdir import checkpoint, runfolder
+from deepbass_jax.workdir.runfolder import METRICS, SUMMARY
 
 
 class RunFinished(Exception):
@@ -78,6 +79,23 @@ class Seed:
     def load_state_dict(self, saved: dict) -> None:
         self.ledger.load_state_dict(saved["oracle"])
         self.state.ground_truth, self.state.pseudo = saved["ground_truth"], saved["pseudo"]
+
+    def write_initial_metrics(self, held_out: dict) -> None:
+        """metrics.jsonl's first line: the initial network's held-out metrics (iteration 0)."""
+        labels = int(self.state.labeled.sum())
+        initial = {"iteration": 0, "labels": labels, "bought": labels, **held_out}
+        checkpoint.rewrite_jsonl(self.folder / METRICS, [initial])
+        logging.info("Initial model of seed %d: %s", self.config.seed, initial)
+
+    def finish(self, apply_fn, params, collective, num_pool: int, iterations: int,
+               restart: Optional[dict]) -> Optional[dict]:
+        """A finished run's figure and summary.json (which marks it done); the summary (None off process 0)."""
+        self.draw_decision_boundary(apply_fn, params, collective, num_pool)
+        if not collective.leader:
+            return None
+        summary = self.write_summary(iterations, restart)
+        logging.info("Finished %s: %s", self.folder, summary)
+        return summary
 
     def write_summary(self, iterations: int, restart: Optional[dict] = None) -> dict:
         """summary.json (and curves.png) of a finished run: what marks it done; `restart`: the clean restart's

@@ -19,10 +19,12 @@ def _record(policy: str, seed: int, accuracies: list[float]) -> dict:
     preset = study.PRESETS[policy]
     config = json.loads(mnist.get_config(preset).to_json_best_effort())
     config["seed"] = seed
-    metrics = [{"iteration": t, "labels": n, "test_accuracy": a / 100} for t, (n, a) in enumerate(zip(LABELS, accuracies))]
+    metrics = [{"iteration": t, "labels": n, "test_accuracy": a / 100}
+               for t, (n, a) in enumerate(zip(LABELS, accuracies))]
     return {"row": mnist.row(preset), "preset": preset, "seed": seed, "dataset": "mnist", "scale": "paper",
             "test_accuracy": accuracies[-1], "config": config, "metrics": metrics,
-            "command": f"python -m experiments.main --config=experiments/configs/mnist.py:{preset} --config.seed={seed}",
+            "command": f"python -m experiments.main --config=experiments/configs/mnist.py:{preset} "
+                       f"--config.seed={seed}",
             "device": "CPU (cpu)", "commit": "abc1234", "seconds": 3600.0}
 
 

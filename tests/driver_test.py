@@ -247,7 +247,7 @@ def test_file_oracle_run_stops_for_labels_and_continues(tmp_path):
     config = toy_config(iterations=1, budget=10, oracle="file")
     with pytest.raises(oracle.LabelsPending):
         driver_lib.run(config, tmp_path)
-    hidden = driver_lib.Driver(config, tmp_path).hidden_labels  # the person knows the truth
+    hidden = driver_lib.Driver(config, tmp_path).seeds[0].hidden_labels  # the person knows the truth
 
     def answer(round_number):
         return answer_round(tmp_path / "oracle" / f"round_{round_number:04d}", hidden)

@@ -306,7 +306,7 @@ def test_file_oracle_answers_logged_before_a_kill_are_not_asked_again(tmp_path, 
     config = toy_config(iterations=3, budget=12, oracle="file")  # 8 initial + 2 in iterations 1 and 3
     with pytest.raises(oracle.LabelsPending):
         driver_lib.run(config, tmp_path)
-    hidden = driver_lib.Driver(config, tmp_path).hidden_labels
+    hidden = driver_lib.Driver(config, tmp_path).seeds[0].hidden_labels
     assert _answer_all(tmp_path, hidden) == 8
     with pytest.raises(oracle.LabelsPending):
         driver_lib.run(config, tmp_path)  # initial fit done; iteration 1 asks for 2 labels in round 1

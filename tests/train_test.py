@@ -203,3 +203,16 @@ def test_supervised_fit_on_1000_real_mnist_images_reaches_90_percent(mnist_dir):
                                                shared=True, seed_axis="map")
     assert metrics.accuracy > 0.9  # training accuracy under dropout
     assert test_accuracy >= 0.90, f"test accuracy {test_accuracy:.4f} on the 10,000 MNIST test images"
+
+
+def test_fit_on_keeps_each_seed_fitting_until_its_own_patience_runs_out():
+    """The initial fit over seeds: a seed that stopped gets no epoch metrics (None) and stays stopped; the others
+    update their own Patience."""
+    epoch = lambda accuracy: train.EpochMetrics(loss=0.0, accuracy=accuracy, steps=1)  # noqa: E731
+    patience, fitting = [algorithm.Patience()] * 2, [True, True]
+    for first, second in [(0.5, 0.5), (0.6, 0.5), (0.7, 0.5)]:  # seed 1 stagnates for 2 epochs
+        patience, fitting = algorithm.fit_on(patience, [epoch(first), epoch(second)], limit=2)
+    assert fitting == [True, False] and patience == [algorithm.Patience(0.7, 0), algorithm.Patience(0.5, 2)]
+    patience, fitting = algorithm.fit_on(patience, [epoch(0.6), None], limit=2)
+    assert fitting == [True, False] and patience[1] == algorithm.Patience(0.5, 2)  # stopped: unchanged
+    assert algorithm.fit_on(patience, [epoch(0.1), epoch(0.1)], limit=0)[1] == [True, True]  # 0: never stops
