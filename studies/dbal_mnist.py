@@ -222,7 +222,8 @@ def write_report(runs: pathlib.Path, outdir: pathlib.Path) -> dict:
              "Ours: mean (sample std) over the seeds. Table 3: DBAL's test error as Rottmann et al. quote it, as "
              "accuracy. Gal et al.'s curves: the value at 1,000 labels of each published curve (each the mean of "
              "3 runs).", "",
-             "| acquisition | per seed | mean (std) | runs | Table 3 | Gal et al.'s curves |", "|---|---|---|---|---|---|"]
+             "| acquisition | per seed | mean (std) | runs | Table 3 | Gal et al.'s curves |",
+             "|---|---|---|---|---|---|"]
     for policy, row in table.items():
         final = row["accuracy_at_budget"]
         per_seed = ", ".join(f"s{s}: {'-' if v is None else f'{v:.2f}'}" for s, v in final["per_seed"].items())
@@ -234,7 +235,8 @@ def write_report(runs: pathlib.Path, outdir: pathlib.Path) -> dict:
     lines += ["", "## The last batch", "",
               f"Test accuracy (points) the network at n labels falls below the mean of its neighbours (n - 10, "
               f"n + 10), where Keras's batching leaves a last batch of at most {SMALL_BATCH} samples (n = "
-              f"{KERAS_BATCH} k + r), and the mean elsewhere (away from those n and their neighbours). Gal et al.: the mean over their curves; this code "
+              f"{KERAS_BATCH} k + r), and the mean elsewhere (away from those n and their neighbours). Gal et al.: "
+              "the mean over their curves; this code "
               "(batches of even size, `train.even_batches`): the mean over its runs.", "",
               "| | " + " | ".join(f"{n} = {n // KERAS_BATCH} x {KERAS_BATCH} + {n % KERAS_BATCH}" for n in small)
               + " | elsewhere |", "|---|" + "---|" * (len(small) + 1)]
