@@ -29,8 +29,9 @@ from deepbass_jax import data
 from deepbass_jax.workdir import checkpoint
 from experiments import provenance, reporting, table_runs
 from experiments.configs import mnist
-from studies.curves import (accuracy_at, curve, held_out_words, labels_to_reach, reached_cell, reached_summary,
-                            scale_words)
+from studies import curves as curves_lib
+from studies.curves import (accuracy_at, curve, held_out_words, labels_to_reach, policy_of, reached_cell,
+                            reached_summary, scale_words)
 
 # The flags replace experiments/mnist_table.py's of the same names (imported above for run_seeds): this study's
 # defaults and help.
@@ -94,9 +95,7 @@ def published_curves(policy: str) -> tuple[np.ndarray, np.ndarray]:
 
 def load_records(outdir: pathlib.Path) -> list[dict]:
     """The study's records under OUTDIR/runs, the policies in PRESETS order, then by seed."""
-    records = [json.loads(path.read_text()) for preset in PRESETS.values()
-               for path in sorted((pathlib.Path(outdir) / "runs" / preset).glob("seed_*.json"))]
-    return sorted(records, key=lambda r: (list(PRESETS.values()).index(r["preset"]), r["seed"]))
+    return curves_lib.load_records(pathlib.Path(outdir) / "runs", list(PRESETS.values()))
 
 
 def batch_diversity(outdir: pathlib.Path) -> dict:
@@ -112,10 +111,6 @@ def batch_diversity(outdir: pathlib.Path) -> dict:
             seed = int(path.stem.removeprefix("seed_"))
             diversity.setdefault(policy, {})[seed] = float(np.mean([len(b) for b in batches.values()]))
     return diversity
-
-
-def policy_of(record: dict) -> str:
-    return record["config"]["policy"]
 
 
 def make_table(records: list[dict]) -> dict:

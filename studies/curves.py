@@ -4,11 +4,24 @@ studies that set our curves beside published ones (studies/batchbald_mnist.py, s
 
 from __future__ import annotations
 
-from typing import Optional
+import json
+import pathlib
+from typing import Optional, Sequence
 
 import numpy as np
 
 from experiments import reporting
+
+
+def load_records(runs: pathlib.Path, presets: Sequence[str]) -> list[dict]:
+    """The records RUNS/PRESET/seed_S.json of `presets`, in their order, then by seed."""
+    records = [json.loads(path.read_text()) for preset in presets
+               for path in sorted((pathlib.Path(runs) / preset).glob("seed_*.json"))]
+    return sorted(records, key=lambda r: (list(presets).index(r["preset"]), r["seed"]))
+
+
+def policy_of(record: dict) -> str:
+    return record["config"]["policy"]
 
 
 def curve(metrics: list[dict]) -> tuple[np.ndarray, np.ndarray]:

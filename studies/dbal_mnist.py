@@ -21,7 +21,8 @@ import numpy as np
 from absl import app, flags, logging
 
 from experiments import mnist_report, provenance, reporting
-from studies.curves import accuracy_at, curve, held_out_words, labels_to_reach, reached_cell, reached_summary
+from studies.curves import (accuracy_at, curve, held_out_words, labels_to_reach, load_records, policy_of,
+                            reached_cell, reached_summary)
 
 plt = provenance.pyplot()
 
@@ -101,21 +102,6 @@ def drop_summary(curves: list) -> dict:
     near = {n + step for n in small for step in (-10, 0, 10)}
     return {**{str(n): reporting.mean(d[n] for d in per_curve) for n in small},
             "elsewhere": reporting.mean(v for d in per_curve for n, v in d.items() if n not in near)}
-
-
-def load_records(runs: pathlib.Path) -> list[dict]:
-    """The finished DBAL runs' records under `runs` (results/mnist/runs), in PRESETS order, then by seed; refuses runs
-    of different lengths, which no curve or table may average."""
-    records = [json.loads(path.read_text()) for preset in PRESETS.values()
-               for path in sorted((pathlib.Path(runs) / preset).glob("seed_*.json"))]
-    if len(lengths := {len(r["metrics"]) for r in records}) > 1:
-        raise ValueError(f"the DBAL runs under {runs} differ in length ({sorted(lengths)} metrics lines): each "
-                         "must have run all its acquisitions.")
-    return sorted(records, key=lambda r: (list(PRESETS.values()).index(r["preset"]), r["seed"]))
-
-
-def policy_of(record: dict) -> str:
-    return record["config"]["policy"]
 
 
 def make_table(records: list[dict]) -> dict:
@@ -203,7 +189,10 @@ def _gal_cell(values: list, spec: str = "d") -> str:
 
 def write_report(runs: pathlib.Path, outdir: pathlib.Path) -> dict:
     """README.md, table.json and learning_curves.png in `outdir` from the records under `runs`; returns the table."""
-    records = load_records(runs)
+    records = load_records(runs, list(PRESETS.values()))
+    if len(lengths := {len(r["metrics"]) for r in records}) > 1:  # no curve or table averages runs of two lengths
+        raise ValueError(f"the DBAL runs under {runs} differ in length ({sorted(lengths)} metrics lines): each must "
+                         "have run all its acquisitions.")
     if not records:
         raise ValueError(f"{runs} holds no runs of {', '.join(PRESETS.values())}: run them first (python -m "
                          "experiments.mnist_table --rows=dbal_bald,... --seeds=0,1,2 --data_dir=...).")
