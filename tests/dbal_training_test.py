@@ -1,0 +1,61 @@
+"""studies/dbal_training.py: DBAL's bought labels, retrained as the run did (its last network reproduced) and
+longer, on a finished yin-yang DBAL run."""
+
+import json
+
+import pytest
+
+from deepbass_jax import driver as driver_lib
+from deepbass_jax.workdir import runfolder
+from studies import dbal_training
+from tests.helpers import toy_config
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished toy DBAL run: 8 + 6 x 2 = 20 labels, each iteration a fresh network trained 3 epochs on each label
+    once an epoch (DBAL's upsample 1), in even batches."""
+    workdir = tmp_path_factory.mktemp("dbal_run")
+    config = toy_config("active", acquire_every=1, budget=20, retrain_epochs=3, pool_subset=30,
+                        **{"train.even_batches": True, "train.batch_size": 16, "train.upsample": 1})
+    driver_lib.Driver(config, workdir).run()
+    return workdir
+
+
+def test_upsample_1_reproduces_the_runs_last_network(finished_run):
+    run = dbal_training.FinishedRun(finished_run)
+    assert (len(run.indices), run.name) == (20, "active seed 0")
+    table = dbal_training.study([run], [1, 4], finished_run / "table.json")
+    entry = table["runs"][run.name]
+    assert entry["networks"]["1"]["test_accuracy"] == pytest.approx(100 * run.last_line["test_accuracy"], abs=1e-9)
+    assert entry["networks"]["1"]["own_label_accuracy"] == pytest.approx(
+        100 * run.last_line["ground_truth_accuracy"], abs=1e-9)
+    # 20 labels in batches of 16: 2 steps an epoch, 3 epochs; x 4: 80 draws, 5 steps an epoch
+    assert (entry["networks"]["1"]["steps"], entry["networks"]["4"]["steps"]) == (6, 15)
+    assert sorted(entry["bought"]) == entry["bought"] and len(set(entry["bought"])) == 20
+
+
+def test_a_killed_study_resumes_and_the_report_gives_every_network(finished_run, monkeypatch):
+    run = dbal_training.FinishedRun(finished_run)
+    table_path = finished_run / "resumed.json"
+    dbal_training.study([run], [1], table_path)
+    calls = []
+    original = dbal_training.accuracies
+    monkeypatch.setattr(dbal_training, "accuracies", lambda *a: calls.append(a[-1]) or original(*a))
+    table = dbal_training.study([run], [1, 2], table_path)
+    assert calls == [2]  # x 1 was already in the table
+    assert json.loads(table_path.read_text())["runs"][run.name]["networks"].keys() == {"1", "2"}
+    text = dbal_training.report(table, finished_run / "report", "python -m studies.dbal_training ...")
+    assert "| active seed 0 | 20 |" in text and "retrained x 2" in text
+    assert (finished_run / "report" / "table.json").exists()
+
+
+def test_runs_it_cannot_use_are_refused(tmp_path, finished_run):
+    with pytest.raises(FileNotFoundError):
+        dbal_training.FinishedRun(tmp_path)
+    config = json.loads((finished_run / runfolder.CONFIG).read_text())
+    other = tmp_path / "not_dbal"
+    other.mkdir()
+    (other / runfolder.CONFIG).write_text(json.dumps({**config, "retrain_epochs": 0}))
+    with pytest.raises(ValueError, match="not a DBAL run"):
+        dbal_training.FinishedRun(other)
