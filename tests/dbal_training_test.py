@@ -47,7 +47,14 @@ def test_a_killed_study_resumes_and_the_report_gives_every_network(finished_run,
     assert json.loads(table_path.read_text())["runs"][run.name]["networks"].keys() == {"1", "2"}
     text = dbal_training.report(table, finished_run / "report", "python -m studies.dbal_training ...")
     assert "| active seed 0 | 20 |" in text and "retrained x 2" in text
+    assert text.count("| - | - |") == 1  # the toy's row: no Table 3 figure, no published curve
     assert (finished_run / "report" / "table.json").exists()
+
+
+def test_an_mnist_dbal_row_stands_beside_table_3_and_gal_et_als_curves():
+    entry = {"dataset": "mnist", "preset": "dbal_bald", "policy": "bald", "labels": 1000}
+    assert dbal_training._published(entry) == "98.20 | 98.20 / 98.21"  # Table 3's 1.80 % error; their curves' ends
+    assert dbal_training._published({**entry, "dataset": "fashion_mnist"}) == "- | -"
 
 
 def test_runs_it_cannot_use_are_refused(tmp_path, finished_run):
