@@ -5,8 +5,9 @@ on them. This study takes the labels a run bought (its oracle_log.jsonl) and tra
 with the run's own key and upsample 1 (the run's last retraining again: bit for bit on one machine with the same
 threads; 0.02 points of test accuracy apart for MNIST runs pinned to one core and retrained on two, where XLA's CPU
 convolutions add in another order), then with the same key and epochs but each label repeated `upsample` times per
-epoch (x 20: the upsampling of the paper's supervised rows). Every network's test accuracy (the run's test set) and its accuracy on its own labels
-(whether it fits them) go to OUT/table.json after each network, so a killed study resumes; OUT/README.md reports.
+epoch (x 20: the upsampling of the paper's supervised rows). Every network's test accuracy (the run's test set)
+and its accuracy on its own labels (whether it fits them) go to OUT/table.json after each network, so a killed
+study resumes; OUT/README.md reports.
 
   python -m studies.dbal_training --data_dir=../shared/data/mnist \
       --runs=WORKROOT/mnist/dbal_bald/seeds_0_0,WORKROOT/mnist/dbal_random/seeds_0_0   # results/mnist/dbal_training/
