@@ -109,14 +109,12 @@ def accuracies(run: FinishedRun, dataset: data.Dataset, pool_images, apply_fn, u
 
 
 def study(runs: Sequence[FinishedRun], upsample: Sequence[int], table_path: pathlib.Path) -> dict:
-    """Every run x upsample not yet in table_path (JSON, rewritten after each network); returns the table."""
+    """Every run x upsample not yet in table_path (JSON, rewritten after each network); returns the table. Data
+    sets load and networks build once per config, and only for runs with a network to train, so that runs of one
+    data set and network share their compiled steps."""
     table = json.loads(table_path.read_text()) if table_path.exists() else {"runs": {}}
+    datasets, apply_fns = {}, {}
     for run in runs:
-        dataset, _, pool_indices = algorithm.split_pool(run.config, data.load(run.config.data))
-        if not np.array_equal(dataset.train_labels[pool_indices[run.indices]], run.labels):
-            raise ValueError(f"{run.folder}: its oracle's labels are not the data set's; is --data_dir its data?")
-        pool_images = jnp.asarray(dataset.train_images[pool_indices])
-        apply_fn = models.make_apply(models.build(run.config.model, dataset.num_classes))
         entry = table["runs"].setdefault(run.name, {"networks": {}})
         entry.update({  # read from the run folder again each time
             "dataset": run.config.data.name, "preset": run.config.preset, "policy": run.config.policy,
@@ -125,10 +123,21 @@ def study(runs: Sequence[FinishedRun], upsample: Sequence[int], table_path: path
             "run_test_accuracy": 100 * run.last_line["test_accuracy"],
             "run_own_label_accuracy": 100 * run.last_line["ground_truth_accuracy"],
             "bought": run.indices.tolist()})
-        for times in upsample:
-            if str(times) in entry["networks"]:
-                continue
-            entry["networks"][str(times)] = accuracies(run, dataset, pool_images, apply_fn, times)
+        missing = [times for times in upsample if str(times) not in entry["networks"]]
+        if not missing:
+            continue
+        data_key = run.config.data.to_json(sort_keys=True)
+        if data_key not in datasets:
+            datasets[data_key] = data.load(run.config.data)
+        dataset, _, pool_indices = algorithm.split_pool(run.config, datasets[data_key])
+        if not np.array_equal(dataset.train_labels[pool_indices[run.indices]], run.labels):
+            raise ValueError(f"{run.folder}: its oracle's labels are not the data set's; is --data_dir its data?")
+        pool_images = jnp.asarray(dataset.train_images[pool_indices])
+        model_key = (run.config.model.to_json(sort_keys=True), dataset.num_classes)
+        if model_key not in apply_fns:
+            apply_fns[model_key] = models.make_apply(models.build(run.config.model, dataset.num_classes))
+        for times in missing:
+            entry["networks"][str(times)] = accuracies(run, dataset, pool_images, apply_fns[model_key], times)
             print(f"{run.name}, labels x {times}: {entry['networks'][str(times)]}", flush=True)
             table.update(commit=provenance.commit(), device=provenance.device())
             checkpoint.write_json(table_path, table)
