@@ -118,6 +118,11 @@ def initial_train_state(module, apply_fn, key: jax.Array, input_shape, train_con
     return train.create_train_state(apply_fn, params, dropout_key, train_config)
 
 
+def initial_train_states(apply_fn, keys, input_shape, train_config) -> train.TrainState:
+    """Untrained networks stacked on the seed axis, seed r's from run key keys[r] (`initial_train_state`)."""
+    return stack([initial_train_state(apply_fn.module, apply_fn, key, input_shape, train_config) for key in keys])
+
+
 def initial_indices(config: ml_collections.ConfigDict, hidden_labels: Optional[np.ndarray], num_pool: int,
                     num_classes: int) -> np.ndarray:
     """Line 1: the pool indices of the initial ground truth (seeded by config.seed; `config.validate_run` checked

@@ -88,7 +88,7 @@ class Driver:
         config, seeds = self.config, self.seeds
         self.states = self._fresh_states()
         for seed in seeds:
-            self._buy(seed, seed.initial_query(seed.dataset.num_classes), iteration=0)
+            seed.buy(0, seed.initial_query(seed.dataset.num_classes), config.oracle, self.collective, self.num_pool)
         fit_keys = [algorithm.setup_keys(seed.key)[2] for seed in seeds]
         patience, fitting = [algorithm.Patience()] * len(seeds), [True] * len(seeds)
         empty = (np.zeros(0, np.int32), np.zeros(0, np.float32))  # a seed that stopped: only no-op steps
@@ -156,7 +156,7 @@ class Driver:
 
         # Lines 6-7, eqs. 4 and 9: refresh every pseudo-label in D, then grow D (step-wise) or take all.
         if self.config.semi_supervised:
-            self._pseudo_label(stats, theta)
+            seeds_lib.refresh_pseudo_labels(self.seeds, stats, theta, self.config, self.seed_axis)
         phases.lap("acquisition_and_pseudo_labels")
 
         # Line 12: one epoch on each seed's D = ground truth x upsample + pseudo-labeled samples.
@@ -174,26 +174,8 @@ class Driver:
         chosen = self.collective.broadcast(algorithm.seeds_choices(
             self.config, self.apply_fn, self.states.params, stats, theta, self._labeled(), keys, count, subsets,
             lambda r, indices: self._images(self.seeds[r], indices), self.seed_axis))
-        return [self._buy(s, acquisition.valid_indices(c), iteration) for s, c in zip(self.seeds, chosen)]
-
-    def _buy(self, seed: Seed, indices, iteration: int) -> int:
-        """Lines 9-11 for one seed: the ledger buys (or replays) the labels; they become ground truth."""
-        bought, labels = seed.ledger.buy(iteration, indices, lambda ask: self._images(seed, ask),
-                                         lambda: seed.query_context(self.config.oracle, self.collective, self.num_pool))
-        seed.state.ground_truth[bought] = labels
-        seed.state.pseudo[bought] = -1
-        return len(bought)
-
-    def _pseudo_label(self, stats, theta) -> None:
-        """Lines 6-7 (eqs. 4 and 9) for every seed."""
-        config = self.config
-        pseudo = np.asarray(algorithm.seeds_pseudo_labels(
-            stats, theta, jnp.asarray(self._labeled()), jnp.asarray(np.stack([s.state.selected for s in self.seeds])),
-            mode=config.mode, seed_axis=self.seed_axis,
-            ground_truth=jnp.asarray(np.stack([s.state.ground_truth for s in self.seeds])),
-            alignment=config.pseudo_alignment, confidence=config.pseudo_confidence))
-        for seed, seed_pseudo in zip(self.seeds, pseudo):
-            seed.state.pseudo = np.array(seed_pseudo, np.int32)
+        return [s.buy(iteration, acquisition.valid_indices(c), self.config.oracle, self.collective, self.num_pool)
+                for s, c in zip(self.seeds, chosen)]
 
     def _train(self, iteration: int, plan_keys) -> list:
         """Line 12 for every seed; its epoch metrics. mu of eq. 6 follows config.train's ramp (Lee's alpha(t))."""
@@ -255,7 +237,8 @@ class Driver:
                 ground_truth_accuracy = algorithm.seeds_accuracy(self.apply_fn, self.states.params, images, labels,
                                                                  False, self.seed_axis, "ground-truth")
                 held_out = self.held_out.accuracy(self.apply_fn, self.states.params, self.seed_axis)
-                agreement = self._stop_set_agreement()
+                agreement = self.stop_signal.agreement(self.held_out, self.apply_fn, self.states.params,
+                                                       self.seed_axis)  # stop-set kappa [R] with the last network
         phases.lap("accuracy")
         lines = [] if not self.leader else metrics_lib.seeds_lines(
             self.seeds, iteration, stats.entropy, logged_theta, bought, epochs, ground_truth_accuracy, seconds,
@@ -280,10 +263,8 @@ class Driver:
     # ------------------------------------------------------------------------------------ checkpoints
     def _fresh_states(self, keys=None) -> train.TrainState:
         """Untrained networks, seed r's from run key keys[r] (None: each seed's own key, the initial fit's)."""
-        module, input_shape = self.apply_fn.module, self.seeds[0].dataset.input_shape
-        return algorithm.stack([algorithm.initial_train_state(module, self.apply_fn, key, input_shape,
-                                                              self.config.train)
-                                for key in (keys or [s.key for s in self.seeds])])
+        return algorithm.initial_train_states(self.apply_fn, keys or [s.key for s in self.seeds],
+                                              self.seeds[0].dataset.input_shape, self.config.train)
 
     def _save(self) -> None:
         self.checkpointed = self.iteration
@@ -325,7 +306,7 @@ class Driver:
                 seed.write_initial_metrics(seed_held_out)
             self._save()
         if self.leader:  # the network the next iteration's stopping signal compares with
-            self._stop_set_agreement()
+            self.stop_signal.agreement(self.held_out, self.apply_fn, self.states.params, self.seed_axis)
         with progress.Progress(self.config.iterations, "iterations", initial=self.iteration) as bar:
             while self.iteration < self.config.iterations and not self.collective.agreed(self._stable()):
                 if should_stop is not None and self.collective.agreed(should_stop()):
@@ -349,10 +330,6 @@ class Driver:
         if not self.leader:
             return None  # process 0 wrote the summary
         return summaries[0] if len(summaries) == 1 else summaries
-
-    def _stop_set_agreement(self) -> np.ndarray:
-        """Cohen's kappa [R] of the stop set's predictions with the previous network's (1 before any previous one)."""
-        return self.stop_signal.agreement(self.held_out, self.apply_fn, self.states.params, self.seed_axis)
 
     def _stable(self) -> bool:
         """config.stop_when_stable: whether stabilizing predictions end the run now (process 0 decides)."""

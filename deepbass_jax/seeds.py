@@ -53,6 +53,16 @@ class Seed:
             return np.zeros(0, np.int64)
         return algorithm.initial_indices(self.config, self.hidden_labels, len(self.pool_indices), num_classes)
 
+    def buy(self, iteration: int, indices, oracle: str, collective, num_pool: int) -> int:
+        """Lines 9-11: the ledger buys (or replays) the labels of pool `indices`; they become ground truth. Every
+        process takes part (the images and the query's context are gathered over the processes)."""
+        bought, labels = self.ledger.buy(iteration, indices,
+                                         lambda ask: collective.rows(self.pool_images, num_pool, ask),
+                                         lambda: self.query_context(oracle, collective, num_pool))
+        self.state.ground_truth[bought] = labels
+        self.state.pseudo[bought] = -1
+        return len(bought)
+
     def query_context(self, oracle: str, collective, num_pool: int) -> Optional[dict]:
         """Vector data and a person as the oracle: the pool and its labeled points, to place queried points among
         them (every process takes part)."""
@@ -154,6 +164,18 @@ def _seed(seed_config, folder, source: data.Dataset, split, shard, collective) -
     files = None if source.files is None else tuple(pool_ids.tolist())
     return Seed(seed_config, jax.random.key(seed_config.seed), folder, dataset, val_indices, pool_indices, pool_ids,
                 pool_images, hidden, ledger, RunState(0, None, empty, empty.copy()), given, files)
+
+
+def refresh_pseudo_labels(seeds: list[Seed], stats, theta, config: ml_collections.ConfigDict, seed_axis: str) -> None:
+    """Lines 6-7 (eqs. 4 and 9) for every seed: `algorithm.seeds_pseudo_labels` over the stacked sets, each seed's
+    pseudo-labels [N] written back (stats fields [R, N, ...], theta [R])."""
+    pseudo = np.asarray(algorithm.seeds_pseudo_labels(
+        stats, theta, jnp.asarray(np.stack([s.state.labeled for s in seeds])),
+        jnp.asarray(np.stack([s.state.selected for s in seeds])), mode=config.mode, seed_axis=seed_axis,
+        ground_truth=jnp.asarray(np.stack([s.state.ground_truth for s in seeds])),
+        alignment=config.pseudo_alignment, confidence=config.pseudo_confidence))
+    for seed, seed_pseudo in zip(seeds, pseudo):
+        seed.state.pseudo = np.array(seed_pseudo, np.int32)
 
 
 def pool_on_device(seeds: list[Seed]) -> tuple[bool, jax.Array]:
