@@ -49,6 +49,19 @@ def test_a_killed_study_resumes_and_the_report_gives_every_network(finished_run,
     assert "| active seed 0 | 20 |" in text and "retrained x 2" in text
     assert text.count("| - | - |") == 1  # the toy's row: no Table 3 figure, no published curve
     assert (finished_run / "report" / "table.json").exists()
+    assert f"Networks of active seed 0 trained at commit {table['runs'][run.name]['commit']}" in text
+
+
+def test_the_reports_command_names_the_runs_of_earlier_invocations_too(finished_run):
+    run = dbal_training.FinishedRun(finished_run)
+    table = dbal_training.study([run], [1], finished_run / "earlier.json")
+    table["runs"]["dbal_bald seed 0"] = {**table["runs"][run.name], "folder": "/elsewhere/dbal_bald/seeds_0_0",
+                                         "commit": "f93fad8"}
+    command = dbal_training.command(table, "/data/mnist", ["1", "5"], finished_run / "out")
+    assert f"--runs={finished_run},/elsewhere/dbal_bald/seeds_0_0 --upsample=1,5" in command
+    assert command.startswith("python -m studies.dbal_training --data_dir=/data/mnist ")
+    text = dbal_training.report(table, finished_run / "report_two", command)
+    assert "Networks of dbal_bald seed 0 trained at commit f93fad8" in text
 
 
 def test_an_mnist_dbal_row_stands_beside_table_3_and_gal_et_als_curves():
