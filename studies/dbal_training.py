@@ -140,7 +140,7 @@ def study(runs: Sequence[FinishedRun], upsample: Sequence[int], table_path: path
         for times in missing:
             entry["networks"][str(times)] = accuracies(run, dataset, pool_images, apply_fns[model_key], times)
             print(f"{run.name}, labels x {times}: {entry['networks'][str(times)]}", flush=True)
-            entry.update(commit=provenance.commit(), device=provenance.device())  # the run's networks' code
+            entry.update(commit=provenance.commit(), device=provenance.device())  # the code of its latest network
             checkpoint.write_json(table_path, table)
     return table
 
