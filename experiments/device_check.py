@@ -113,11 +113,9 @@ def _timed(fn, repeats: int) -> float:
 
 
 def _initial_states(config, dataset: data.Dataset, num_seeds: int):
-    module = models.build(config.model, dataset.num_classes)
-    apply_fn = models.make_apply(module)
-    return apply_fn, algorithm.stack([algorithm.initial_train_state(module, apply_fn, jax.random.key(r),
-                                                                    dataset.input_shape, config.train)
-                                      for r in range(num_seeds)])
+    apply_fn = models.make_apply(models.build(config.model, dataset.num_classes))
+    return apply_fn, algorithm.initial_train_states(apply_fn, [jax.random.key(r) for r in range(num_seeds)],
+                                                    dataset.input_shape, config.train)
 
 
 def time_device_functions(config, dataset: data.Dataset, num_seeds: int, seed_axis: str,

@@ -33,12 +33,10 @@ def _define_flags() -> None:
 def fresh_accuracy(dataset, apply_fn, labels: int, even: bool, key: int, train_config) -> float:
     """Test accuracy of a fresh network of `apply_fn` (run key `key`) after EPOCHS epochs on `labels` random
     training images; one apply_fn for every call, so that the training steps compile once."""
-    module = apply_fn.module
     chosen = np.random.default_rng(key).choice(len(dataset.train_labels), labels, replace=False)
     images = np.asarray(dataset.train_images[chosen])
     targets = np.asarray(dataset.train_labels[chosen], np.int32)[None]
-    states = algorithm.stack([algorithm.initial_train_state(module, apply_fn, jax.random.key(key), images.shape[1:],
-                                                            train_config)])
+    states = algorithm.initial_train_states(apply_fn, [jax.random.key(key)], images.shape[1:], train_config)
     for epoch in range(EPOCHS):
         plan = train.sampling_plan(np.ones(labels, bool), np.zeros(labels, bool),
                                    jax.random.fold_in(jax.random.key(key), epoch), upsample=1)

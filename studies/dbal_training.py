@@ -80,8 +80,7 @@ def retrained_state(apply_fn, pool_images, labeled: np.ndarray, targets: np.ndar
     """A fresh network of run key `key` trained `epochs` epochs on the labeled pool samples, each `upsample` times
     an epoch, as `Driver._fit_fresh` trains DBAL's (states of one seed). pool_images [N, ...], labeled [N] bool,
     targets [N] (-1 where not labeled)."""
-    states = algorithm.stack([algorithm.initial_train_state(apply_fn.module, apply_fn, key, pool_images.shape[1:],
-                                                            train_config)])
+    states = algorithm.initial_train_states(apply_fn, [key], pool_images.shape[1:], train_config)
     plan_key = algorithm.setup_keys(key)[2]
     for epoch in range(epochs):
         plan = train.sampling_plan(labeled, np.zeros_like(labeled), jax.random.fold_in(plan_key, epoch), upsample)
@@ -119,8 +118,7 @@ def study(runs: Sequence[FinishedRun], upsample: Sequence[int], table_path: path
         entry.update({  # read from the run folder again each time
             "dataset": run.config.data.name, "preset": run.config.preset, "policy": run.config.policy,
             "folder": str(run.folder), "seed": run.config.seed, "labels": len(run.indices),
-            "epochs": run.config.retrain_epochs,
-            "upsample": run.config.train.upsample,
+            "epochs": run.config.retrain_epochs, "upsample": run.config.train.upsample,
             "run_test_accuracy": 100 * run.last_line["test_accuracy"],
             "run_own_label_accuracy": 100 * run.last_line["ground_truth_accuracy"],
             "bought": run.indices.tolist()})
