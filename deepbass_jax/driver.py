@@ -257,8 +257,7 @@ class Driver:
                 np.stack([s.state.ground_truth[i] for s, i in zip(self.seeds, indices)]))
 
     def _images(self, seed: Seed, indices) -> np.ndarray:
-        """Images of pool samples `indices` [n] (pool positions) -> [n, ...]; every process calls it together."""
-        return self.collective.rows(seed.pool_images, self.num_pool, indices)
+        return seed.images(indices, self.collective, self.num_pool)  # [n, ...]
 
     # ------------------------------------------------------------------------------------ checkpoints
     def _fresh_states(self, keys=None) -> train.TrainState:

@@ -56,12 +56,16 @@ class Seed:
     def buy(self, iteration: int, indices, oracle: str, collective, num_pool: int) -> int:
         """Lines 9-11: the ledger buys (or replays) the labels of pool `indices`; they become ground truth. Every
         process takes part (the images and the query's context are gathered over the processes)."""
-        bought, labels = self.ledger.buy(iteration, indices,
-                                         lambda ask: collective.rows(self.pool_images, num_pool, ask),
+        bought, labels = self.ledger.buy(iteration, indices, lambda ask: self.images(ask, collective, num_pool),
                                          lambda: self.query_context(oracle, collective, num_pool))
         self.state.ground_truth[bought] = labels
         self.state.pseudo[bought] = -1
         return len(bought)
+
+    def images(self, indices, collective, num_pool: int) -> np.ndarray:
+        """Images of pool samples `indices` [n] (pool positions) -> [n, ...], gathered from the processes' shards;
+        every process calls it together."""
+        return collective.rows(self.pool_images, num_pool, indices)
 
     def query_context(self, oracle: str, collective, num_pool: int) -> Optional[dict]:
         """Vector data and a person as the oracle: the pool and its labeled points, to place queried points among
